@@ -1,0 +1,54 @@
+# wsgate: see README.md. Every target is bounded in time; load only ever goes to loopback.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+FUZZTIME  ?= 5s
+BENCH     ?= default
+LISTEN    ?= 127.0.0.1:8080
+DEMO      ?= 127.0.0.1:3000
+
+.PHONY: all build test vet lint fuzz fuzz-seed bench bench-go bench-deps run clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet:
+	$(GO) vet $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# make test: vet, gofmt, the race-enabled test suite, then every fuzz target briefly on its seed corpus.
+test: lint
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# Each fuzz target runs for FUZZTIME on top of its checked-in corpus (testdata/fuzz/<Target>).
+fuzz:
+	@set -e; for pkg in $$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' $(PKGS)); do \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg/*_test.go 2>/dev/null | sed 's/^func //'); do \
+	    echo "fuzz $$t in $$pkg for $(FUZZTIME)"; \
+	    (cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) .) || exit 1; \
+	  done; \
+	done
+
+# Go micro-benchmarks (allocation counts included); compare runs with benchstat.
+bench-go:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=6 $(PKGS)
+
+bench-deps:
+	bash bench/deps.sh
+
+# make bench [BENCH=quick|default]: wsgate against nginx, HAProxy, httputil and direct.
+bench: build
+	$(GO) run ./bench/cmd/wsbench -suite=$(BENCH)
+
+# make run: wsgate in front of the built-in demo backend, on loopback.
+run: build
+	bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO)
+
+clean:
+	rm -rf $(BIN)
