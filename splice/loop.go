@@ -1,0 +1,717 @@
+package splice
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sockets are registered once, edge-triggered, for EPOLLIN|EPOLLOUT|
+// EPOLLRDHUP, and readiness is remembered in end.ev. Backpressure then costs
+// no epoll_ctl at all: a direction whose dst is full simply stops reading
+// its src, the src's socket buffer fills and TCP closes the window; with
+// edge triggering the unread src raises no further events, so there is no
+// busy loop and no interest flip-flop (two epoll_ctl per stall with level
+// triggering). The price is that every "readable" must be consumed until
+// EAGAIN, which the flow state machine does anyway.
+const epollFlags = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+const (
+	evIn  uint8 = 1 << iota // src may have bytes (or EOF / error)
+	evOut                   // dst may take bytes
+	evErr                   // EPOLLERR seen
+)
+
+const (
+	flowEOF  uint8 = 1 << iota // read returned 0: drain, then shutdown dst
+	flowDone                   // finished (shut down, or inactive for a transfer)
+	flowCopy                   // splice refused this socket (EINVAL): copy from now on
+)
+
+const (
+	wheelSize   = 512
+	maxEvents   = 256
+	spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+)
+
+// end is one socket of a conn.
+type end struct {
+	fd int32
+	ev uint8
+}
+
+// flow is one direction, src -> dst. While idle it holds nothing: pipe
+// fds are -1 and buf is nil.
+type flow struct {
+	pr, pw int32   // borrowed pipe, -1 when none
+	inPipe int32   // bytes sitting in the pipe
+	off    int32   // buf[off:lim] still to write
+	lim    int32   //
+	state  uint8   //
+	buf    *[]byte // borrowed copy buffer (or pending bytes), nil when none
+	moved  int64   // bytes written to dst
+}
+
+func (f *flow) init() { f.pr, f.pw = -1, -1 }
+
+// conn is a tunnel (two flows) or a transfer (flows[0] only, x != nil). It is
+// the whole per-tunnel state: about 170 bytes.
+type conn struct {
+	ends  [2]end
+	flows [2]flow
+
+	slot     int32  // index in loop.slots; epoll data carries it
+	tb       int32  // wheel bucket or -1
+	deadline uint32 // wheel tick at which to look again
+	active   uint32 // tick of the last byte moved
+	idle     uint32 // idle timeout in ticks, 0 = none
+	finAt    uint32 // tick at which the fin timeout fires, 0 = none
+	closed   bool
+	ready    bool // on loop.ready: budget ran out with work left
+	tnext    *conn
+	tprev    *conn
+
+	onClose func(TunnelResult)
+	x       *xfer
+}
+
+type xfer struct {
+	remaining int64 // body bytes still to read from src; -1 = chunked
+	pending   int64
+	framer    Framer
+	chunkDone bool
+	extra     []byte
+	done      func(TransferResult)
+}
+
+type loopStats struct {
+	tunnels, transfers   atomic.Int64
+	pipesIdle, pipesBusy atomic.Int64
+	spliced, copied      atomic.Int64
+}
+
+type pipePair struct{ r, w int32 }
+
+type loop struct {
+	p    *Plane
+	id   int
+	epfd int
+	evfd int
+
+	mu       sync.Mutex
+	queue    []*conn
+	stopping bool
+
+	// Owned by the loop goroutine.
+	slots    []*conn
+	free     []int32
+	pipes    []pipePair
+	ready    []*conn
+	spare    []*conn
+	events   [maxEvents]unix.EpollEvent
+	wheel    [wheelSize]*conn
+	armed    int
+	start    time.Time
+	now      uint32
+	lastTick uint32
+	budget   int
+	warned   bool
+	st       loopStats
+}
+
+func newLoop(p *Plane, id int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, err
+	}
+	budget := 16 * max(p.cfg.PipeSize, p.cfg.BufferSize, 64<<10)
+	return &loop{p: p, id: id, epfd: epfd, evfd: evfd, start: time.Now(), budget: budget}, nil
+}
+
+// submit queues c for the loop; the eventfd is written only when the queue
+// was empty, since a non-empty queue already has a wake-up pending.
+func (l *loop) submit(c *conn) bool {
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		return false
+	}
+	wake := len(l.queue) == 0
+	l.queue = append(l.queue, c)
+	l.mu.Unlock()
+	if wake {
+		l.wake()
+	}
+	return true
+}
+
+func (l *loop) wake() {
+	var one = [8]byte{1}
+	for {
+		_, err := unix.Write(l.evfd, one[:])
+		if err != unix.EINTR {
+			return // EAGAIN: the counter is already non-zero, the loop will wake
+		}
+	}
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (l *loop) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer l.p.wg.Done()
+	defer l.shutdown()
+	var pending []*conn
+	for {
+		timeout := -1
+		if len(l.ready) > 0 {
+			timeout = 0
+		} else if l.armed > 0 {
+			timeout = l.msToNextTick()
+		}
+		n, err := unix.EpollWait(l.epfd, l.events[:], timeout)
+		if err != nil && err != unix.EINTR {
+			l.p.log.Error("splice: epoll_wait failed, loop stops", "loop", l.id, "err", err)
+			return
+		}
+		l.now = uint32(time.Since(l.start) / l.p.tick)
+		woken := false
+		for i := 0; i < n; i++ {
+			ev := &l.events[i]
+			if ev.Fd < 0 {
+				woken = true
+				continue
+			}
+			c := l.slots[ev.Fd]
+			if c == nil || c.closed {
+				continue
+			}
+			e := &c.ends[ev.Pad&1]
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				e.ev |= evIn
+			}
+			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				e.ev |= evOut
+			}
+			if ev.Events&unix.EPOLLERR != 0 {
+				e.ev |= evErr
+			}
+			l.pump(c)
+		}
+		if len(l.ready) > 0 {
+			// Conns that used up their budget go again after everyone
+			// else with pending events had a turn.
+			batch := l.ready
+			l.ready = l.spare[:0]
+			for i, c := range batch {
+				batch[i] = nil
+				c.ready = false
+				if !c.closed {
+					l.pump(c)
+				}
+			}
+			l.spare = batch[:0]
+		}
+		l.advance()
+		if woken {
+			var b [8]byte
+			unix.Read(l.evfd, b[:])
+			l.mu.Lock()
+			pending, l.queue = l.queue, pending[:0]
+			stopping := l.stopping
+			l.mu.Unlock()
+			for i, c := range pending {
+				pending[i] = nil
+				l.attach(c)
+			}
+			pending = pending[:0]
+			if stopping {
+				return
+			}
+		}
+	}
+}
+
+func (l *loop) msToNextTick() int {
+	el := time.Since(l.start)
+	d := (el/l.p.tick+1)*l.p.tick - el
+	return int((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// attach registers a new conn's sockets and starts it moving.
+func (l *loop) attach(c *conn) {
+	if len(l.free) > 0 {
+		c.slot = l.free[len(l.free)-1]
+		l.free = l.free[:len(l.free)-1]
+	} else {
+		c.slot = int32(len(l.slots))
+		l.slots = append(l.slots, nil)
+	}
+	l.slots[c.slot] = c
+	c.tb = -1
+	c.active = l.now
+	if c.x != nil {
+		l.st.transfers.Add(1)
+	} else {
+		l.st.tunnels.Add(1)
+		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+	}
+	for i := range c.ends {
+		ev := unix.EpollEvent{Events: epollFlags, Fd: c.slot, Pad: int32(i)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.ends[i].fd), &ev); err != nil {
+			l.fail(c, &OpError{Dir: c.name(0) + "->" + c.name(1), Op: "register " + c.name(i), Err: err})
+			return
+		}
+	}
+	// Optimistically writable so pending bytes go out at once; readable
+	// waits for the edge epoll reports at registration.
+	c.ends[0].ev = evOut
+	c.ends[1].ev = evOut
+	l.arm(c)
+	l.pump(c)
+}
+
+func (c *conn) name(i int) string {
+	if c.x != nil {
+		if i == 0 {
+			return "src"
+		}
+		return "dst"
+	}
+	if i == 0 {
+		return "client"
+	}
+	return "backend"
+}
+
+func (c *conn) dir(i int) string {
+	if c.x != nil {
+		return "src->dst"
+	}
+	if i == 0 {
+		return "client->backend"
+	}
+	return "backend->client"
+}
+
+// pump advances both directions, then reports a socket error nobody
+// tripped over (e.g. an RST on a side whose directions are both stalled).
+func (l *loop) pump(c *conn) {
+	if !l.move(c, 0) {
+		return
+	}
+	if !l.move(c, 1) {
+		return
+	}
+	for i := range c.ends {
+		if c.ends[i].ev&evErr == 0 {
+			continue
+		}
+		c.ends[i].ev &^= evErr
+		if v, err := unix.GetsockoptInt(int(c.ends[i].fd), unix.SOL_SOCKET, unix.SO_ERROR); err == nil && v != 0 {
+			l.fail(c, &OpError{Dir: c.dir(i), Op: "error on " + c.name(i), Err: unix.Errno(v)})
+			return
+		}
+	}
+	if c.flows[0].state&flowDone != 0 && c.flows[1].state&flowDone != 0 && c.x == nil {
+		l.finish(c, nil)
+	}
+}
+
+// move runs direction i (ends[i] -> ends[1-i]) until it has to wait or its
+// budget is spent. It returns false when the conn is gone.
+func (l *loop) move(c *conn, i int) bool {
+	f := &c.flows[i]
+	src, dst := &c.ends[i], &c.ends[1-i]
+	budget := l.budget
+	for {
+		if f.state&flowDone != 0 {
+			return true
+		}
+		// Bytes already taken from src go out first, in order.
+		if f.buf != nil {
+			if dst.ev&evOut == 0 {
+				return true
+			}
+			n, err := unix.Write(int(dst.fd), (*f.buf)[f.off:f.lim])
+			if err != nil {
+				if err == unix.EAGAIN {
+					dst.ev &^= evOut
+					return true
+				}
+				if err == unix.EINTR {
+					continue
+				}
+				l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: err})
+				return false
+			}
+			f.off += int32(n)
+			f.moved += int64(n)
+			l.st.copied.Add(int64(n))
+			c.active = l.now
+			if f.off == f.lim {
+				l.p.putBuf(f.buf)
+				f.buf = nil
+			}
+			if budget -= n; budget <= 0 {
+				l.defer_(c)
+				return true
+			}
+			continue
+		}
+		if f.inPipe > 0 {
+			if dst.ev&evOut == 0 {
+				return true
+			}
+			n, err := spliceMove(int(f.pr), int(dst.fd), int(f.inPipe))
+			if err != nil {
+				if err == unix.EAGAIN {
+					dst.ev &^= evOut
+					return true
+				}
+				if err == unix.EINTR {
+					continue
+				}
+				l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: err})
+				return false
+			}
+			f.inPipe -= int32(n)
+			f.moved += int64(n)
+			l.st.spliced.Add(int64(n))
+			c.active = l.now
+			if f.inPipe == 0 {
+				l.putPipe(f)
+			}
+			if budget -= n; budget <= 0 {
+				l.defer_(c)
+				return true
+			}
+			continue
+		}
+		// Drained. Is this direction over?
+		if x := c.x; x != nil && (x.remaining == 0 || x.chunkDone) {
+			l.finish(c, nil)
+			return false
+		}
+		if f.state&flowEOF != 0 {
+			if c.x != nil {
+				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: errUnexpectedEOF})
+				return false
+			}
+			if err := unix.Shutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+				l.fail(c, &OpError{Dir: c.dir(i), Op: "shutdown " + c.name(1-i), Err: err})
+				return false
+			}
+			f.state |= flowDone
+			l.halfDone(c)
+			return true
+		}
+		if src.ev&evIn == 0 {
+			return true
+		}
+		if !l.fill(c, i, f, src) {
+			return false
+		}
+	}
+}
+
+// fill takes the next bytes from src into a borrowed pipe, or into a pooled
+// buffer when splice is off, refused, or no pipe can be had. It only runs
+// when the direction holds nothing, so an EAGAIN from splice means src is
+// empty, not that the pipe is full.
+func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
+	want := l.p.cfg.PipeSize
+	if want == 0 {
+		want = 64 << 10
+	}
+	x := c.x
+	useSplice := l.p.spliceOK && f.state&flowCopy == 0
+	if x != nil {
+		if x.remaining > 0 {
+			want = int(min(int64(want), x.remaining))
+		} else if x.remaining < 0 {
+			// Chunked: only chunk data is spliced blind; size lines and
+			// trailers go through the framer on the copy path.
+			left := x.framer.DataLeft()
+			if left <= 0 {
+				useSplice = false
+			} else {
+				want = int(min(int64(want), left))
+			}
+		}
+	}
+	if useSplice && l.getPipe(f) {
+		for {
+			n, err := spliceMove(int(src.fd), int(f.pw), want)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				src.ev &^= evIn
+				l.putPipe(f)
+				return true
+			case err == unix.EINVAL || err == unix.ENOSYS:
+				// Not a spliceable socket: this direction copies from now on.
+				f.state |= flowCopy
+				l.putPipe(f)
+				return true
+			case err != nil:
+				l.putPipe(f)
+				l.fail(c, &OpError{Dir: c.dir(i), Op: "read from " + c.name(i), Err: err})
+				return false
+			case n == 0:
+				f.state |= flowEOF
+				l.putPipe(f)
+				return true
+			}
+			f.inPipe = int32(n)
+			if x != nil {
+				if x.remaining > 0 {
+					x.remaining -= int64(n)
+				} else {
+					x.framer.Skip(int64(n))
+				}
+			}
+			return true
+		}
+	}
+	bp := l.p.bufs.Get().(*[]byte)
+	b := *bp
+	if x != nil && x.remaining > 0 && int64(len(b)) > x.remaining {
+		b = b[:x.remaining]
+	}
+	for {
+		n, err := unix.Read(int(src.fd), b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			src.ev &^= evIn
+			l.p.putBuf(bp)
+			return true
+		case err != nil:
+			l.p.putBuf(bp)
+			l.fail(c, &OpError{Dir: c.dir(i), Op: "read from " + c.name(i), Err: err})
+			return false
+		case n == 0:
+			f.state |= flowEOF
+			l.p.putBuf(bp)
+			return true
+		}
+		f.buf, f.off, f.lim = bp, 0, int32(n)
+		if x != nil {
+			if x.remaining > 0 {
+				x.remaining -= int64(n)
+			} else if x.remaining < 0 {
+				if !l.frame(c, i, f) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// frame feeds freshly read bytes to the chunked framer and trims what lies
+// beyond the body into Extra.
+func (l *loop) frame(c *conn, i int, f *flow) bool {
+	x := c.x
+	p := (*f.buf)[:f.lim]
+	used := 0
+	for used < len(p) {
+		n, done, err := x.framer.Feed(p[used:])
+		if err != nil {
+			l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src: chunked framing", Err: err})
+			return false
+		}
+		used += n
+		if done {
+			x.chunkDone = true
+			break
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if !x.chunkDone && used < len(p) {
+		l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src: chunked framing", Err: errFramerStalled})
+		return false
+	}
+	if used < len(p) {
+		x.extra = append([]byte(nil), p[used:]...)
+	}
+	f.lim = int32(used)
+	if f.lim == 0 {
+		l.p.putBuf(f.buf)
+		f.buf = nil
+	}
+	return true
+}
+
+// halfDone arms the fin timeout once the first direction has finished.
+func (l *loop) halfDone(c *conn) {
+	if c.finAt == 0 && l.p.cfg.FinTimeout > 0 && c.x == nil {
+		c.finAt = l.now + l.p.ticks(l.p.cfg.FinTimeout) + 1
+		l.arm(c)
+	}
+}
+
+func (l *loop) defer_(c *conn) {
+	if !c.ready {
+		c.ready = true
+		l.ready = append(l.ready, c)
+	}
+}
+
+// getPipe gives f a pipe from the loop's free list, or a new one. On
+// EMFILE/ENFILE/EPERM (pipe-user-pages-hard, fd limits) it returns false and
+// the caller copies instead: never stall, never drop.
+func (l *loop) getPipe(f *flow) bool {
+	if f.pr >= 0 {
+		return true
+	}
+	if n := len(l.pipes); n > 0 {
+		pp := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		f.pr, f.pw = pp.r, pp.w
+		l.st.pipesIdle.Add(-1)
+		l.st.pipesBusy.Add(1)
+		return true
+	}
+	var fds [2]int
+	if err := l.p.pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		if !l.warned {
+			l.warned = true
+			l.p.log.Warn("splice: cannot create pipe, copying through buffers", "loop", l.id, "err", err)
+		}
+		return false
+	}
+	if sz := l.p.cfg.PipeSize; sz > 0 {
+		// EPERM past pipe-user-pages-soft/pipe-max-size: the pipe keeps the
+		// kernel default size, which still works.
+		unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, sz)
+	}
+	f.pr, f.pw = int32(fds[0]), int32(fds[1])
+	l.st.pipesBusy.Add(1)
+	return true
+}
+
+// putPipe returns f's pipe to the free list if it is empty, closes it
+// otherwise (bytes of a dead tunnel must not leak into the next one).
+func (l *loop) putPipe(f *flow) {
+	if f.pr < 0 {
+		return
+	}
+	l.st.pipesBusy.Add(-1)
+	if f.inPipe == 0 && len(l.pipes) < l.p.cfg.PipePoolMax {
+		l.pipes = append(l.pipes, pipePair{f.pr, f.pw})
+		l.st.pipesIdle.Add(1)
+	} else {
+		unix.Close(int(f.pr))
+		unix.Close(int(f.pw))
+	}
+	f.pr, f.pw, f.inPipe = -1, -1, 0
+}
+
+func (l *loop) fail(c *conn, err error) { l.finish(c, err) }
+
+// finish ends a conn: deregisters both sockets, returns pipe and buffers,
+// then closes the sockets (tunnel) or hands them back (transfer).
+func (l *loop) finish(c *conn, err error) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	l.disarm(c)
+	if c.slot >= 0 && int(c.slot) < len(l.slots) && l.slots[c.slot] == c {
+		l.slots[c.slot] = nil
+		l.free = append(l.free, c.slot)
+	}
+	for i := range c.ends {
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(c.ends[i].fd), nil)
+	}
+	for i := range c.flows {
+		f := &c.flows[i]
+		l.putPipe(f)
+		if f.buf != nil {
+			l.p.putBuf(f.buf)
+			f.buf = nil
+		}
+	}
+	if x := c.x; x != nil {
+		l.st.transfers.Add(-1)
+		res := TransferResult{
+			Src:   int(c.ends[0].fd),
+			Dst:   int(c.ends[1].fd),
+			Moved: max(c.flows[0].moved-x.pending, 0),
+			Extra: x.extra,
+			Err:   err,
+		}
+		x.done(res)
+		return
+	}
+	l.st.tunnels.Add(-1)
+	unix.Close(int(c.ends[0].fd))
+	unix.Close(int(c.ends[1].fd))
+	if c.onClose != nil {
+		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err})
+	}
+}
+
+// shutdown runs when the plane closes: every conn still here ends with
+// ErrClosed, queued ones too, and the pool's pipes are closed.
+func (l *loop) shutdown() {
+	l.mu.Lock()
+	l.stopping = true
+	q := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, c := range q {
+		// Never attached: count it so finish's accounting balances.
+		c.slot, c.tb = -1, -1
+		if c.x != nil {
+			l.st.transfers.Add(1)
+		} else {
+			l.st.tunnels.Add(1)
+		}
+		l.finish(c, ErrClosed)
+	}
+	for _, c := range l.slots {
+		if c != nil {
+			l.finish(c, ErrClosed)
+		}
+	}
+	for _, pp := range l.pipes {
+		unix.Close(int(pp.r))
+		unix.Close(int(pp.w))
+	}
+	l.st.pipesIdle.Add(-int64(len(l.pipes)))
+	l.pipes = nil
+	unix.Close(l.epfd)
+	unix.Close(l.evfd)
+}
+
+func spliceMove(in, out, n int) (int, error) {
+	m, err := unix.Splice(in, nil, out, nil, n, spliceFlags)
+	return int(m), err
+}

@@ -1,0 +1,393 @@
+// Package splice is wsgate's tunnel plane: a few epoll loops, each locked to
+// its own OS thread, that join pairs of sockets and move their bytes with
+// splice(2) through a small pool of pipes (HAProxy's src/pipe.c model: a
+// pipe is borrowed only while bytes are in flight). Where splice is off or
+// unavailable the same loops copy through pooled buffers with the same
+// backpressure and half-close rules.
+//
+// A Tunnel joins a client and a backend socket for the rest of their lives;
+// a Transfer moves one HTTP message body from Src to Dst with real
+// backpressure and then hands both sockets back.
+package splice
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Config tunes a Plane. The zero value is usable; NewPlane fills defaults.
+type Config struct {
+	Loops       int           // tunnel loops, default runtime.GOMAXPROCS(0)
+	Splice      bool          // use splice(2) when available; false = portable copy path
+	PipeSize    int           // F_SETPIPE_SZ for pooled pipes, default 64 KiB (0 = kernel default)
+	PipePoolMax int           // idle pipes kept per loop, default 256; negative keeps none
+	BufferSize  int           // copy-path buffer size, default 64 KiB
+	IdleTimeout time.Duration // tunnel: no byte either way for this long -> close both; 0 = never
+	FinTimeout  time.Duration // tunnel: after one direction finished, the other gets this long; default 30s, negative = never
+	Logger      *slog.Logger  // nil = slog.Default()
+}
+
+// Defaults applied by NewPlane.
+const (
+	DefaultPipeSize    = 64 << 10
+	DefaultPipePoolMax = 256
+	DefaultBufferSize  = 64 << 10
+	DefaultFinTimeout  = 30 * time.Second
+)
+
+// Stats is a snapshot of the plane's counters.
+type Stats struct {
+	Tunnels, Transfers        int64 // active now
+	TunnelsTotal              int64
+	PipesIdle, PipesBusy      int64 // pool accounting
+	BytesSpliced, BytesCopied int64
+	SpliceAvailable           bool
+}
+
+// Tunnel joins two connected, non-blocking TCP sockets for the rest of their
+// lives. The plane owns both fds from the call on (it closes them, even when
+// it returns an error). The pending slices are copied before Tunnel returns;
+// they are written before any spliced byte.
+type Tunnel struct {
+	ClientFD, BackendFD int
+	ToBackend, ToClient []byte
+	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+}
+
+// TunnelResult reports how a tunnel ended. The byte counts include the
+// pending bytes written on the tunnel's behalf.
+type TunnelResult struct {
+	ClientToBackend, BackendToClient int64
+	Err                              error // names the peer and phase; nil on a clean close
+}
+
+// Transfer moves one message body from Src to Dst with real backpressure,
+// then hands both fds back. Ownership of Src and Dst passes to the plane
+// until Done runs; Done runs exactly once on the plane's loop (must not
+// block). If Plane.Transfer returns an error, Done never runs and the fds
+// stay the caller's.
+type Transfer struct {
+	Src, Dst    int
+	Pending     []byte        // written to Dst first (copied by Transfer before return)
+	Length      int64         // body bytes still to move from Src after Pending; -1 => use Chunked
+	Chunked     Framer        // when Length == -1: decoder state already fed with Pending
+	IdleTimeout time.Duration // no progress for this long -> Done with error; 0 = none
+	Done        func(TransferResult)
+}
+
+// Framer finds the end of a chunked body; *httpparse.ChunkedDecoder
+// satisfies it.
+type Framer interface {
+	Feed(p []byte) (n int, done bool, err error)
+	DataLeft() int64
+	Skip(n int64)
+}
+
+// TransferResult reports how a Transfer ended.
+type TransferResult struct {
+	Src, Dst int    // handed back to the caller (still open, still non-blocking) -- caller closes on Err
+	Moved    int64  // bytes written to Dst from Src (excluding Pending)
+	Extra    []byte // bytes read from Src beyond the body end (caller's, newly allocated), usually nil
+	Err      error  // nil when the whole body arrived at Dst
+}
+
+// Errors reported in TunnelResult.Err and TransferResult.Err.
+var (
+	ErrClosed      = errors.New("splice: plane closed")
+	ErrIdleTimeout = errors.New("splice: idle timeout")
+	ErrFinTimeout  = errors.New("splice: fin timeout after one direction finished")
+)
+
+// OpError names the direction and the phase that failed, e.g.
+// "splice: backend->client: write to client: connection reset by peer".
+type OpError struct {
+	Dir string // "client->backend", "backend->client" or "src->dst"
+	Op  string // "read from client", "write to backend", "shutdown backend", ...
+	Err error
+}
+
+func (e *OpError) Error() string { return "splice: " + e.Dir + ": " + e.Op + ": " + e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
+
+// Plane owns the tunnel loops.
+type Plane struct {
+	cfg      Config
+	log      *slog.Logger
+	loops    []*loop
+	next     atomic.Uint32
+	total    atomic.Int64
+	spliceOK bool
+	bufs     sync.Pool // *[]byte of cfg.BufferSize
+	tick     time.Duration
+
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	// pipe2 creates pipes; tests swap it before the first tunnel to
+	// simulate EMFILE / pipe-user-pages exhaustion.
+	pipe2 func(p []int, flags int) error
+}
+
+// NewPlane starts cfg.Loops goroutines, each LockOSThread + own epoll + eventfd.
+func NewPlane(cfg Config) (*Plane, error) {
+	if cfg.Loops <= 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	if cfg.PipeSize == 0 {
+		cfg.PipeSize = DefaultPipeSize
+	}
+	if cfg.PipeSize < 0 {
+		cfg.PipeSize = 0 // kernel default
+	}
+	if cfg.PipePoolMax == 0 {
+		cfg.PipePoolMax = DefaultPipePoolMax
+	}
+	if cfg.PipePoolMax < 0 {
+		cfg.PipePoolMax = 0
+	}
+	if cfg.BufferSize <= 0 {
+		cfg.BufferSize = DefaultBufferSize
+	}
+	if cfg.FinTimeout == 0 {
+		cfg.FinTimeout = DefaultFinTimeout
+	}
+	if cfg.FinTimeout < 0 {
+		cfg.FinTimeout = 0
+	}
+	if cfg.IdleTimeout < 0 {
+		cfg.IdleTimeout = 0
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: unix.Pipe2}
+	size := cfg.BufferSize
+	p.bufs.New = func() any { b := make([]byte, size); return &b }
+	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
+	if cfg.Splice {
+		if err := probeSplice(); err != nil {
+			p.log.Warn("splice: splice(2) unavailable, using the copy path", "err", err)
+		} else {
+			p.spliceOK = true
+		}
+	}
+	for i := 0; i < cfg.Loops; i++ {
+		l, err := newLoop(p, i)
+		if err != nil {
+			for _, o := range p.loops {
+				o.stop()
+			}
+			p.wg.Wait()
+			return nil, fmt.Errorf("splice: start loop %d: %w", i, err)
+		}
+		p.loops = append(p.loops, l)
+	}
+	for _, l := range p.loops {
+		p.wg.Add(1)
+		go l.run()
+	}
+	return p, nil
+}
+
+// wheelTick picks the timer wheel resolution: an eighth of the shortest
+// configured timeout, between 1ms and 1s, so a 30s FinTimeout costs one
+// wake-up per second per loop and only while some tunnel has a timer armed.
+func wheelTick(ts ...time.Duration) time.Duration {
+	tick := time.Second
+	for _, t := range ts {
+		if t > 0 && t/8 < tick {
+			tick = t / 8
+		}
+	}
+	return max(tick, time.Millisecond)
+}
+
+// probeSplice moves one byte socket -> pipe so a kernel or sandbox without
+// splice (ENOSYS, EINVAL under gVisor/seccomp) is detected once, up front.
+func probeSplice() error {
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(sp[0])
+	defer unix.Close(sp[1])
+	var pp [2]int
+	if err := unix.Pipe2(pp[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return err
+	}
+	defer unix.Close(pp[0])
+	defer unix.Close(pp[1])
+	if _, err := unix.Write(sp[0], []byte{1}); err != nil {
+		return err
+	}
+	n, err := spliceMove(sp[1], pp[1], 1)
+	if err != nil {
+		return err
+	}
+	if n != 1 {
+		return fmt.Errorf("probe moved %d bytes", n)
+	}
+	return nil
+}
+
+// Close stops the loops and closes every fd the plane owns: tunnels end
+// with ErrClosed, transfers hand their fds back with ErrClosed, pooled pipes
+// are closed. Safe to call more than once.
+func (p *Plane) Close() error {
+	p.closeOnce.Do(func() {
+		for _, l := range p.loops {
+			l.stop()
+		}
+		p.wg.Wait()
+	})
+	return nil
+}
+
+// Stats sums the loops' counters.
+func (p *Plane) Stats() Stats {
+	s := Stats{TunnelsTotal: p.total.Load(), SpliceAvailable: p.spliceOK}
+	for _, l := range p.loops {
+		s.Tunnels += l.st.tunnels.Load()
+		s.Transfers += l.st.transfers.Load()
+		s.PipesIdle += l.st.pipesIdle.Load()
+		s.PipesBusy += l.st.pipesBusy.Load()
+		s.BytesSpliced += l.st.spliced.Load()
+		s.BytesCopied += l.st.copied.Load()
+	}
+	return s
+}
+
+func (p *Plane) pick() *loop {
+	return p.loops[int(p.next.Add(1))%len(p.loops)]
+}
+
+// Tunnel hands both fds to a tunnel loop. See type Tunnel.
+func (p *Plane) Tunnel(t Tunnel) error {
+	fail := func(err error) error {
+		if t.ClientFD >= 0 {
+			unix.Close(t.ClientFD)
+		}
+		if t.BackendFD >= 0 && t.BackendFD != t.ClientFD {
+			unix.Close(t.BackendFD)
+		}
+		return err
+	}
+	if t.ClientFD < 0 || t.BackendFD < 0 || t.ClientFD == t.BackendFD {
+		return fail(fmt.Errorf("splice: tunnel: bad fds client=%d backend=%d", t.ClientFD, t.BackendFD))
+	}
+	if err := unix.SetNonblock(t.ClientFD, true); err != nil {
+		return fail(&OpError{Dir: "tunnel", Op: "set client non-blocking", Err: err})
+	}
+	if err := unix.SetNonblock(t.BackendFD, true); err != nil {
+		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
+	}
+	c := &conn{onClose: t.OnClose}
+	c.ends[0].fd = int32(t.ClientFD)
+	c.ends[1].fd = int32(t.BackendFD)
+	c.flows[0].init()
+	c.flows[1].init()
+	p.loadPending(&c.flows[0], t.ToBackend)
+	p.loadPending(&c.flows[1], t.ToClient)
+	if !p.pick().submit(c) {
+		p.dropPending(c)
+		return fail(ErrClosed)
+	}
+	p.total.Add(1)
+	return nil
+}
+
+// Transfer hands Src and Dst to a loop until the body has moved. See type
+// Transfer.
+func (p *Plane) Transfer(x Transfer) error {
+	if x.Src < 0 || x.Dst < 0 || x.Src == x.Dst {
+		return fmt.Errorf("splice: transfer: bad fds src=%d dst=%d", x.Src, x.Dst)
+	}
+	if x.Done == nil {
+		return errors.New("splice: transfer: Done is nil")
+	}
+	if x.Length < -1 || (x.Length == -1 && x.Chunked == nil) {
+		return fmt.Errorf("splice: transfer: bad length %d (chunked framer set: %v)", x.Length, x.Chunked != nil)
+	}
+	if err := unix.SetNonblock(x.Src, true); err != nil {
+		return &OpError{Dir: "src->dst", Op: "set src non-blocking", Err: err}
+	}
+	if err := unix.SetNonblock(x.Dst, true); err != nil {
+		return &OpError{Dir: "src->dst", Op: "set dst non-blocking", Err: err}
+	}
+	c := &conn{x: &xfer{
+		remaining: x.Length,
+		framer:    x.Chunked,
+		done:      x.Done,
+		pending:   int64(len(x.Pending)),
+	}}
+	if x.Length == -1 {
+		c.x.remaining = -1
+	}
+	c.idle = p.ticks(x.IdleTimeout)
+	c.ends[0].fd = int32(x.Src)
+	c.ends[1].fd = int32(x.Dst)
+	c.flows[0].init()
+	c.flows[1].init()
+	c.flows[1].state = flowDone // only Src -> Dst is active
+	p.loadPending(&c.flows[0], x.Pending)
+	if !p.pick().submit(c) {
+		p.dropPending(c)
+		return ErrClosed
+	}
+	return nil
+}
+
+// ticks converts a timeout into wheel ticks, rounding up so a timeout never
+// fires early.
+func (p *Plane) ticks(d time.Duration) uint32 {
+	if d <= 0 {
+		return 0
+	}
+	n := (d + p.tick - 1) / p.tick
+	if n > 1<<30 {
+		n = 1 << 30
+	}
+	return uint32(n)
+}
+
+// loadPending copies pending bytes into a pooled buffer (or an exact-size
+// one when they exceed BufferSize) so they are flushed before any spliced
+// byte.
+func (p *Plane) loadPending(f *flow, b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	var bp *[]byte
+	if len(b) <= p.cfg.BufferSize {
+		bp = p.bufs.Get().(*[]byte)
+	} else {
+		s := make([]byte, len(b))
+		bp = &s
+	}
+	f.buf = bp
+	f.off = 0
+	f.lim = int32(copy(*bp, b))
+}
+
+func (p *Plane) putBuf(bp *[]byte) {
+	if cap(*bp) == p.cfg.BufferSize {
+		*bp = (*bp)[:p.cfg.BufferSize]
+		p.bufs.Put(bp)
+	}
+}
+
+func (p *Plane) dropPending(c *conn) {
+	for i := range c.flows {
+		if c.flows[i].buf != nil {
+			p.putBuf(c.flows[i].buf)
+			c.flows[i].buf = nil
+		}
+	}
+}
