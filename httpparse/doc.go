@@ -1,0 +1,34 @@
+// Package httpparse reads HTTP/1.x message heads and chunked framing for an
+// event-loop proxy: zero-copy, allocation free and strict.
+//
+// The bytes a connection has received so far go to Parser.ParseRequest (or
+// ParseResponse for a backend's answer). While the head is incomplete it
+// returns ErrNeedMore and remembers how far it has looked, so calling it
+// again after every read costs O(n) for the whole head, however it was
+// split. A complete head fills a Request whose Method, Target, Host and
+// Headers are sub-slices of the caller's buffer, held in a fixed table
+// inside the Request: nothing is copied or allocated, and the slices stay
+// valid until the caller reuses the buffer.
+//
+// Strictness is the point. A proxy that frames a message differently from
+// the backend behind it lets one client smuggle a request into another's
+// connection, so the parser follows RFC 9110 and RFC 9112 to the letter and
+// refuses instead of guessing: field names and methods must be tokens;
+// whitespace before a colon, obsolete line folding, bare CR, bare LF and
+// NUL/CR/LF or other controls in values are errors; only HTTP/1.0 and
+// HTTP/1.1 are spoken; Transfer-Encoding with Content-Length, conflicting
+// or malformed Content-Length, and Transfer-Encoding in HTTP/1.0 are
+// rejected; a request's only accepted transfer coding is a single chunked.
+// Every error is an *Error carrying the status to answer (400, 414, 431,
+// 501, 505; 502 for a backend's malformed response) and is a preallocated
+// package variable, so a flood of garbage costs no garbage.
+//
+// Request.Framing and Response.Framing say how the body is delimited. For
+// FramingChunked a ChunkedDecoder follows the body as it streams past, again
+// without copying: Feed says how many bytes belong to the message and when
+// it ends, and DataLeft/Skip let a caller move chunk data in bulk (splice(2))
+// without looking at it.
+//
+// CheckWebSocketRequest, AppendAccept and VerifyAccept cover the RFC 6455
+// opening handshake, also without allocating.
+package httpparse

@@ -1,0 +1,757 @@
+package httpparse
+
+import (
+	"bytes"
+	"encoding/binary"
+)
+
+// MaxHeadersCap is the size of the fixed header table inside Request and
+// Response; Limits.MaxHeaders is clamped to it.
+const MaxHeadersCap = 256
+
+// Limits bound what a peer may make the parser look at. Zero fields take
+// the defaults of DefaultLimits.
+type Limits struct {
+	MaxHeadBytes   int // default 16 << 10; head longer -> 431 (or 414 when the request line alone is too long)
+	MaxHeaders     int // default 100, clamped to MaxHeadersCap; more -> 431
+	MaxTargetBytes int // default 8 << 10; longer target -> 414
+}
+
+// DefaultLimits returns the limits used for zero Limits fields.
+func DefaultLimits() Limits {
+	return Limits{MaxHeadBytes: 16 << 10, MaxHeaders: 100, MaxTargetBytes: 8 << 10}
+}
+
+func (l *Limits) norm() (head, headers, target int) {
+	head, headers, target = l.MaxHeadBytes, l.MaxHeaders, l.MaxTargetBytes
+	if head <= 0 {
+		head = 16 << 10
+	}
+	if headers <= 0 {
+		headers = 100
+	}
+	if headers > MaxHeadersCap {
+		headers = MaxHeadersCap
+	}
+	if target <= 0 {
+		target = 8 << 10
+	}
+	return head, headers, target
+}
+
+// Header is one field line. Name and Value are sub-slices of the parsed
+// buffer (capacity clipped, so an append cannot scribble over the input);
+// Value has leading and trailing whitespace removed.
+type Header struct{ Name, Value []byte }
+
+// Framing says how the body of a message is delimited (RFC 9112 section 6.3).
+type Framing uint8
+
+const (
+	FramingNone       Framing = iota // no body
+	FramingLength                    // Content-Length bytes follow
+	FramingChunked                   // chunked transfer coding (last coding)
+	FramingUntilClose                // responses only: body ends when the backend closes
+)
+
+func (f Framing) String() string {
+	switch f {
+	case FramingNone:
+		return "none"
+	case FramingLength:
+		return "length"
+	case FramingChunked:
+		return "chunked"
+	case FramingUntilClose:
+		return "until-close"
+	}
+	return "invalid"
+}
+
+// Parser scans one head at a time for one connection. It holds no buffer,
+// only offsets into the caller's, so the caller must pass the same bytes
+// again (with more appended) after ErrNeedMore, and call Reset if it moves
+// or discards them before the head completes. The state resets itself after
+// a complete head or an error; calling Reset then is harmless.
+type Parser struct {
+	Limits Limits
+
+	scan     int // first byte not yet examined
+	line     int // start of the line being scanned
+	start    int // start of the request or status line (after skipped empty lines)
+	hdrStart int // first byte after the start line; 0 while it is incomplete
+	hdrs     int // complete field lines seen
+
+	// Request-line progress, checked byte by byte as it arrives so that
+	// garbage (a TLS ClientHello on the plain port, say) is refused at once
+	// instead of waiting for a line end that never comes.
+	phase uint8 // 0 method, 1 target, 2 version
+	cr    bool  // the last byte was CR, so the next one must be LF
+	plen  int   // bytes in the current phase
+	mEnd  int   // index of the SP after the method
+	tEnd  int   // index of the SP after the target
+	minor int
+}
+
+// Reset forgets any partial head.
+func (p *Parser) Reset() {
+	*p = Parser{Limits: p.Limits}
+}
+
+// scanHead finds the end of the head in buf, resuming where the previous
+// call stopped. It returns the head length, or 0 and no error kind when more
+// bytes are needed. Every check fires at a fixed byte position, so the
+// outcome does not depend on how the bytes were split across calls.
+func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
+	if p.scan > len(buf) {
+		p.Reset() // the caller handed over a different buffer
+	}
+	maxHead, maxHeaders, maxTarget := p.Limits.norm()
+	for {
+		rest := buf[p.scan:]
+		i := bytes.IndexByte(rest, '\n')
+		if isReq && p.hdrStart == 0 {
+			seg := rest
+			if i >= 0 {
+				seg = rest[:i]
+			}
+			if lim := maxHead - p.scan; len(seg) > lim {
+				seg = seg[:max(lim, 0)]
+			}
+			if k := p.scanRequestLine(seg, maxTarget); k != 0 {
+				return 0, k
+			}
+		}
+		if i < 0 {
+			if len(buf) > maxHead {
+				return 0, p.limitKind(isReq)
+			}
+			p.scan = len(buf)
+			return 0, 0
+		}
+		lf := p.scan + i
+		if lf >= maxHead {
+			return 0, p.limitKind(isReq)
+		}
+		if lf == 0 || buf[lf-1] != '\r' {
+			return 0, kBareLF
+		}
+		p.scan = lf + 1
+		empty := lf-1 == p.line
+		switch {
+		case p.hdrStart == 0 && empty:
+			// RFC 9112 section 2.2: a server SHOULD ignore empty lines
+			// before the request line (old clients send CRLF after a body).
+			if !isReq {
+				return 0, kBadStatusLine
+			}
+			p.line, p.start = lf+1, lf+1
+			p.phase, p.plen, p.cr = 0, 0, false
+		case p.hdrStart == 0:
+			if isReq {
+				if k := p.parseRequestLine(buf[p.start : lf-1]); k != 0 {
+					return 0, k
+				}
+			}
+			p.hdrStart, p.line = lf+1, lf+1
+		case empty:
+			return lf + 1, 0
+		default:
+			p.hdrs++
+			if p.hdrs > maxHeaders {
+				return 0, kTooManyHeaders
+			}
+			p.line = lf + 1
+		}
+	}
+}
+
+func (p *Parser) limitKind(isReq bool) errKind {
+	if isReq && p.hdrStart == 0 {
+		return kLineTooLong
+	}
+	return kHeadTooLarge
+}
+
+const httpVersionPrefix = "HTTP/"
+
+// scanRequestLine checks request-line bytes as they arrive (the LF excluded).
+func (p *Parser) scanRequestLine(seg []byte, maxTarget int) errKind {
+	for _, c := range seg {
+		if p.cr {
+			return kBareCR
+		}
+		if c == '\r' {
+			p.cr = true
+			continue
+		}
+		switch p.phase {
+		case 0:
+			if c == ' ' {
+				if p.plen == 0 {
+					return kBadMethod
+				}
+				p.phase, p.plen = 1, 0
+			} else if !isTchar[c] {
+				return kBadMethod
+			} else {
+				p.plen++
+			}
+		case 1:
+			if c == ' ' {
+				if p.plen == 0 {
+					return kBadTarget
+				}
+				p.phase, p.plen = 2, 0
+			} else if c <= ' ' || c >= 0x7f {
+				return kBadTarget
+			} else {
+				p.plen++
+				if p.plen > maxTarget {
+					return kTargetTooLong
+				}
+			}
+		default:
+			if !versionByteOK(p.plen, c) {
+				return kBadVersion
+			}
+			p.plen++
+		}
+	}
+	return 0
+}
+
+// versionByteOK checks byte pos of "HTTP/" DIGIT "." DIGIT.
+func versionByteOK(pos int, c byte) bool {
+	switch {
+	case pos < len(httpVersionPrefix):
+		return c == httpVersionPrefix[pos]
+	case pos == 5 || pos == 7:
+		return c >= '0' && c <= '9'
+	case pos == 6:
+		return c == '.'
+	}
+	return false
+}
+
+// parseRequestLine runs on the complete line (CRLF excluded); its bytes have
+// passed scanRequestLine, so only the structure is left to check.
+func (p *Parser) parseRequestLine(line []byte) errKind {
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return kBadRequestLine
+	}
+	method, rest := line[:sp1], line[sp1+1:]
+	sp2 := bytes.IndexByte(rest, ' ')
+	if sp2 <= 0 {
+		return kBadRequestLine
+	}
+	target, ver := rest[:sp2], rest[sp2+1:]
+	if len(ver) != len("HTTP/1.1") {
+		return kBadVersion
+	}
+	if ver[5] != '1' || (ver[7] != '0' && ver[7] != '1') {
+		return kVersion
+	}
+	switch {
+	case string(method) == "CONNECT":
+		return kConnect
+	case target[0] == '/':
+	case len(target) == 1 && target[0] == '*':
+		if string(method) != "OPTIONS" {
+			return kAsterisk
+		}
+	case !isAbsoluteForm(target):
+		return kBadTargetForm
+	}
+	p.mEnd = p.start + sp1
+	p.tEnd = p.mEnd + 1 + sp2
+	p.minor = int(ver[7] - '0')
+	return 0
+}
+
+// isAbsoluteForm accepts scheme "://" authority [path...]. Requiring the
+// "//" keeps "host:port" (authority-form, CONNECT only) from passing as a
+// URI with scheme "host".
+func isAbsoluteForm(t []byte) bool {
+	i := 0
+	for ; i < len(t); i++ {
+		c := t[i] | 0x20
+		if c >= 'a' && c <= 'z' {
+			continue
+		}
+		if i > 0 && ((t[i] >= '0' && t[i] <= '9') || t[i] == '+' || t[i] == '-' || t[i] == '.') {
+			continue
+		}
+		break
+	}
+	if i == 0 || len(t) < i+4 || t[i] != ':' || t[i+1] != '/' || t[i+2] != '/' {
+		return false
+	}
+	return t[i+3] != '/'
+}
+
+// parseFields splits the field lines of a complete head (starting at i,
+// ending with the final CRLF) into t. The scanner has already guaranteed
+// that every LF is preceded by CR, that the head ends with CRLFCRLF and that
+// the line count fits the table.
+func parseFields(buf []byte, i int, t *[MaxHeadersCap]Header) (int, errKind) {
+	n := 0
+	for {
+		c := buf[i]
+		if c == '\r' {
+			if buf[i+1] != '\n' {
+				return 0, kBareCR
+			}
+			return n, 0
+		}
+		if c == ' ' || c == '\t' {
+			return 0, kObsFold
+		}
+		j := i
+		for isTchar[buf[j]] {
+			j++
+		}
+		if buf[j] != ':' {
+			if j > i && (buf[j] == ' ' || buf[j] == '\t') {
+				return 0, kSpaceBeforeColon
+			}
+			return 0, kBadFieldName
+		}
+		if j == i {
+			return 0, kBadFieldName
+		}
+		name := buf[i:j:j]
+		j++
+		for buf[j] == ' ' || buf[j] == '\t' {
+			j++
+		}
+		vs := j
+		j = skipValueBytes(buf, j)
+		if buf[j] != '\r' {
+			return 0, kBadFieldValue
+		}
+		if buf[j+1] != '\n' {
+			return 0, kBareCR
+		}
+		ve := j
+		for ve > vs && (buf[ve-1] == ' ' || buf[ve-1] == '\t') {
+			ve--
+		}
+		if n >= len(t) {
+			return 0, kTooManyHeaders
+		}
+		t[n] = Header{Name: name, Value: buf[vs:ve:ve]}
+		n++
+		i = j + 2
+	}
+}
+
+// skipValueBytes returns the index of the first byte at or after j that is
+// not allowed inside a field value. Eight bytes at a time: a word with no
+// byte below 0x20 and no 0x7f is all field-vchar, SP or obs-text, which is
+// what long Cookie and User-Agent values are made of.
+func skipValueBytes(buf []byte, j int) int {
+	const lo = 0x0101010101010101
+	const hi = 0x8080808080808080
+	for j+8 <= len(buf) {
+		w := binary.LittleEndian.Uint64(buf[j:])
+		// A byte < 0x20 or == 0x7f sets its high bit in one of these. Bytes
+		// >= 0x80 are excluded by &^w (a classic "has less than" test).
+		x := w ^ (0x7f * lo)
+		if ((w-0x20*lo)&^w|(x-lo)&^x)&hi != 0 {
+			break
+		}
+		j += 8
+	}
+	for isValueByte[buf[j]] {
+		j++
+	}
+	return j
+}
+
+// fieldScan gathers what framing and connection management need from the
+// field lines, shared by requests and responses.
+type fieldScan struct {
+	req       bool // Host and Expect only mean something in a request
+	hosts     int
+	host      []byte
+	cl        int64
+	clSeen    bool
+	teSeen    bool
+	teBad     bool
+	teElems   int
+	teChunked int
+	teLast    bool // last coding seen is chunked
+	close     bool
+	keepAlive bool
+	expect100 bool
+}
+
+func (f *fieldScan) scan(hs []Header) errKind {
+	for i := range hs {
+		h := &hs[i]
+		switch len(h.Name) {
+		case 4:
+			if f.req && EqualFold(h.Name, "host") {
+				f.hosts++
+				if f.hosts > 1 {
+					return kMultiHost
+				}
+				if !validHost(h.Value) {
+					return kBadHost
+				}
+				f.host = h.Value
+			}
+		case 6:
+			if f.req && EqualFold(h.Name, "expect") && EqualFold(h.Value, "100-continue") {
+				f.expect100 = true
+			}
+		case 10:
+			if EqualFold(h.Name, "connection") {
+				f.close = f.close || HasToken(h.Value, "close")
+				f.keepAlive = f.keepAlive || HasToken(h.Value, "keep-alive")
+			}
+		case 14:
+			if EqualFold(h.Name, "content-length") {
+				v, ok := parseContentLength(h.Value)
+				if !ok {
+					return kBadCL
+				}
+				if f.clSeen && v != f.cl {
+					return kCLMismatch
+				}
+				f.cl, f.clSeen = v, true
+			}
+		case 17:
+			if EqualFold(h.Name, "transfer-encoding") {
+				f.addTE(h.Value)
+			}
+		}
+	}
+	return 0
+}
+
+// addTE records one Transfer-Encoding line. Empty elements and codings with
+// parameters are refused rather than skipped: a proxy that reads a coding
+// list differently from its backend is a smuggling hole, so only the plain
+// form is let through.
+func (f *fieldScan) addTE(v []byte) {
+	f.teSeen = true
+	if len(v) == 0 {
+		f.teBad = true
+		return
+	}
+	for {
+		var e []byte
+		i := indexComma(v)
+		if i >= 0 {
+			e = trimOWS(v[:i])
+		} else {
+			e = trimOWS(v)
+		}
+		if !IsToken(e) {
+			f.teBad = true
+			return
+		}
+		f.teElems++
+		f.teLast = EqualFold(e, "chunked")
+		if f.teLast {
+			f.teChunked++
+		}
+		if i < 0 {
+			return
+		}
+		v = v[i+1:]
+	}
+}
+
+// parseContentLength accepts 1*DIGIT, or a list of identical values
+// ("5, 5", which some intermediaries produce when merging lines). Signs,
+// inner spaces, empty elements and values beyond int64 are refused.
+func parseContentLength(v []byte) (int64, bool) {
+	var first int64 = -1
+	for {
+		i := indexComma(v)
+		e := v
+		if i >= 0 {
+			e = v[:i]
+		}
+		e = trimOWS(e)
+		if len(e) == 0 {
+			return 0, false
+		}
+		var n int64
+		for _, c := range e {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			d := int64(c - '0')
+			if n > (1<<63-1-d)/10 {
+				return 0, false
+			}
+			n = n*10 + d
+		}
+		if first >= 0 && n != first {
+			return 0, false
+		}
+		first = n
+		if i < 0 {
+			return first, true
+		}
+		v = v[i+1:]
+	}
+}
+
+func validHost(v []byte) bool {
+	for _, c := range v {
+		if !isHostByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// Request is a parsed request head. Every slice points into the buffer given
+// to ParseRequest and is valid until that buffer changes.
+type Request struct {
+	Method, Target []byte
+	Minor          int      // HTTP/1.<Minor>, 0 or 1
+	Headers        []Header // = table[:n]; valid until buf changes
+	Host           []byte   // the single Host value (nil if absent, allowed for HTTP/1.0 only)
+	Framing        Framing
+	ContentLength  int64 // when Framing == FramingLength
+	KeepAlive      bool  // persistent per version + Connection: close/keep-alive
+	Expect100      bool  // Expect: 100-continue present
+
+	table [MaxHeadersCap]Header
+}
+
+// Header returns the first value of the named field (ASCII case-insensitive),
+// or nil if absent.
+func (r *Request) Header(name string) []byte { return headerValue(r.Headers, name) }
+
+// HasToken reports whether token appears in the comma lists of any field
+// line called name, e.g. HasToken("Connection", "upgrade") for Firefox's
+// "Connection: keep-alive, Upgrade".
+func (r *Request) HasToken(name, token string) bool { return headersHaveToken(r.Headers, name, token) }
+
+// IsWebSocketUpgrade reports whether the request asks to switch to WebSocket.
+// CheckWebSocketRequest does the full handshake validation.
+func (r *Request) IsWebSocketUpgrade() bool {
+	return r.HasToken("Upgrade", "websocket") && r.HasToken("Connection", "upgrade")
+}
+
+// Response is a parsed response head; slices point into the parsed buffer.
+type Response struct {
+	Minor         int
+	Status        int
+	Reason        []byte
+	Headers       []Header
+	Framing       Framing // 1xx, 204, 304 and responses to HEAD: FramingNone
+	ContentLength int64
+	KeepAlive     bool // false whenever Framing is FramingUntilClose
+
+	table [MaxHeadersCap]Header
+}
+
+// Header returns the first value of the named field, or nil if absent.
+func (r *Response) Header(name string) []byte { return headerValue(r.Headers, name) }
+
+// HasToken reports whether token appears in any field line called name.
+func (r *Response) HasToken(name, token string) bool {
+	return headersHaveToken(r.Headers, name, token)
+}
+
+func headerValue(hs []Header, name string) []byte {
+	for i := range hs {
+		if EqualFold(hs[i].Name, name) {
+			return hs[i].Value
+		}
+	}
+	return nil
+}
+
+func headersHaveToken(hs []Header, name, token string) bool {
+	for i := range hs {
+		if EqualFold(hs[i].Name, name) && HasToken(hs[i].Value, token) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseRequest parses the head at the start of buf. Returns (headLen, nil)
+// on success, where headLen counts the bytes through the final CRLFCRLF
+// (including any empty lines skipped before the request line); (0,
+// ErrNeedMore) when incomplete; (0, *Error) when malformed. Zero allocations.
+func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
+	end, k := p.scanHead(buf, true)
+	if k == 0 && end == 0 {
+		return 0, ErrNeedMore
+	}
+	if k == 0 {
+		k = p.finishRequest(buf[:end], req)
+	}
+	p.Reset()
+	if k != 0 {
+		return 0, reqErrs[k]
+	}
+	return end, nil
+}
+
+func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
+	n, k := parseFields(buf, p.hdrStart, &req.table)
+	if k != 0 {
+		return k
+	}
+	req.Headers = req.table[:n:n]
+	f := fieldScan{req: true}
+	if k := f.scan(req.Headers); k != 0 {
+		return k
+	}
+	req.Method = buf[p.start:p.mEnd:p.mEnd]
+	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]
+	req.Minor = p.minor
+	req.Host = f.host
+	req.Expect100 = f.expect100
+	req.ContentLength = 0
+	if p.minor == 1 {
+		req.KeepAlive = !f.close
+		if f.hosts == 0 {
+			return kNoHost
+		}
+	} else {
+		req.KeepAlive = f.keepAlive && !f.close
+	}
+	switch {
+	case f.teSeen:
+		switch {
+		case p.minor == 0:
+			return kTE10
+		case f.clSeen:
+			return kTEAndCL
+		case f.teBad:
+			return kBadTE
+		case f.teElems != 1 || f.teChunked != 1:
+			return kTEUnsupported
+		}
+		req.Framing = FramingChunked
+	case f.clSeen:
+		req.Framing = FramingLength
+		req.ContentLength = f.cl
+	default:
+		req.Framing = FramingNone
+	}
+	return 0
+}
+
+// ParseResponse parses a backend's response head at the start of buf, the
+// same way as ParseRequest. requestMethodHEAD makes the body FramingNone.
+// Every malformed head is an *Error with Status 502.
+func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD bool) (int, error) {
+	end, k := p.scanHead(buf, false)
+	if k == 0 && end == 0 {
+		return 0, ErrNeedMore
+	}
+	if k == 0 {
+		k = p.finishResponse(buf[:end], resp, requestMethodHEAD)
+	}
+	p.Reset()
+	if k != 0 {
+		return 0, respErrs[k]
+	}
+	return end, nil
+}
+
+func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
+	// status-line = HTTP-version SP status-code SP [ reason-phrase ]; the
+	// second SP is often missing in the wild when the reason is empty.
+	line := buf[:p.hdrStart-2]
+	if len(line) < len("HTTP/1.1 200") || line[8] != ' ' {
+		return kBadStatusLine
+	}
+	for i := 0; i < 8; i++ {
+		if !versionByteOK(i, line[i]) {
+			return kBadStatusLine
+		}
+	}
+	if line[5] != '1' || (line[7] != '0' && line[7] != '1') {
+		return kVersion
+	}
+	status := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return kBadStatusLine
+		}
+		status = status*10 + int(c-'0')
+	}
+	if status < 100 || status > 599 {
+		return kBadStatus
+	}
+	reason := line[12:]
+	if len(reason) > 0 {
+		if reason[0] != ' ' {
+			return kBadStatusLine
+		}
+		reason = reason[1:]
+		for _, c := range reason {
+			if !isValueByte[c] {
+				if c == '\r' {
+					return kBareCR
+				}
+				return kBadStatusLine
+			}
+		}
+	}
+	n, k := parseFields(buf, p.hdrStart, &resp.table)
+	if k != 0 {
+		return k
+	}
+	resp.Headers = resp.table[:n:n]
+	var f fieldScan
+	if k := f.scan(resp.Headers); k != 0 {
+		return k
+	}
+	resp.Minor = int(line[7] - '0')
+	resp.Status = status
+	resp.Reason = reason[:len(reason):len(reason)]
+	resp.ContentLength = 0
+	switch {
+	case f.teSeen:
+		switch {
+		case resp.Minor == 0:
+			return kTE10
+		case f.clSeen:
+			return kTEAndCL
+		case f.teBad:
+			return kBadTE
+		case f.teChunked > 1:
+			return kChunkedTwice
+		case f.teLast:
+			resp.Framing = FramingChunked
+		default:
+			// RFC 9112 section 6.3 rule 4: chunked not last means the
+			// body runs until the server closes.
+			resp.Framing = FramingUntilClose
+		}
+	case f.clSeen:
+		resp.Framing = FramingLength
+		resp.ContentLength = f.cl
+	default:
+		resp.Framing = FramingUntilClose
+	}
+	if head || status < 200 || status == 204 || status == 304 {
+		resp.Framing = FramingNone
+		resp.ContentLength = 0
+	}
+	if resp.Minor == 1 {
+		resp.KeepAlive = !f.close
+	} else {
+		resp.KeepAlive = f.keepAlive && !f.close
+	}
+	if resp.Framing == FramingUntilClose {
+		resp.KeepAlive = false
+	}
+	return 0
+}
