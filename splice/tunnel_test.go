@@ -1,0 +1,480 @@
+package splice
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestTunnelEcho(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 2})
+		if got := p.Stats().SpliceAvailable; got != on {
+			t.Fatalf("SpliceAvailable = %v, want %v", got, on)
+		}
+		ln := listen(t)
+		e := openTunnel(t, p, ln, nil, nil)
+		for _, size := range []int{1, 7, 1 << 10, 64 << 10, 1<<20 + 3} {
+			up := bytes.Repeat([]byte{'u'}, size)
+			up[0], up[size-1] = 'A', 'Z'
+			go e.client.Write(up)
+			if got := readN(t, e.backend, size, 10*time.Second); !bytes.Equal(got, up) {
+				t.Fatalf("size %d: backend got different bytes", size)
+			}
+			down := bytes.Repeat([]byte{'d'}, size)
+			go e.backend.Write(down)
+			if got := readN(t, e.client, size, 10*time.Second); !bytes.Equal(got, down) {
+				t.Fatalf("size %d: client got different bytes", size)
+			}
+		}
+		e.client.Close()
+		e.backend.Close()
+		r := e.result(t, 5*time.Second)
+		want := int64(1 + 7 + 1<<10 + 64<<10 + 1<<20 + 3)
+		if r.ClientToBackend != want || r.BackendToClient != want {
+			t.Fatalf("counts %d/%d, want %d each", r.ClientToBackend, r.BackendToClient, want)
+		}
+		s := p.Stats()
+		if on && s.BytesSpliced == 0 {
+			t.Fatal("splice mode spliced nothing")
+		}
+		if !on && s.BytesSpliced != 0 {
+			t.Fatalf("copy mode spliced %d bytes", s.BytesSpliced)
+		}
+	})
+}
+
+// bulkSize: 64 MiB each way by default (256 MiB with -race takes too long
+// for the package budget), 32 MiB with -short, 256 MiB with WSGATE_LONG=1.
+func bulkSize() int64 {
+	switch {
+	case !testing.Short() && os.Getenv("WSGATE_LONG") != "":
+		return 256 << 20
+	case testing.Short():
+		return 32 << 20
+	}
+	return 64 << 20
+}
+
+func TestTunnelBulkBothWays(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 2})
+		e := openTunnel(t, p, listen(t), nil, nil)
+		n := bulkSize()
+		bulk(t, e, n, 120*time.Second)
+		r := e.result(t, 5*time.Second)
+		if r.Err != nil || r.ClientToBackend != n || r.BackendToClient != n {
+			t.Fatalf("result %+v, want clean close with %d each way", r, n)
+		}
+		if s := p.Stats(); s.PipesBusy != 0 || s.Tunnels != 0 {
+			t.Fatalf("after tunnel: %+v", s)
+		}
+	})
+}
+
+func TestTunnelPendingFirst(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1, BufferSize: 4 << 10})
+		ln := listen(t)
+		// Larger than BufferSize to cover the exact-size pending buffer.
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1<<12)
+		for _, pend := range [][]byte{[]byte("PENDING-TO-BACKEND|"), big} {
+			toClient := []byte("pending-to-client|")
+			cfd, bfd := 0, 0
+			var client, backend *net.TCPConn
+			client, cfd = tcpPair(t, ln)
+			backend, bfd = tcpPair(t, ln)
+			// Bytes already queued in the sockets must come after the pending ones.
+			client.Write([]byte("after-c"))
+			backend.Write([]byte("after-b"))
+			time.Sleep(10 * time.Millisecond)
+			if err := p.Tunnel(Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: pend, ToClient: toClient}); err != nil {
+				t.Fatal(err)
+			}
+			// The plane copied the slices: scribbling on them must not matter.
+			orig := append([]byte(nil), pend...)
+			for i := range pend {
+				if &pend[0] != &big[0] {
+					pend[i] = 'X'
+				}
+			}
+			got := readN(t, backend, len(orig)+7, 5*time.Second)
+			if want := append(orig, "after-c"...); !bytes.Equal(got, want) {
+				t.Fatalf("backend got %q..., want %q...", got[:min(40, len(got))], want[:40])
+			}
+			if got := readN(t, client, len(toClient)+7, 5*time.Second); string(got) != "pending-to-client|after-b" {
+				t.Fatalf("client got %q", got)
+			}
+			client.Close()
+			backend.Close()
+		}
+	})
+}
+
+func TestTunnelHalfClose(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 2})
+		ln := listen(t)
+		for _, clientFirst := range []bool{true, false} {
+			t.Run(fmt.Sprintf("clientFirst=%v", clientFirst), func(t *testing.T) {
+				e := openTunnel(t, p, ln, nil, nil)
+				first, second := e.client, e.backend
+				if !clientFirst {
+					first, second = e.backend, e.client
+				}
+				first.Write([]byte("request"))
+				first.CloseWrite()
+				second.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got, err := io.ReadAll(second)
+				if err != nil || string(got) != "request" {
+					t.Fatalf("after CloseWrite the peer read %q, %v; want request then EOF", got, err)
+				}
+				// The other direction still works after the first one finished.
+				second.Write([]byte("answer"))
+				if got := readN(t, first, 6, 5*time.Second); string(got) != "answer" {
+					t.Fatalf("reply after half-close: %q", got)
+				}
+				second.CloseWrite()
+				if _, err := expectEOF(t, first, 5*time.Second); err != nil {
+					t.Fatalf("second half-close: %v", err)
+				}
+				r := e.result(t, 5*time.Second)
+				if r.Err != nil {
+					t.Fatalf("clean half-close ended with %v", r.Err)
+				}
+				c2b, b2c := int64(7), int64(6)
+				if !clientFirst {
+					c2b, b2c = b2c, c2b
+				}
+				if r.ClientToBackend != c2b || r.BackendToClient != b2c {
+					t.Fatalf("counts %+v", r)
+				}
+			})
+		}
+	})
+}
+
+func TestTunnelReset(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 2})
+		ln := listen(t)
+		for _, resetClient := range []bool{true, false} {
+			t.Run(fmt.Sprintf("resetClient=%v", resetClient), func(t *testing.T) {
+				e := openTunnel(t, p, ln, nil, nil)
+				e.client.Write([]byte("ping"))
+				readN(t, e.backend, 4, 5*time.Second)
+				victim, other, name := e.client, e.backend, "client"
+				if !resetClient {
+					victim, other, name = e.backend, e.client, "backend"
+				}
+				victim.SetLinger(0)
+				victim.Close() // RST
+				// The other side is closed promptly even though it is
+				// quiet and the tunnel has no fin or idle timeout.
+				took, _ := expectEOF(t, other, 3*time.Second)
+				if took > 2*time.Second {
+					t.Fatalf("other side closed after %v", took)
+				}
+				r := e.result(t, 3*time.Second)
+				if r.Err == nil || !strings.Contains(r.Err.Error(), name) || !errors.Is(r.Err, unix.ECONNRESET) {
+					t.Fatalf("err %v, want a connection reset naming the %s", r.Err, name)
+				}
+				t.Logf("reset reported as: %v", r.Err)
+			})
+		}
+	})
+}
+
+func TestTunnelResetWhileStalled(t *testing.T) {
+	// client->backend is stalled on a backend that never reads; the client
+	// then resets. The plane must notice via EPOLLERR, not wait forever.
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		e := openTunnel(t, p, listen(t), nil, nil)
+		junk := make([]byte, 1<<20)
+		e.client.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		for i := 0; i < 64; i++ {
+			if _, err := e.client.Write(junk); err != nil {
+				break // buffers full: the stall is in place
+			}
+		}
+		e.client.SetLinger(0)
+		e.client.Close()
+		r := e.result(t, 5*time.Second)
+		if r.Err == nil {
+			t.Fatal("reset of a stalled tunnel reported no error")
+		}
+		t.Logf("stalled reset: %v", r.Err)
+	})
+}
+
+func TestTunnelIdleTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		const idle = 200 * time.Millisecond
+		p := newPlane(t, Config{Splice: on, Loops: 1, IdleTimeout: idle})
+		ln := listen(t)
+		busy := openTunnel(t, p, ln, nil, nil)
+		quiet := openTunnel(t, p, ln, nil, nil)
+		start := time.Now()
+		// busy: a byte every 50ms for 4 idle periods keeps it alive.
+		for i := 0; i < 16; i++ {
+			busy.client.Write([]byte{byte(i)})
+			if got := readN(t, busy.backend, 1, 2*time.Second); got[0] != byte(i) {
+				t.Fatalf("busy tunnel byte %d = %d", i, got[0])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r := quiet.result(t, 3*time.Second)
+		took := time.Since(start)
+		if !errors.Is(r.Err, ErrIdleTimeout) {
+			t.Fatalf("quiet tunnel ended with %v, want idle timeout", r.Err)
+		}
+		if _, err := expectEOF(t, quiet.client, 2*time.Second); err != nil {
+			t.Logf("client saw %v", err)
+		}
+		if took < idle {
+			t.Fatalf("idle timeout fired after %v, before %v", took, idle)
+		}
+		select {
+		case r := <-busy.res:
+			t.Fatalf("busy tunnel was closed: %+v", r)
+		default:
+		}
+		// Now let busy go quiet too.
+		r = busy.result(t, 3*time.Second)
+		if !errors.Is(r.Err, ErrIdleTimeout) {
+			t.Fatalf("busy tunnel ended with %v", r.Err)
+		}
+	})
+}
+
+func TestTunnelFinTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		const fin = 300 * time.Millisecond
+		p := newPlane(t, Config{Splice: on, Loops: 1, FinTimeout: fin})
+		e := openTunnel(t, p, listen(t), nil, nil)
+		e.client.CloseWrite()
+		if _, err := expectEOF(t, e.backend, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		// The backend never closes its side: the fin timeout ends it.
+		took, _ := expectEOF(t, e.client, 5*time.Second)
+		r := e.result(t, 2*time.Second)
+		if !errors.Is(r.Err, ErrFinTimeout) {
+			t.Fatalf("ended with %v, want fin timeout", r.Err)
+		}
+		if took < fin-50*time.Millisecond || time.Since(start) > 3*time.Second {
+			t.Fatalf("fin timeout after %v, want about %v", took, fin)
+		}
+	})
+}
+
+func TestTunnelNoPipesFallsBackToCopy(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1, PipePoolMax: -1})
+		var tries sync.Map
+		p.pipe2 = func(fds []int, flags int) error {
+			tries.Store("x", true)
+			return unix.EMFILE
+		}
+		e := openTunnel(t, p, listen(t), []byte("pend"), nil)
+		if got := readN(t, e.backend, 4, 5*time.Second); string(got) != "pend" {
+			t.Fatalf("pending: %q", got)
+		}
+		bulk(t, e, 8<<20, 60*time.Second)
+		r := e.result(t, 5*time.Second)
+		if r.Err != nil || r.ClientToBackend != 8<<20+4 {
+			t.Fatalf("result %+v", r)
+		}
+		s := p.Stats()
+		if s.BytesSpliced != 0 || s.BytesCopied < 16<<20 || s.PipesBusy != 0 || s.PipesIdle != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+		if _, tried := tries.Load("x"); tried != on {
+			t.Fatalf("pipe creation tried = %v with splice = %v", tried, on)
+		}
+	})
+}
+
+func TestTunnelNoLeaks(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		ln := listen(t)
+		before := countFDs(t)
+		const poolMax = 3
+		p, err := NewPlane(Config{Splice: on, Loops: 2, PipePoolMax: poolMax})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ends []*tunnelEnds
+		for i := 0; i < 8; i++ {
+			ends = append(ends, openTunnel(t, p, ln, nil, nil))
+		}
+		var wg sync.WaitGroup
+		for i, e := range ends {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if i%3 == 2 {
+					e.client.SetLinger(0)
+					e.client.Close()
+					return
+				}
+				bulk(t, e, 2<<20, 30*time.Second)
+			}()
+		}
+		wg.Wait()
+		for _, e := range ends {
+			e.result(t, 5*time.Second)
+			e.close()
+		}
+		s := p.Stats()
+		if s.Tunnels != 0 || s.PipesBusy != 0 || s.PipesIdle > 2*poolMax {
+			t.Fatalf("after all tunnels ended: %+v", s)
+		}
+		if on && s.PipesIdle == 0 {
+			t.Fatalf("no pipe returned to the pool: %+v", s)
+		}
+		p.Close()
+		if s := p.Stats(); s.PipesIdle != 0 || s.PipesBusy != 0 {
+			t.Fatalf("after Close: %+v", s)
+		}
+		var after int
+		if !waitFor(2*time.Second, func() bool { after = countFDs(t); return after == before }) {
+			t.Fatalf("fd leak: %d fds before, %d after", before, after)
+		}
+	})
+}
+
+func TestTunnelMany(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		n := 2000
+		p := newPlane(t, Config{Splice: on})
+		ln := listen(t)
+		ends := make([]*tunnelEnds, n)
+		for i := range ends {
+			ends[i] = openTunnel(t, p, ln, nil, nil)
+		}
+		if !waitFor(5*time.Second, func() bool { return p.Stats().Tunnels == int64(n) }) {
+			t.Fatalf("active tunnels %d, want %d", p.Stats().Tunnels, n)
+		}
+		errs := make(chan error, n)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 256)
+		for i, e := range ends {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				dl := time.Now().Add(20 * time.Second)
+				e.client.SetDeadline(dl)
+				e.backend.SetDeadline(dl)
+				msg := fmt.Sprintf("hello from client %d", i)
+				if _, err := e.client.Write([]byte(msg)); err != nil {
+					errs <- err
+					return
+				}
+				b := make([]byte, len(msg))
+				if _, err := io.ReadFull(e.backend, b); err != nil || string(b) != msg {
+					errs <- fmt.Errorf("tunnel %d: backend got %q, %v", i, b, err)
+					return
+				}
+				reply := fmt.Sprintf("reply %d", i)
+				e.backend.Write([]byte(reply))
+				b = make([]byte, len(reply))
+				if _, err := io.ReadFull(e.client, b); err != nil || string(b) != reply {
+					errs <- fmt.Errorf("tunnel %d: client got %q, %v", i, b, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for _, e := range ends {
+			e.close()
+		}
+		if !waitFor(10*time.Second, func() bool { return p.Stats().Tunnels == 0 }) {
+			t.Fatalf("tunnels left: %+v", p.Stats())
+		}
+		if s := p.Stats(); s.PipesBusy != 0 || s.TunnelsTotal != int64(n) {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+func TestPlaneCloseEndsTunnels(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p, err := NewPlane(Config{Splice: on, Loops: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln := listen(t)
+		e1 := openTunnel(t, p, ln, nil, nil)
+		e2 := openTunnel(t, p, ln, []byte("x"), nil)
+		readN(t, e2.backend, 1, 5*time.Second)
+		p.Close()
+		for _, e := range []*tunnelEnds{e1, e2} {
+			if r := e.result(t, 2*time.Second); !errors.Is(r.Err, ErrClosed) {
+				t.Fatalf("close reported %v", r.Err)
+			}
+			expectEOF(t, e.client, 2*time.Second)
+			expectEOF(t, e.backend, 2*time.Second)
+		}
+		c, cfd := tcpPair(t, ln)
+		b, bfd := tcpPair(t, ln)
+		defer c.Close()
+		defer b.Close()
+		if err := p.Tunnel(Tunnel{ClientFD: cfd, BackendFD: bfd}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Tunnel after Close: %v", err)
+		}
+		// The plane owned and closed both fds despite the error.
+		expectEOF(t, c, 2*time.Second)
+		expectEOF(t, b, 2*time.Second)
+	})
+}
+
+// TestTunnelZeroAllocs proves the data path allocates nothing per byte:
+// AllocsPerRun counts mallocs of the whole process, loop goroutines
+// included, while 64 KiB round trips through an established tunnel.
+func TestTunnelZeroAllocs(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		e := openTunnel(t, p, listen(t), nil, nil)
+		msg := make([]byte, 64<<10)
+		buf := make([]byte, 64<<10)
+		round := func() {
+			if _, err := e.client.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(e.backend, buf); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.backend.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(e.client, buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 20; i++ {
+			round() // warm the pools
+		}
+		allocs := testing.AllocsPerRun(200, round)
+		t.Logf("allocs per 128 KiB round trip: %v", allocs)
+		if allocs > 0 {
+			t.Fatalf("data path allocates: %v allocs per round trip", allocs)
+		}
+	})
+}
