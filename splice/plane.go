@@ -197,10 +197,11 @@ func NewPlane(cfg Config) (*Plane, error) {
 }
 
 // wheelTick picks the timer wheel resolution: an eighth of the shortest
-// configured timeout, between 1ms and 1s, so a 30s FinTimeout costs one
-// wake-up per second per loop and only while some tunnel has a timer armed.
+// configured timeout, between 1ms and 250ms, so the default 30s FinTimeout
+// costs four wake-ups per second per loop, and only while some conn has a
+// timer armed. Transfer idle timeouts shorter than a tick fire within two.
 func wheelTick(ts ...time.Duration) time.Duration {
-	tick := time.Second
+	tick := 250 * time.Millisecond
 	for _, t := range ts {
 		if t > 0 && t/8 < tick {
 			tick = t / 8

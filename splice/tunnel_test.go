@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -53,16 +52,13 @@ func TestTunnelEcho(t *testing.T) {
 	})
 }
 
-// bulkSize: 64 MiB each way by default (256 MiB with -race takes too long
-// for the package budget), 32 MiB with -short, 256 MiB with WSGATE_LONG=1.
+// bulkSize: 256 MiB each way (about 2s per mode with -race here), 32 MiB
+// with -short.
 func bulkSize() int64 {
-	switch {
-	case !testing.Short() && os.Getenv("WSGATE_LONG") != "":
-		return 256 << 20
-	case testing.Short():
+	if testing.Short() {
 		return 32 << 20
 	}
-	return 64 << 20
+	return 256 << 20
 }
 
 func TestTunnelBulkBothWays(t *testing.T) {
