@@ -1,0 +1,169 @@
+package splice
+
+import (
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pumpBench moves b.N MiB from w to r (one direction) and reports MB/s
+// (via SetBytes) and process CPU seconds per GB moved.
+func pumpBench(b *testing.B, w, r net.Conn) {
+	const chunk = 1 << 20
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	out := make([]byte, chunk)
+	in := make([]byte, chunk)
+	werr := make(chan error, 1)
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	go func() {
+		for i := 0; i < b.N; i++ {
+			if _, err := w.Write(out); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	for i := 0; i < b.N; i++ {
+		if _, err := io.ReadFull(r, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if err := <-werr; err != nil {
+		b.Fatal(err)
+	}
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(cpu.Seconds()/(float64(b.N)*chunk/1e9), "cpu-s/GB")
+}
+
+func benchTunnel(b *testing.B, on bool) {
+	p := newPlane(b, Config{Splice: on, Loops: 1})
+	e := openTunnel(b, p, listen(b), nil, nil)
+	pumpBench(b, e.client, e.backend)
+}
+
+func BenchmarkTunnelSplice(b *testing.B) { benchTunnel(b, true) }
+func BenchmarkTunnelCopy(b *testing.B)   { benchTunnel(b, false) }
+
+// BenchmarkDirect is the same load over one plain loopback connection: the
+// ceiling the plane is measured against.
+func BenchmarkDirect(b *testing.B) {
+	ln := listen(b)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	pumpBench(b, c, a)
+}
+
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// idleTunnels opens n tunnels over loopback TCP (4n fds), measures the Go
+// heap+stack growth (and RSS growth) caused by handing them to the plane,
+// checks a sample still carries bytes, and returns bytes per idle tunnel.
+func idleTunnels(tb testing.TB, n int) (heapPer, rssPer float64) {
+	p := newPlane(tb, Config{Splice: true})
+	ln := listen(tb)
+	type pair struct {
+		c, b   *net.TCPConn
+		cf, bf int
+	}
+	pairs := make([]pair, n)
+	for i := range pairs {
+		pairs[i].c, pairs[i].cf = tcpPair(tb, ln)
+		pairs[i].b, pairs[i].bf = tcpPair(tb, ln)
+	}
+	tb.Cleanup(func() {
+		for _, pr := range pairs {
+			pr.c.Close()
+			pr.b.Close()
+		}
+	})
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := int64(ms.HeapInuse + ms.StackInuse)
+	rss0 := rssBytes()
+	for _, pr := range pairs {
+		if err := p.Tunnel(Tunnel{ClientFD: pr.cf, BackendFD: pr.bf}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if !waitFor(20*time.Second, func() bool { return p.Stats().Tunnels == int64(n) }) {
+		tb.Fatalf("only %d of %d tunnels active", p.Stats().Tunnels, n)
+	}
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	after := int64(ms.HeapInuse + ms.StackInuse)
+	rss1 := rssBytes()
+	if s := p.Stats(); s.PipesBusy != 0 {
+		tb.Fatalf("idle tunnels hold pipes: %+v", s)
+	}
+	for i := 0; i < n; i += n / 10 {
+		pairs[i].c.Write([]byte("still-alive"))
+		if got := readN(tb, pairs[i].b, 11, 5*time.Second); string(got) != "still-alive" {
+			tb.Fatalf("idle tunnel %d: %q", i, got)
+		}
+	}
+	return float64(after-before) / float64(n), float64(rss1-rss0) / float64(n)
+}
+
+const idleN = 4000 // 16,000 fds: under the 20,000 hard limit
+
+func TestIdleTunnelMemory(t *testing.T) {
+	n := idleN
+	if testing.Short() {
+		n = 1000
+	}
+	heapPer, rssPer := idleTunnels(t, n)
+	t.Logf("%d idle tunnels: %.0f B/tunnel Go heap+stack, %.0f B/tunnel RSS; conn struct %d B",
+		n, heapPer, rssPer, unsafe.Sizeof(conn{}))
+	if heapPer > 1024 {
+		t.Fatalf("idle tunnel costs %.0f B of heap, budget 1 KiB", heapPer)
+	}
+}
+
+func BenchmarkIdleTunnelMemory(b *testing.B) {
+	var heapPer, rssPer float64
+	for i := 0; i < b.N; i++ {
+		heapPer, rssPer = idleTunnels(b, idleN)
+	}
+	b.ReportMetric(heapPer, "B/idle-tunnel")
+	b.ReportMetric(rssPer, "RSS-B/idle-tunnel")
+}
