@@ -659,3 +659,30 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		t.Errorf("busy port: code %d output %q", code, out.String())
 	}
 }
+
+func TestSlowAnswersLate(t *testing.T) {
+	td := startDemo(t, time.Hour)
+	start := time.Now()
+	resp, err := http.Get(td.url("/api/slow?ms=150"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Fatalf("answered after %v, want >= 150ms", took)
+	}
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "{\n  \"slept_ms\": 150\n}" {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	for _, bad := range []string{"-1", "x", "60001"} {
+		resp, err := http.Get(td.url("/api/slow?ms=" + bad))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Fatalf("ms=%s: status %d, want 400", bad, resp.StatusCode)
+		}
+	}
+}

@@ -77,6 +77,7 @@ func (d *demo) handler() http.Handler {
 	mux.HandleFunc("GET /api/redirect", d.serveRedirect)
 	mux.HandleFunc("POST /api/echo", d.serveEcho)
 	mux.HandleFunc("GET /api/big", d.serveBig)
+	mux.HandleFunc("GET /api/slow", d.serveSlow)
 	mux.HandleFunc("GET /loki/api/v1/tail", d.serveTail)
 	mux.HandleFunc("GET /api/live/ws", d.serveLive)
 	return d.accessLog(mux)
@@ -236,6 +237,35 @@ func (d *demo) serveBig(w http.ResponseWriter, r *http.Request) {
 		}
 		left -= chunk
 	}
+}
+
+// maxSlow bounds /api/slow.
+const maxSlow = time.Minute
+
+// serveSlow answers after ?ms=N milliseconds (default 1000): a backend slower than the proxy's
+// -response-timeout shows up as 504. The page also uses it to hold a real request open while a
+// headless browser runs on virtual time (see index.html).
+func (d *demo) serveSlow(w http.ResponseWriter, r *http.Request) {
+	wait := time.Second
+	if s := r.URL.Query().Get("ms"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 || time.Duration(v)*time.Millisecond > maxSlow {
+			http.Error(w, fmt.Sprintf("ms must be an integer in [0, %d], got %q", maxSlow.Milliseconds(), s), http.StatusBadRequest)
+			return
+		}
+		wait = time.Duration(v) * time.Millisecond
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+		return
+	case <-d.ctx.Done():
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"slept_ms": wait.Milliseconds()})
 }
 
 // accessLog logs one line per request. The wrapper keeps Hijacker and Flusher reachable, because
