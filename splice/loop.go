@@ -109,6 +109,7 @@ type loop struct {
 	slots    []*conn
 	free     []int32
 	pipes    []pipePair
+	bufs     []*[]byte // loop-local spares: sync.Pool drops its items at GC
 	ready    []*conn
 	spare    []*conn
 	events   [maxEvents]unix.EpollEvent
@@ -370,7 +371,7 @@ func (l *loop) move(c *conn, i int) bool {
 			l.st.copied.Add(int64(n))
 			c.active = l.now
 			if f.off == f.lim {
-				l.p.putBuf(f.buf)
+				l.putBuf(f.buf)
 				f.buf = nil
 			}
 			if budget -= n; budget <= 0 {
@@ -495,7 +496,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 			return true
 		}
 	}
-	bp := l.p.bufs.Get().(*[]byte)
+	bp := l.getBuf()
 	b := *bp
 	if x != nil && x.remaining > 0 && int64(len(b)) > x.remaining {
 		b = b[:x.remaining]
@@ -507,15 +508,15 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 			continue
 		case err == unix.EAGAIN:
 			src.ev &^= evIn
-			l.p.putBuf(bp)
+			l.putBuf(bp)
 			return true
 		case err != nil:
-			l.p.putBuf(bp)
+			l.putBuf(bp)
 			l.fail(c, &OpError{Dir: c.dir(i), Op: "read from " + c.name(i), Err: err})
 			return false
 		case n == 0:
 			f.state |= flowEOF
-			l.p.putBuf(bp)
+			l.putBuf(bp)
 			return true
 		}
 		f.buf, f.off, f.lim = bp, 0, int32(n)
@@ -562,7 +563,7 @@ func (l *loop) frame(c *conn, i int, f *flow) bool {
 	}
 	f.lim = int32(used)
 	if f.lim == 0 {
-		l.p.putBuf(f.buf)
+		l.putBuf(f.buf)
 		f.buf = nil
 	}
 	return true
@@ -633,6 +634,29 @@ func (l *loop) putPipe(f *flow) {
 	f.pr, f.pw, f.inPipe = -1, -1, 0
 }
 
+// bufKeep bounds the loop-local spare buffers (1 MiB at the default size);
+// beyond it buffers go back to the plane's sync.Pool.
+const bufKeep = 16
+
+func (l *loop) getBuf() *[]byte {
+	if n := len(l.bufs); n > 0 {
+		bp := l.bufs[n-1]
+		l.bufs[n-1] = nil
+		l.bufs = l.bufs[:n-1]
+		return bp
+	}
+	return l.p.bufs.Get().(*[]byte)
+}
+
+func (l *loop) putBuf(bp *[]byte) {
+	if cap(*bp) == l.p.cfg.BufferSize && len(l.bufs) < bufKeep {
+		*bp = (*bp)[:l.p.cfg.BufferSize]
+		l.bufs = append(l.bufs, bp)
+		return
+	}
+	l.p.putBuf(bp)
+}
+
 func (l *loop) fail(c *conn, err error) { l.finish(c, err) }
 
 // finish ends a conn: deregisters both sockets, returns pipe and buffers,
@@ -654,7 +678,7 @@ func (l *loop) finish(c *conn, err error) {
 		f := &c.flows[i]
 		l.putPipe(f)
 		if f.buf != nil {
-			l.p.putBuf(f.buf)
+			l.putBuf(f.buf)
 			f.buf = nil
 		}
 	}
@@ -707,6 +731,7 @@ func (l *loop) shutdown() {
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
 	l.pipes = nil
+	l.bufs = nil
 	unix.Close(l.epfd)
 	unix.Close(l.evfd)
 }
