@@ -1,0 +1,110 @@
+// Package loop is wsgate's HTTP plane: a gnet engine whose event loops run one explicit state
+// machine per client connection, keep backend connections on the client's own loop, and hand long
+// bodies and upgraded WebSocket connections to the splice tunnel plane. docs/architecture.md has
+// the design and the reasons behind it.
+package loop
+
+import (
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/wsgate/wsgate/splice"
+)
+
+// Config configures a Server. Zero fields take the DefaultConfig values, except PreserveHost and
+// Forwarded, which are plain booleans: start from DefaultConfig to get them on.
+type Config struct {
+	Listen, Backend    string        // "127.0.0.1:8080", "127.0.0.1:3000"; a Listen port of 0 picks a free port
+	Loops              int           // gnet event loops, default GOMAXPROCS
+	PreserveHost       bool          // default true
+	Forwarded          bool          // X-Forwarded-For/Proto/Host, default true
+	HeaderTimeout      time.Duration // default 10s: slow head -> 408
+	IdleTimeout        time.Duration // client keep-alive idle, default 60s
+	DialTimeout        time.Duration // default 5s -> 504 on timeout, 502 on refused
+	ResponseTimeout    time.Duration // backend response head, default 60s -> 504
+	BackendIdle        int           // idle pooled backend conns per loop, default 64
+	BackendIdleTimeout time.Duration // default 90s
+	MaxConns           int           // default 10000, over -> 503 + close
+	MaxHeadBytes       int           // default 16 KiB
+	BodyHighWater      int           // bytes queued toward a slow peer before the body moves to the tunnel plane, default 1 MiB
+	Tunnel             splice.Config // tunnel plane config (-tunnel-loops, -splice, -pipe-size, ...)
+	Logger             *slog.Logger
+}
+
+// DefaultConfig returns the documented defaults with Listen and Backend empty.
+func DefaultConfig() Config {
+	return Config{
+		Loops:              runtime.GOMAXPROCS(0),
+		PreserveHost:       true,
+		Forwarded:          true,
+		HeaderTimeout:      10 * time.Second,
+		IdleTimeout:        60 * time.Second,
+		DialTimeout:        5 * time.Second,
+		ResponseTimeout:    60 * time.Second,
+		BackendIdle:        64,
+		BackendIdleTimeout: 90 * time.Second,
+		MaxConns:           10000,
+		MaxHeadBytes:       16 << 10,
+		BodyHighWater:      1 << 20,
+		Tunnel:             splice.Config{Splice: true},
+	}
+}
+
+// withDefaults fills zero durations and sizes; a negative BackendIdle disables pooling.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Loops <= 0 {
+		c.Loops = d.Loops
+	}
+	if c.HeaderTimeout <= 0 {
+		c.HeaderTimeout = d.HeaderTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = d.DialTimeout
+	}
+	if c.ResponseTimeout <= 0 {
+		c.ResponseTimeout = d.ResponseTimeout
+	}
+	if c.BackendIdle == 0 {
+		c.BackendIdle = d.BackendIdle
+	}
+	if c.BackendIdle < 0 {
+		c.BackendIdle = 0
+	}
+	if c.BackendIdleTimeout <= 0 {
+		c.BackendIdleTimeout = d.BackendIdleTimeout
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = d.MaxConns
+	}
+	if c.MaxHeadBytes <= 0 {
+		c.MaxHeadBytes = d.MaxHeadBytes
+	}
+	if c.BodyHighWater <= 0 {
+		c.BodyHighWater = d.BodyHighWater
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Tunnel.Logger == nil {
+		c.Tunnel.Logger = c.Logger
+	}
+	return c
+}
+
+// Stats is a snapshot of a Server's counters.
+type Stats struct {
+	Conns              int64 // client connections held by the event loops now
+	BackendConnsOpened int64 // backend connections dialled since Start
+	Tunnels            int64 // WebSocket tunnels open in the tunnel plane now
+	TunnelsTotal       int64 // WebSocket tunnels handed to the tunnel plane since Start
+	Requests           int64 // request heads forwarded since Start
+	Rejected           int64 // connections refused with 503 over MaxConns
+	Retries            int64 // requests re-sent after a pooled backend connection failed
+	Offloads           int64 // bodies moved to the tunnel plane since Start
+	BackendIdle        int64 // idle pooled backend connections now
+}

@@ -1,0 +1,109 @@
+package loop
+
+import (
+	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
+)
+
+// outq writes toward one peer straight to its socket and keeps what the kernel would not take.
+// wsgate never uses gnet's outbound buffer for proxied bytes: that buffer is unbounded, opaque
+// (its bytes cannot be handed to the tunnel plane) and dropped by gnet's close on EAGAIN. With
+// outq every byte not yet in the kernel is ours, so it can be counted against BodyHighWater,
+// passed on as Transfer.Pending / Tunnel.To*, or flushed before a lingering close.
+type outq struct {
+	fd  int // -1 while the conn is detached (offloaded to the tunnel plane)
+	buf *bytebufferpool.ByteBuffer
+	off int
+}
+
+func (q *outq) pending() int {
+	if q.buf == nil {
+		return 0
+	}
+	return len(q.buf.B) - q.off
+}
+
+// write sends p (or queues it behind older bytes). The error is the socket's: the peer is gone.
+func (q *outq) write(p []byte) error {
+	if q.pending() > 0 {
+		if err := q.flush(); err != nil {
+			return err
+		}
+		if q.pending() > 0 {
+			q.buf.B = append(q.buf.B, p...)
+			return nil
+		}
+	}
+	for len(p) > 0 {
+		if q.fd < 0 {
+			q.stash(p)
+			return nil
+		}
+		n, err := unix.Write(q.fd, p)
+		switch err {
+		case nil:
+			p = p[n:]
+		case unix.EINTR:
+		case unix.EAGAIN:
+			q.stash(p)
+			return nil
+		default:
+			return err
+		}
+	}
+	return nil
+}
+
+func (q *outq) stash(p []byte) {
+	if q.buf == nil {
+		q.buf = bytebufferpool.Get()
+		q.off = 0
+	}
+	q.buf.B = append(q.buf.B, p...)
+}
+
+// flush writes as much of the queue as the socket takes now.
+func (q *outq) flush() error {
+	for q.pending() > 0 && q.fd >= 0 {
+		n, err := unix.Write(q.fd, q.buf.B[q.off:])
+		switch err {
+		case nil:
+			q.off += n
+		case unix.EINTR:
+		case unix.EAGAIN:
+			q.compact()
+			return nil
+		default:
+			return err
+		}
+	}
+	if q.buf != nil && q.pending() == 0 {
+		q.release()
+	}
+	return nil
+}
+
+// compact drops the written prefix once it dominates, so a long-lived queue does not creep.
+func (q *outq) compact() {
+	if q.off > 32<<10 && q.off*2 > len(q.buf.B) {
+		n := copy(q.buf.B, q.buf.B[q.off:])
+		q.buf.B = q.buf.B[:n]
+		q.off = 0
+	}
+}
+
+// bytes returns the queued bytes; valid until the next write or release.
+func (q *outq) bytes() []byte {
+	if q.buf == nil {
+		return nil
+	}
+	return q.buf.B[q.off:]
+}
+
+func (q *outq) release() {
+	if q.buf != nil {
+		bytebufferpool.Put(q.buf)
+		q.buf = nil
+	}
+	q.off = 0
+}
