@@ -11,10 +11,14 @@
 //   - GET /api/redirect            302 to this backend's own address (ProxyPassReverse rewrites it)
 //   - POST /api/echo               the request body streamed back chunked, with trailers
 //   - GET /api/big?bytes=N         exactly N bytes with Content-Length
+//   - GET /api/slow?ms=N           answers after N ms (meets the proxy's -response-timeout)
 //
 // Usage:
 //
 //	wsgate-demo -listen 127.0.0.1:3000 -interval 500ms
+//
+// cmd/wsgate-demo/run.sh (make run) starts it behind wsgate; browsercheck.sh loads the page in
+// headless Chromium and asserts that lines stream through the proxy.
 //
 // The demo uses net/http and gorilla/websocket on purpose: it is a well-behaved stock peer, not part
 // of the proxy.
