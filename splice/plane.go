@@ -330,6 +330,11 @@ func (p *Plane) Transfer(x Transfer) error {
 	}}
 	if x.Length == -1 {
 		c.x.remaining = -1
+		// A decoder that already saw the end in Pending (httpparse's has
+		// Done) must not be fed the next message.
+		if d, ok := x.Chunked.(interface{ Done() bool }); ok && d.Done() {
+			c.x.chunkDone = true
+		}
 	}
 	c.idle = p.ticks(x.IdleTimeout)
 	c.ends[0].fd = int32(x.Src)

@@ -310,3 +310,55 @@ func TestTransferIdleAndShort(t *testing.T) {
 		}
 	})
 }
+
+// doneFramer is a chunkFramer that reports Done like httpparse's decoder.
+type doneFramer struct{ chunkFramer }
+
+func (d *doneFramer) Done() bool { return d.state == 9 }
+
+func TestTransferChunkedAllPending(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		body := "3\r\nabc\r\n0\r\n\r\n"
+		fr := &doneFramer{}
+		if _, done, _ := fr.Feed([]byte(body)); !done {
+			t.Fatal("framer did not finish on a whole body")
+		}
+		e := openTransfer(t, p, listen(t), Transfer{Pending: []byte(body), Length: -1, Chunked: fr})
+		e.src.Write([]byte("NEXT"))
+		r := e.result(t, 3*time.Second)
+		if r.Err != nil || r.Moved != 0 || r.Extra != nil {
+			t.Fatalf("%+v", r)
+		}
+		if got := readN(t, e.dst, len(body), 2*time.Second); string(got) != body {
+			t.Fatalf("dst got %q", got)
+		}
+		if rest, err := readFD(r.Src, 4, 2*time.Second); string(rest) != "NEXT" {
+			t.Fatalf("src left %q, %v", rest, err)
+		}
+	})
+}
+
+func TestTransferPlaneClose(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p, err := NewPlane(Config{Splice: on, Loops: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := openTransfer(t, p, listen(t), Transfer{Length: 1 << 20})
+		e.src.Write([]byte("part"))
+		readN(t, e.dst, 4, 2*time.Second)
+		p.Close()
+		r := e.result(t, 2*time.Second)
+		if !errors.Is(r.Err, ErrClosed) || r.Moved != 4 {
+			t.Fatalf("%+v", r)
+		}
+		// Handed back open: the caller can still use them.
+		if _, err := unix.Write(r.Dst, []byte("x")); err != nil {
+			t.Fatalf("dst not usable after Close: %v", err)
+		}
+		if err := p.Transfer(Transfer{Src: r.Src, Dst: r.Dst, Length: 1, Done: func(TransferResult) {}}); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Transfer after Close: %v", err)
+		}
+	})
+}
