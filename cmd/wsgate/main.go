@@ -17,12 +17,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/splice"
 )
 
 func main() {
@@ -72,6 +74,13 @@ func run(args []string, stderr io.Writer) int {
 // operator-facing default documented in README.md; a bad value is one line and exit code 2.
 func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error) {
 	cfg := loop.DefaultConfig()
+	// Show operators the effective values in -h rather than the zero values the packages
+	// interpret as "default".
+	cfg.Listen, cfg.Backend = "127.0.0.1:8080", "127.0.0.1:3000"
+	cfg.Tunnel.Loops = runtime.GOMAXPROCS(0)
+	cfg.Tunnel.PipeSize = splice.DefaultPipeSize
+	cfg.Tunnel.PipePoolMax = splice.DefaultPipePoolMax
+	cfg.Tunnel.FinTimeout = splice.DefaultFinTimeout
 	fs := flag.NewFlagSet("wsgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -81,7 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error
 
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to accept clients on (host:port)")
 	fs.StringVar(&cfg.Backend, "backend", cfg.Backend, "backend address (host:port) for HTTP and WebSocket traffic")
-	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "gnet event loops for HTTP (default GOMAXPROCS)")
+	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "gnet event loops for HTTP")
 	fs.BoolVar(&cfg.PreserveHost, "preserve-host", cfg.PreserveHost, "pass the client's Host to the backend (Grafana checks Origin against it)")
 	fs.BoolVar(&cfg.Forwarded, "forwarded", cfg.Forwarded, "set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host")
 	fs.DurationVar(&cfg.HeaderTimeout, "header-timeout", cfg.HeaderTimeout, "time a client has to send a complete request head (then 408)")
@@ -93,12 +102,12 @@ func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error
 	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "client connections served at once; more get 503")
 	fs.IntVar(&cfg.MaxHeadBytes, "max-head-bytes", cfg.MaxHeadBytes, "largest request head accepted (then 431)")
 	fs.IntVar(&cfg.BodyHighWater, "body-high-water", cfg.BodyHighWater, "bytes queued toward a slow peer before a body moves to the tunnel plane")
-	fs.IntVar(&cfg.Tunnel.Loops, "tunnel-loops", cfg.Tunnel.Loops, "tunnel-plane epoll loops (default GOMAXPROCS)")
+	fs.IntVar(&cfg.Tunnel.Loops, "tunnel-loops", cfg.Tunnel.Loops, "tunnel-plane epoll loops")
 	fs.BoolVar(&cfg.Tunnel.Splice, "splice", cfg.Tunnel.Splice, "join tunnels with splice(2); false copies through pooled buffers")
 	fs.IntVar(&cfg.Tunnel.PipeSize, "pipe-size", cfg.Tunnel.PipeSize, "pipe capacity in bytes for spliced transfers (F_SETPIPE_SZ)")
 	fs.IntVar(&cfg.Tunnel.PipePoolMax, "pipe-pool-max", cfg.Tunnel.PipePoolMax, "idle pipes kept per tunnel loop")
 	fs.DurationVar(&cfg.Tunnel.IdleTimeout, "tunnel-idle-timeout", cfg.Tunnel.IdleTimeout, "close a tunnel quiet both ways this long (0 = never: tails are quiet for hours)")
-	fs.DurationVar(&cfg.Tunnel.FinTimeout, "tunnel-fin-timeout", cfg.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long")
+	fs.DurationVar(&cfg.Tunnel.FinTimeout, "tunnel-fin-timeout", cfg.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
 
 	if err := fs.Parse(args); err != nil {
@@ -113,6 +122,13 @@ func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error
 	}
 	if err := validate(cfg); err != nil {
 		return cfg, 0, err
+	}
+	// splice.Config reads 0 as "use the default"; an operator's explicit 0 means none.
+	if cfg.Tunnel.PipePoolMax == 0 {
+		cfg.Tunnel.PipePoolMax = -1
+	}
+	if cfg.Tunnel.FinTimeout == 0 {
+		cfg.Tunnel.FinTimeout = -1
 	}
 	return cfg, level, nil
 }
