@@ -54,8 +54,8 @@ func run(args []string, stderr io.Writer) int {
 		logger.Error("start failed", "listen", cfg.Listen, "backend", cfg.Backend, "err", err)
 		return 1
 	}
-	logger.Info("wsgate listening", "listen", srv.Addr(), "backend", cfg.Backend,
-		"loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice)
+	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
+		"addr", srv.Addr())
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
