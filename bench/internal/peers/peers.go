@@ -24,7 +24,8 @@ type Env struct {
 	Dir         string   // private scratch directory (configs, pid files, logs)
 	BackendAddr string   // host:port of the bench backend
 	Pin         []string // command prefix pinning a proxy (["taskset","-c","0"]), or nil
-	Procs       int      // GOMAXPROCS for Go peers (0: runtime default)
+	Procs       int      // GOMAXPROCS for Go peers (0: runtime default, which follows CPU affinity)
+	ProxyCPUs   int      // CPUs a proxy may use (1 when pinned): wsgate's loop counts
 	Bins        Bins
 }
 
@@ -278,8 +279,15 @@ func probe(addr string) error {
 
 func startWSGate(splice bool) func(Env, string, string) (*exec.Cmd, error) {
 	return func(env Env, dir, listen string) (*exec.Cmd, error) {
+		n := env.ProxyCPUs
+		if n < 1 {
+			n = 1
+		}
+		// Loop counts are passed explicitly (one per CPU the proxy may use) so the run does not
+		// depend on how the binary derives its defaults.
 		return Command(env, dir, env.Bins.WSGate, "-listen", listen, "-backend", env.BackendAddr,
-			"-splice="+strconv.FormatBool(splice), "-log-level", "warn")
+			"-splice="+strconv.FormatBool(splice), "-log-level", "warn",
+			"-loops", strconv.Itoa(n), "-tunnel-loops", strconv.Itoa(n))
 	}
 }
 

@@ -150,3 +150,12 @@ func parseSysCPU(b []byte) (SysCPU, error) {
 func (s SysCPU) Sub(o SysCPU) SysCPU {
 	return SysCPU{Busy: s.Busy - o.Busy, IRQ: s.IRQ - o.IRQ, Elapsed: s.Elapsed - o.Elapsed}
 }
+
+// ProcCPU is user+system CPU used so far by one process (all its threads), not its children.
+func ProcCPU(pid int) time.Duration {
+	st, err := readProcStat(pid)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(st.utime+st.stime) * clockTick
+}
