@@ -253,6 +253,18 @@ func (p *Parser) parseRequestLine(line []byte) errKind {
 	if ver[5] != '1' || (ver[7] != '0' && ver[7] != '1') {
 		return kVersion
 	}
+	if k := targetFormKind(method, target); k != 0 {
+		return k
+	}
+	p.mEnd = p.start + sp1
+	p.tEnd = p.mEnd + 1 + sp2
+	p.minor = int(ver[7] - '0')
+	return 0
+}
+
+// targetFormKind checks the request-target form against the method (RFC
+// 9112 section 3.2).
+func targetFormKind(method, target []byte) errKind {
 	switch {
 	case string(method) == "CONNECT":
 		return kConnect
@@ -264,9 +276,6 @@ func (p *Parser) parseRequestLine(line []byte) errKind {
 	case !isAbsoluteForm(target):
 		return kBadTargetForm
 	}
-	p.mEnd = p.start + sp1
-	p.tEnd = p.mEnd + 1 + sp2
-	p.minor = int(ver[7] - '0')
 	return 0
 }
 
@@ -341,7 +350,8 @@ func parseFields(buf []byte, i int, t *[MaxHeadersCap]Header) (int, errKind) {
 		if n >= len(t) {
 			return 0, kTooManyHeaders
 		}
-		t[n] = Header{Name: name, Value: buf[vs:ve:ve]}
+		h := &t[n]
+		h.Name, h.Value = name, buf[vs:ve:ve]
 		n++
 		i = j + 2
 	}
@@ -364,7 +374,7 @@ func skipValueBytes(buf []byte, j int) int {
 		}
 		j += 8
 	}
-	for isValueByte[buf[j]] {
+	for j < len(buf) && isValueByte[buf[j]] {
 		j++
 	}
 	return j
@@ -390,43 +400,51 @@ type fieldScan struct {
 
 func (f *fieldScan) scan(hs []Header) errKind {
 	for i := range hs {
-		h := &hs[i]
-		switch len(h.Name) {
-		case 4:
-			if f.req && EqualFold(h.Name, "host") {
-				f.hosts++
-				if f.hosts > 1 {
-					return kMultiHost
-				}
-				if !validHost(h.Value) {
-					return kBadHost
-				}
-				f.host = h.Value
+		if k := f.field(hs[i].Name, hs[i].Value); k != 0 {
+			return k
+		}
+	}
+	return 0
+}
+
+// field looks at one field line; names are told apart by length first so
+// the common uninteresting field costs one switch.
+func (f *fieldScan) field(name, value []byte) errKind {
+	switch len(name) {
+	case 4:
+		if f.req && EqualFold(name, "host") {
+			f.hosts++
+			if f.hosts > 1 {
+				return kMultiHost
 			}
-		case 6:
-			if f.req && EqualFold(h.Name, "expect") && EqualFold(h.Value, "100-continue") {
-				f.expect100 = true
+			if !validHost(value) {
+				return kBadHost
 			}
-		case 10:
-			if EqualFold(h.Name, "connection") {
-				f.close = f.close || HasToken(h.Value, "close")
-				f.keepAlive = f.keepAlive || HasToken(h.Value, "keep-alive")
+			f.host = value
+		}
+	case 6:
+		if f.req && EqualFold(name, "expect") && EqualFold(value, "100-continue") {
+			f.expect100 = true
+		}
+	case 10:
+		if EqualFold(name, "connection") {
+			f.close = f.close || HasToken(value, "close")
+			f.keepAlive = f.keepAlive || HasToken(value, "keep-alive")
+		}
+	case 14:
+		if EqualFold(name, "content-length") {
+			v, ok := parseContentLength(value)
+			if !ok {
+				return kBadCL
 			}
-		case 14:
-			if EqualFold(h.Name, "content-length") {
-				v, ok := parseContentLength(h.Value)
-				if !ok {
-					return kBadCL
-				}
-				if f.clSeen && v != f.cl {
-					return kCLMismatch
-				}
-				f.cl, f.clSeen = v, true
+			if f.clSeen && v != f.cl {
+				return kCLMismatch
 			}
-		case 17:
-			if EqualFold(h.Name, "transfer-encoding") {
-				f.addTE(h.Value)
-			}
+			f.cl, f.clSeen = v, true
+		}
+	case 17:
+		if EqualFold(name, "transfer-encoding") {
+			f.addTE(value)
 		}
 	}
 	return 0
@@ -586,6 +604,11 @@ func headersHaveToken(hs []Header, name, token string) bool {
 // (including any empty lines skipped before the request line); (0,
 // ErrNeedMore) when incomplete; (0, *Error) when malformed. Zero allocations.
 func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
+	if p.scan == 0 {
+		if end := p.fastRequest(buf, req); end > 0 {
+			return end, nil
+		}
+	}
 	end, k := p.scanHead(buf, true)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
@@ -600,6 +623,102 @@ func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
 	return end, nil
 }
 
+// fastRequest is the one-pass path for the common case, a complete and
+// valid head in one read. It is at least as strict as the resumable path
+// and gives up (returns 0) on anything unusual, incomplete or wrong, leaving
+// the verdict to scanHead; so it can only ever make a success faster, never
+// change an outcome.
+func (p *Parser) fastRequest(buf []byte, req *Request) int {
+	maxHead, maxHeaders, maxTarget := p.Limits.norm()
+	b := buf
+	if len(b) > maxHead {
+		b = b[:maxHead]
+	}
+	i := 0
+	for i < len(b) && isTchar[b[i]] {
+		i++
+	}
+	if i == 0 || i >= len(b) || b[i] != ' ' {
+		return 0
+	}
+	mEnd := i
+	i++
+	ts := i
+	for i < len(b) && b[i] > ' ' && b[i] < 0x7f {
+		i++
+	}
+	if i == ts || i-ts > maxTarget || i+11 > len(b) || b[i] != ' ' {
+		return 0
+	}
+	tEnd := i
+	v := b[i+1 : i+11]
+	if string(v[:7]) != "HTTP/1." || (v[7] != '0' && v[7] != '1') || v[8] != '\r' || v[9] != '\n' {
+		return 0
+	}
+	if targetFormKind(b[:mEnd], b[ts:tEnd]) != 0 {
+		return 0
+	}
+	f := fieldScan{req: true}
+	end, n := fastFields(b, i+11, &req.table, maxHeaders, &f)
+	if end == 0 {
+		return 0
+	}
+	minor := int(v[7] - '0')
+	if setRequest(req, &f, minor) != 0 {
+		return 0
+	}
+	req.Headers = req.table[:n:n]
+	req.Method = b[:mEnd:mEnd]
+	req.Target = b[ts:tEnd:tEnd]
+	return end
+}
+
+// fastFields parses field lines from i to the empty line, feeding each to
+// f. It returns the head end and the field count, or 0 to give up.
+func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fieldScan) (int, int) {
+	n := 0
+	for i < len(b) {
+		if b[i] == '\r' {
+			if i+1 < len(b) && b[i+1] == '\n' {
+				return i + 2, n
+			}
+			return 0, 0
+		}
+		j := i
+		for _, c := range b[i:] {
+			if !isTchar[c] {
+				break
+			}
+			j++
+		}
+		if j == i || j >= len(b) || b[j] != ':' {
+			return 0, 0
+		}
+		name := b[i:j:j]
+		j++
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
+			j++
+		}
+		vs := j
+		j = skipValueBytes(b, j)
+		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || n >= maxHeaders || n >= len(t) {
+			return 0, 0
+		}
+		ve := j
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		h := &t[n]
+		h.Name, h.Value = name, b[vs:ve:ve]
+		if f.field(name, h.Value) != 0 {
+			return 0, 0
+		}
+		n++
+		i = j + 2
+	}
+	return 0, 0
+}
+
 func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
 	n, k := parseFields(buf, p.hdrStart, &req.table)
 	if k != 0 {
@@ -612,11 +731,17 @@ func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
 	}
 	req.Method = buf[p.start:p.mEnd:p.mEnd]
 	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]
-	req.Minor = p.minor
+	return setRequest(req, &f, p.minor)
+}
+
+// setRequest derives Host, persistence and framing (RFC 9112 sections 3.2,
+// 6.1, 6.3, 9.3) from the gathered fields.
+func setRequest(req *Request, f *fieldScan, minor int) errKind {
+	req.Minor = minor
 	req.Host = f.host
 	req.Expect100 = f.expect100
 	req.ContentLength = 0
-	if p.minor == 1 {
+	if minor == 1 {
 		req.KeepAlive = !f.close
 		if f.hosts == 0 {
 			return kNoHost
@@ -627,7 +752,7 @@ func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
 	switch {
 	case f.teSeen:
 		switch {
-		case p.minor == 0:
+		case minor == 0:
 			return kTE10
 		case f.clSeen:
 			return kTEAndCL
@@ -650,6 +775,11 @@ func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
 // same way as ParseRequest. requestMethodHEAD makes the body FramingNone.
 // Every malformed head is an *Error with Status 502.
 func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD bool) (int, error) {
+	if p.scan == 0 {
+		if end := p.fastResponse(buf, resp, requestMethodHEAD); end > 0 {
+			return end, nil
+		}
+	}
 	end, k := p.scanHead(buf, false)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
@@ -664,45 +794,80 @@ func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD boo
 	return end, nil
 }
 
-func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
-	// status-line = HTTP-version SP status-code SP [ reason-phrase ]; the
-	// second SP is often missing in the wild when the reason is empty.
-	line := buf[:p.hdrStart-2]
+// fastResponse is fastRequest for responses: success only, else 0.
+func (p *Parser) fastResponse(buf []byte, resp *Response, head bool) int {
+	maxHead, maxHeaders, _ := p.Limits.norm()
+	b := buf
+	if len(b) > maxHead {
+		b = b[:maxHead]
+	}
+	lf := bytes.IndexByte(b, '\n')
+	if lf < 1 || b[lf-1] != '\r' {
+		return 0
+	}
+	status, minor, reason, k := parseStatusLine(b[:lf-1])
+	if k != 0 {
+		return 0
+	}
+	var f fieldScan
+	end, n := fastFields(b, lf+1, &resp.table, maxHeaders, &f)
+	if end == 0 {
+		return 0
+	}
+	if setResponse(resp, &f, status, minor, head) != 0 {
+		return 0
+	}
+	resp.Headers = resp.table[:n:n]
+	resp.Reason = reason
+	return end
+}
+
+// parseStatusLine reads status-line = HTTP-version SP status-code SP
+// [ reason-phrase ]; the second SP is often missing in the wild when the
+// reason is empty, so it is optional.
+func parseStatusLine(line []byte) (status, minor int, reason []byte, k errKind) {
 	if len(line) < len("HTTP/1.1 200") || line[8] != ' ' {
-		return kBadStatusLine
+		return 0, 0, nil, kBadStatusLine
 	}
 	for i := 0; i < 8; i++ {
 		if !versionByteOK(i, line[i]) {
-			return kBadStatusLine
+			return 0, 0, nil, kBadStatusLine
 		}
 	}
 	if line[5] != '1' || (line[7] != '0' && line[7] != '1') {
-		return kVersion
+		return 0, 0, nil, kVersion
 	}
-	status := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return kBadStatusLine
+			return 0, 0, nil, kBadStatusLine
 		}
 		status = status*10 + int(c-'0')
 	}
 	if status < 100 || status > 599 {
-		return kBadStatus
+		return 0, 0, nil, kBadStatus
 	}
-	reason := line[12:]
+	reason = line[12:]
 	if len(reason) > 0 {
 		if reason[0] != ' ' {
-			return kBadStatusLine
+			return 0, 0, nil, kBadStatusLine
 		}
 		reason = reason[1:]
 		for _, c := range reason {
 			if !isValueByte[c] {
 				if c == '\r' {
-					return kBareCR
+					return 0, 0, nil, kBareCR
 				}
-				return kBadStatusLine
+				return 0, 0, nil, kBadStatusLine
 			}
 		}
+	}
+	return status, int(line[7] - '0'), reason[:len(reason):len(reason)], 0
+}
+
+func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
+	status, minor, reason, k := parseStatusLine(buf[:p.hdrStart-2])
+	if k != 0 {
+		return k
 	}
 	n, k := parseFields(buf, p.hdrStart, &resp.table)
 	if k != 0 {
@@ -713,14 +878,19 @@ func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
 	if k := f.scan(resp.Headers); k != 0 {
 		return k
 	}
-	resp.Minor = int(line[7] - '0')
+	resp.Reason = reason
+	return setResponse(resp, &f, status, minor, head)
+}
+
+// setResponse derives framing and persistence (RFC 9112 section 6.3).
+func setResponse(resp *Response, f *fieldScan, status, minor int, head bool) errKind {
+	resp.Minor = minor
 	resp.Status = status
-	resp.Reason = reason[:len(reason):len(reason)]
 	resp.ContentLength = 0
 	switch {
 	case f.teSeen:
 		switch {
-		case resp.Minor == 0:
+		case minor == 0:
 			return kTE10
 		case f.clSeen:
 			return kTEAndCL
@@ -731,8 +901,7 @@ func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
 		case f.teLast:
 			resp.Framing = FramingChunked
 		default:
-			// RFC 9112 section 6.3 rule 4: chunked not last means the
-			// body runs until the server closes.
+			// Rule 4: chunked not last means the body runs until close.
 			resp.Framing = FramingUntilClose
 		}
 	case f.clSeen:
@@ -745,7 +914,7 @@ func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
 		resp.Framing = FramingNone
 		resp.ContentLength = 0
 	}
-	if resp.Minor == 1 {
+	if minor == 1 {
 		resp.KeepAlive = !f.close
 	} else {
 		resp.KeepAlive = f.keepAlive && !f.close
