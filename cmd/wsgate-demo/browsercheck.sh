@@ -133,6 +133,7 @@ run_chromium() { # run_chromium OUTPUT-FLAG...: one headless page load, bounded 
 	timeout -k 5 90 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync \
 		--user-data-dir="$profile" --window-size=1280,800 --virtual-time-budget="$budget" \
+		--enable-logging=stderr --log-level=0 \
 		"$@" "$page_url" 2>>"$OUT/chromium.log"
 	rc=$?
 	rm -rf "$profile"
@@ -176,6 +177,8 @@ else
 	check "WebSocket upgrade reached the backend directly (no X-Forwarded-For)" has 'x_forwarded_for=""'
 	check "/api/headers reports a direct connection" has '<div id="proxied" class="dim">No X-Forwarded-For: this page talks to the backend directly.</div>'
 fi
+no_console_errors() { ! grep -E 'CONSOLE.*"Uncaught' "$OUT/chromium.log" >&2; }
+check "no uncaught JavaScript errors on the console" no_console_errors
 check "screenshot written ($OUT/demo.png)" test -s "$OUT/demo.png"
 
 if ((fails)); then

@@ -148,6 +148,8 @@ cat >&2 <<EOF
     curl -s  http://$front/api/headers      (Host preserved, X-Forwarded-For added)
     curl -si http://$front/api/redirect     (Location rewritten to $front)
     curl -s  http://$front/api/big?bytes=1000000 | wc -c
+  To see why Host is preserved: WSGATE_FLAGS=-preserve-host=false make run
+  (the backend then refuses the page's WebSocket with 403, as Grafana does).
 
   pids: wsgate $wsgate_pid, wsgate-demo $demo_pid    logs: $LOGDIR/
   Ctrl-C stops both.
