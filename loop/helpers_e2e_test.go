@@ -131,19 +131,27 @@ func startProxy(t testing.TB, backend string, opts ...func(*loop.Config)) (*loop
 	if err != nil {
 		t.Fatalf("loop.Start(listen %s, backend %s): %v", cfg.Listen, backend, err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Stop(ctx); err != nil {
-			t.Errorf("wsgate Stop: %v", err)
-		}
-	})
+	t.Cleanup(func() { stopProxy(t, s) })
 	addr := strings.TrimPrefix(s.Addr(), "tcp://")
 	if _, port, err := net.SplitHostPort(addr); err != nil || port != portOf(cfg.Listen) {
 		t.Errorf("Addr() = %q, want the listen address %q", s.Addr(), cfg.Listen)
 		addr = cfg.Listen
 	}
 	return s, addr
+}
+
+var stopped sync.Map // *loop.Server -> *sync.Once
+
+// stopProxy stops s once (tests that count fds stop it themselves before the cleanup runs).
+func stopProxy(t testing.TB, s *loop.Server) {
+	once, _ := stopped.LoadOrStore(s, new(sync.Once))
+	once.(*sync.Once).Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := s.Stop(ctx); err != nil {
+			t.Errorf("wsgate Stop: %v", err)
+		}
+	})
 }
 
 func portOf(addr string) string {
@@ -715,4 +723,3 @@ func openRawTunnel(t testing.TB, proxyAddr string, peers chan *rawPeer) tunnelEn
 	}
 	return tunnelEnds{C: c, CT: c.Conn.(*net.TCPConn), B: p}
 }
-
