@@ -340,8 +340,10 @@ func (h *harness) write(root string, rows []report.Peer, recs []report.Record, n
 		}
 	}
 	fmt.Fprintf(os.Stderr, "wsbench: wrote %s (and %s)\n", dir, latest)
-	b, _ := os.ReadFile(filepath.Join(dir, "report.md"))
-	os.Stdout.Write(b)
+	if h.s.PrintReport {
+		b, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+		os.Stdout.Write(b)
+	}
 	return nil
 }
 
@@ -457,6 +459,7 @@ func goals(w io.Writer, rows []report.Peer, recs []report.Record) {
 		}
 	}
 	fmt.Fprintf(w, "### Goals\n\n")
+	fmt.Fprintf(w, "The project's targets for wsgate (benchmarks to chase, not tests), checked against this run's medians.\n\n")
 	if len(ws) == 0 {
 		fmt.Fprintf(w, "wsgate did not run (bin/wsgate missing or failed to start), so the goals are not evaluated.\n\n")
 		return
@@ -484,26 +487,27 @@ func goals(w io.Writer, rows []report.Peer, recs []report.Record) {
 		metric string
 		target func() (float64, string)
 		higher bool
+		digits int
 	}
 	gs := []goal{
-		{"idle tunnel RSS <= 1 KiB", "idle.rss_B", func() (float64, string) { return 1024, "1,024 B" }, false},
+		{"idle tunnel RSS <= 1 KiB", "idle.rss_B", func() (float64, string) { return 1024, "1,024 B" }, false, 0},
 		{"WS bulk ×8 >= 1.5× HAProxy (down)", "bulk.down8.MBps", func() (float64, string) {
 			v := 1.5 * med("haproxy", "bulk.down8.MBps")
 			return v, report.FormatNum(v, 0) + " MB/s"
-		}, true},
+		}, true, 0},
 		{"WS bulk ×8 >= 1.5× HAProxy (up)", "bulk.up8.MBps", func() (float64, string) {
 			v := 1.5 * med("haproxy", "bulk.up8.MBps")
 			return v, report.FormatNum(v, 0) + " MB/s"
-		}, true},
+		}, true, 0},
 		{"CPU per GB <= 0.5× HAProxy (down ×8)", "bulk.down8.cpu_s_GB", func() (float64, string) {
 			v := 0.5 * med("haproxy", "bulk.down8.cpu_s_GB")
 			return v, report.FormatNum(v, 2) + " s/GB"
-		}, false},
-		{"RTT p99 <= best other peer", "rtt.p99_ms", func() (float64, string) { return bestRTT, report.FormatNum(bestRTT, 3) + " ms" }, false},
+		}, false, 2},
+		{"RTT p99 <= best other peer", "rtt.p99_ms", func() (float64, string) { return bestRTT, report.FormatNum(bestRTT, 3) + " ms" }, false, 3},
 		{"HTTP 100 B >= 1.2× max(nginx, HAProxy)", "http100.rps", func() (float64, string) {
 			v := 1.2 * maxOf(maxOf(med("nginx-w1", "http100.rps"), med("nginx-w2", "http100.rps")), med("haproxy", "http100.rps"))
 			return v, report.FormatNum(v, 0) + " req/s"
-		}, true},
+		}, true, 0},
 	}
 	fmt.Fprintf(w, "| goal | target |")
 	for _, p := range ws {
@@ -530,7 +534,7 @@ func goals(w io.Writer, rows []report.Peer, recs []report.Record) {
 					verdict = "not met"
 				}
 			}
-			fmt.Fprintf(w, " %s (%s) |", report.FormatNum(v, 2), verdict)
+			fmt.Fprintf(w, " %s (%s) |", report.FormatNum(v, g.digits), verdict)
 		}
 		fmt.Fprintln(w)
 	}

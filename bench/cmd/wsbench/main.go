@@ -20,30 +20,30 @@ import (
 
 // Suite is every size and duration a run uses; flags override the preset's fields.
 type Suite struct {
-	Name          string
-	Runs          int
-	HTTPGen       string // wrk, go, both
-	HTTPConns     int
-	HTTPDur       time.Duration
-	BulkConns     []int
-	BulkDur       time.Duration
-	RTTConns      int
-	RTTRate       float64
-	RTTDur        time.Duration
-	IdleTunnels   int
-	HSWorkers     int
-	HSDur         time.Duration
-	Sources       int
-	Scenarios     []string
-	PeerNames     string
-	Pin           bool
-	Settle        time.Duration // pause between measurements so one peer's tail does not tax the next
-	IdleSettle    time.Duration // wait after opening idle tunnels before reading RSS
-	WSGateBinary  string
-	OutDir        string
-	Tag           string
-	Command       string
-	HTTPGenChosen string
+	Name         string
+	Runs         int
+	HTTPGen      string // wrk, go, both
+	HTTPConns    int
+	HTTPDur      time.Duration
+	BulkConns    []int
+	BulkDur      time.Duration
+	RTTConns     int
+	RTTRate      float64
+	RTTDur       time.Duration
+	IdleTunnels  int
+	HSWorkers    int
+	HSDur        time.Duration
+	Sources      int
+	Scenarios    []string
+	PeerNames    string
+	Pin          bool
+	Settle       time.Duration // pause between measurements so one peer's tail does not tax the next
+	IdleSettle   time.Duration // wait after opening idle tunnels before reading RSS
+	WSGateBinary string
+	OutDir       string
+	Tag          string
+	Command      string
+	PrintReport  bool // report.md to stdout at the end
 }
 
 var allScenarios = []string{"http", "bulk", "rtt", "idle", "handshake"}
@@ -107,6 +107,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	s.PrintReport = true
 	s.Command = "go run ./bench/cmd/wsbench " + strings.Join(os.Args[1:], " ")
 	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
