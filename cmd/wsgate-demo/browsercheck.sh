@@ -46,6 +46,7 @@ fi
 [[ -n $chromium ]] || die "no Chromium found; install it (apt-get install -y chromium) or set CHROMIUM"
 
 accepting() { # accepting HOST:PORT
+	# shellcheck disable=SC2016 # $0/$1 expand in the inner shell, on purpose
 	timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${1%:*}" "${1##*:}" 2>/dev/null
 }
 

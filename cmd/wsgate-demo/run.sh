@@ -37,6 +37,7 @@ dial_addr() {
 accepting() {
 	local host port
 	read -r host port < <(dial_addr "$1")
+	# shellcheck disable=SC2016 # $0/$1 expand in the inner shell, on purpose
 	timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
 }
 
@@ -66,6 +67,7 @@ demo_pid=""
 wsgate_pid=""
 stopping=0
 
+# shellcheck disable=SC2317 # reached through the traps
 stop_pid() { # stop_pid NAME PID: SIGTERM, up to 5s grace, then SIGKILL.
 	local name=$1 pid=$2 i
 	[[ -n $pid ]] || return 0
@@ -83,6 +85,7 @@ stop_pid() { # stop_pid NAME PID: SIGTERM, up to 5s grace, then SIGKILL.
 	return 0
 }
 
+# shellcheck disable=SC2317 # reached through the traps
 cleanup() {
 	((stopping)) && return
 	stopping=1
