@@ -38,8 +38,9 @@ const (
 
 // Caps on bytes we must hold because gnet cannot stop reading.
 const (
-	upgradeHoldCap  = 64 << 10  // client bytes sent before the 101 arrives
-	pipelineHoldCap = 1 << 20   // pipelined requests behind the one in flight
+	upgradeHoldCap  = 64 << 10 // client bytes sent before the 101 arrives
+	pipelineHoldCap = 1 << 20  // pipelined requests behind the one in flight
+	dialHoldFloor   = 8 << 20  // request body bytes held while the backend conn is being dialled
 	lingerTime      = 2 * time.Second
 	headScratchCap  = 32 << 10 // a response head and the body bytes behind it go out in one write up to this
 )
@@ -363,8 +364,10 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 func (cc *clientConn) forwardBody() bool {
 	bc := cc.bc
 	if bc == nil || bc.c == nil {
-		if cc.inboundLen() > cc.srv.cfg.BodyHighWater+(64<<10) {
-			cc.fail(503) // still dialling and the body keeps coming: refuse rather than buffer it
+		// Still dialling: gnet keeps reading the body into its inbound buffer, so bound it. A
+		// loopback client can send megabytes during one dial, hence the floor.
+		if cc.inboundLen() > max(4*cc.srv.cfg.BodyHighWater, dialHoldFloor) {
+			cc.fail(503)
 		}
 		return false
 	}
