@@ -62,7 +62,7 @@ type loopState struct {
 	pool      []*backendConn // idle backend conns, LIFO so the warmest is reused first
 	req       httpparse.Request
 	resp      httpparse.Response
-	scratch   []byte // response heads are built here and written at once
+	scratch   []byte      // response heads are built here and written at once
 	hasQueued atomic.Bool // some outq on this loop holds bytes: the ticker must run flushes
 	flushFn   gnet.RunnableFunc
 	sweepFn   gnet.RunnableFunc
@@ -138,14 +138,17 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.engMu.Lock()
 		eng := s.eng
 		s.engMu.Unlock()
-		err := eng.Stop(ctx)
-		if err == nil {
-			select {
-			case <-s.runErr:
-			case <-ctx.Done():
-				err = ctx.Err()
-			}
+		// Engine.Stop polls for completion every 500ms; Run returning is the precise signal
+		// (event loops done, conns and listeners closed), so wait for that instead.
+		stopCtx, stopCancel := context.WithCancel(ctx)
+		go func() { _ = eng.Stop(stopCtx) }()
+		var err error
+		select {
+		case <-s.runErr:
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
+		stopCancel()
 		if perr := s.plane.Close(); err == nil {
 			err = perr
 		}
