@@ -43,7 +43,9 @@ type Suite struct {
 	OutDir       string
 	Tag          string
 	Command      string
-	PrintReport  bool // report.md to stdout at the end
+	PrintReport  bool    // report.md to stdout at the end
+	MaxOther     float64 // cores other processes may use during a window before it is measured again
+	Retries      int     // how many times at most
 }
 
 var allScenarios = []string{"http", "bulk", "rtt", "idle", "handshake"}
@@ -52,7 +54,7 @@ func preset(name string) (Suite, error) {
 	s := Suite{
 		Name: name, Runs: 3, HTTPConns: 64, BulkConns: []int{1, 8, 64},
 		RTTConns: 1000, RTTRate: 5000, Sources: 8, Scenarios: allScenarios, PeerNames: "all",
-		HSWorkers: 16, Settle: 100 * time.Millisecond, IdleSettle: 500 * time.Millisecond,
+		HSWorkers: 16, MaxOther: 0.5, Retries: 2, Settle: 100 * time.Millisecond, IdleSettle: 500 * time.Millisecond,
 	}
 	switch name {
 	case "quick":
@@ -98,6 +100,8 @@ func run() error {
 	fHSDur := flag.Duration("hs-dur", 0, "handshake-rate window per run")
 	fHSWorkers := flag.Int("hs-workers", 0, "concurrent handshake loops")
 	fSources := flag.Int("sources", 0, "127.0.0.x source addresses to spread client connections over")
+	fMaxOther := flag.Float64("max-other", 0, "repeat a measurement when other processes used more than this many cores during it (default 0.5)")
+	fRetries := flag.Int("retries", -1, "how many times at most to repeat a measurement disturbed by other processes (default 2; 0 disables)")
 	fWSGate := flag.String("wsgate", "", "wsgate binary (default <repo>/bin/wsgate)")
 	fOut := flag.String("out", "", "results root (default <repo>/bench/results)")
 	fTag := flag.String("tag", "", "results directory name (default UTC timestamp and suite)")
@@ -170,6 +174,12 @@ func run() error {
 	}
 	if set["hs-workers"] {
 		s.HSWorkers = *fHSWorkers
+	}
+	if set["max-other"] {
+		s.MaxOther = *fMaxOther
+	}
+	if set["retries"] {
+		s.Retries = *fRetries
 	}
 	if set["sources"] {
 		s.Sources = *fSources

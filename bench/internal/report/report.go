@@ -29,6 +29,7 @@ type Record struct {
 	CPU       CPUShare           `json:"cpu"`
 	Errors    int64              `json:"errors"`
 	Note      string             `json:"note,omitempty"`
+	Retries   int                `json:"retries,omitempty"` // repeated because other processes were busy
 }
 
 // CPUShare splits the CPU time spent during a measurement window. Other is process-context
