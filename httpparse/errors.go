@@ -81,6 +81,7 @@ const (
 	kChunkedTwice
 	kBadStatusLine
 	kBadStatus
+	kHostMismatch
 	numKinds
 )
 
@@ -115,6 +116,7 @@ var reqErrs = [numKinds]*Error{
 	kChunkedTwice:     {400, "chunked transfer coding applied more than once"},
 	kBadStatusLine:    {400, "malformed status line"},
 	kBadStatus:        {400, "status code out of range"},
+	kHostMismatch:     {400, "Host differs from the authority of the absolute-form target"},
 }
 
 // respErrs mirrors reqErrs with Status 502: whatever a backend got wrong,

@@ -3,6 +3,7 @@ package httpparse
 import (
 	"bufio"
 	"bytes"
+	"math/rand/v2"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -76,6 +77,12 @@ var reqCases = []reqCase{
 		check: wantReq("GET", "http://example.com/x?y=1", 1, "example.com", FramingNone, 0, true)},
 	{name: "absolute-form https no path", in: "GET https://example.com:8443 HTTP/1.1\r\nHost: example.com:8443\r\n\r\n",
 		check: wantReq("GET", "https://example.com:8443", 1, "example.com:8443", FramingNone, 0, true)},
+	{name: "absolute-form host differs", in: "GET http://evil.example/x HTTP/1.1\r\nHost: good.example\r\n\r\n", status: 400},
+	{name: "absolute-form userinfo", in: "GET http://u@a/x HTTP/1.1\r\nHost: a\r\n\r\n", status: 400},
+	{name: "absolute-form host case-insensitive", in: "GET HTTP://Example.COM?q HTTP/1.1\r\nHost: example.com\r\n\r\n",
+		check: wantReq("GET", "HTTP://Example.COM?q", 1, "example.com", FramingNone, 0, true)},
+	{name: "absolute-form 1.0 without host", in: "GET http://a/x HTTP/1.0\r\n\r\n",
+		check: wantReq("GET", "http://a/x", 0, "", FramingNone, 0, false)},
 	{name: "asterisk-form OPTIONS", in: "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
 		check: wantReq("OPTIONS", "*", 1, "a", FramingNone, 0, true)},
 	{name: "empty lines before request line", in: "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -696,4 +703,39 @@ func TestResumeOffset(t *testing.T) {
 		}
 	}
 	t.Fatal("head never completed")
+}
+
+// TestWordScans compares the eight- and four-byte-at-a-time scanners with
+// the obvious byte loops on random inputs rich in the boundary bytes.
+func TestWordScans(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte("aZ09 \t\r\n\x00\x01\x1f\x20\x7e\x7f\x80\xff:;\"(-_~!")
+	for range 20000 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			if rng.IntN(3) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = 'a' + byte(rng.IntN(26))
+			}
+		}
+		start := 0
+		if len(b) > 0 {
+			start = rng.IntN(len(b) + 1)
+		}
+		want := start
+		for want < len(b) && isValueByte[b[want]] {
+			want++
+		}
+		if got := skipValueBytes(b, start); got != want {
+			t.Fatalf("skipValueBytes(%q, %d) = %d, want %d", b, start, got, want)
+		}
+		want = start
+		for want < len(b) && isTchar[b[want]] {
+			want++
+		}
+		if got := skipToken(b, start); got != want {
+			t.Fatalf("skipToken(%q, %d) = %d, want %d", b, start, got, want)
+		}
+	}
 }

@@ -5,6 +5,8 @@ package httpparse
 var (
 	// tchar (RFC 9110 section 5.6.2): method names, field names, codings.
 	isTchar [256]bool
+	// tcharBit is isTchar as 0/1 bytes, so several lookups combine with &.
+	tcharBit [256]uint8
 	// field-vchar / SP / HTAB / obs-text (RFC 9110 section 5.5). CR is not
 	// here: the parsers treat it as the end of the value and then demand LF.
 	isValueByte [256]bool
@@ -25,6 +27,11 @@ func init() {
 	}
 	for _, c := range []byte("!#$%&'*+-.^_`|~") {
 		isTchar[c] = true
+	}
+	for c := range isTchar {
+		if isTchar[c] {
+			tcharBit[c] = 1
+		}
 	}
 	for c := 0; c < 256; c++ {
 		isValueByte[c] = c == '\t' || (c >= 0x20 && c != 0x7f)
