@@ -165,7 +165,7 @@ func FuzzChunkedDecoder(f *testing.F) {
 		f.Add([]byte(c.in+c.extra), uint64(i))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
-		if len(data) > 64<<10 {
+		if len(data) > 4<<10 {
 			return
 		}
 		whole := feedPieces(data, nil, false)
