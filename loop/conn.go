@@ -781,6 +781,7 @@ func (cc *clientConn) teardown() {
 	cc.state = stateClosed
 	cc.dialing = false
 	delete(cc.ls.clients, cc)
+	delete(cc.ls.queued, cc)
 	cc.srv.conns.Add(-1)
 	if bc := cc.bc; bc != nil {
 		cc.bc = nil
@@ -822,6 +823,7 @@ func (cc *clientConn) expire() {
 // noteQueued tells the ticker this loop has bytes waiting for a slow peer.
 func (cc *clientConn) noteQueued(q *outq) {
 	if q.pending() > 0 {
+		cc.ls.queued[cc] = struct{}{}
 		cc.ls.hasQueued.Store(true)
 	}
 }

@@ -54,7 +54,7 @@ func TestRequestHeadRewrite(t *testing.T) {
 		},
 		{
 			name: "absolute-form becomes origin-form and its authority the Host",
-			in:   "GET http://Other.example:81?q HTTP/1.1\r\nHost: ignored\r\n\r\n",
+			in:   "GET http://Other.example:81?q HTTP/1.1\r\nHost: Other.example:81\r\n\r\n",
 			o:    reqHeadOpts{backendHost: be, clientIP: ip, preserveHost: true, forwarded: true},
 			want: "GET /?q HTTP/1.1\r\nHost: Other.example:81\r\n" +
 				"X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: Other.example:81\r\n\r\n",

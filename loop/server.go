@@ -22,8 +22,8 @@ import (
 // tickEvery paces the per-loop housekeeping: flushing queues toward slow peers (gnet has no
 // "writable" callback) and, every sweepEvery ticks, the timeout sweep.
 const (
-	tickEvery  = 20 * time.Millisecond
-	sweepEvery = 10
+	tickEvery  = 5 * time.Millisecond
+	sweepEvery = 40
 )
 
 // Server is a running wsgate HTTP plane.
@@ -59,7 +59,8 @@ type loopState struct {
 	srv       *Server
 	el        gnet.EventLoop
 	clients   map[*clientConn]struct{}
-	pool      []*backendConn // idle backend conns, LIFO so the warmest is reused first
+	queued    map[*clientConn]struct{} // clients whose exchange has bytes waiting for a slow peer
+	pool      []*backendConn           // idle backend conns, LIFO so the warmest is reused first
 	req       httpparse.Request
 	resp      httpparse.Response
 	scratch   []byte      // response heads are built here and written at once
@@ -178,7 +179,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 	defer s.loopsMu.Unlock()
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{srv: s, el: el, clients: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
+		ls = &loopState{srv: s, el: el, clients: make(map[*clientConn]struct{}), queued: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
 		ls.flushFn = func(context.Context) error { ls.tick(false); return nil }
 		ls.sweepFn = func(context.Context) error { ls.tick(true); return nil }
 		s.loops[el] = ls
@@ -218,13 +219,12 @@ func (s *Server) ticker() {
 
 // tick runs on the loop: flush queues toward slow peers, then (every sweepEvery) enforce timeouts.
 func (ls *loopState) tick(sweep bool) {
-	queued := false
-	for cc := range ls.clients {
-		if cc.flushQueues() {
-			queued = true
+	for cc := range ls.queued {
+		if !cc.flushQueues() {
+			delete(ls.queued, cc)
 		}
 	}
-	ls.hasQueued.Store(queued)
+	ls.hasQueued.Store(len(ls.queued) > 0)
 	if !sweep {
 		return
 	}

@@ -365,9 +365,7 @@ func TestOffloadFastUpload(t *testing.T) {
 			if err != nil {
 				break
 			}
-			if i%32 == 0 {
-				time.Sleep(time.Millisecond) // a slow consumer
-			}
+			time.Sleep(time.Millisecond) // a slow consumer: at most 32 KiB per ms
 		}
 		fmt.Fprintf(w, "%d", n)
 	}))
