@@ -108,16 +108,19 @@ func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
 		p.Reset() // the caller handed over a different buffer
 	}
 	maxHead, maxHeaders, maxTarget := p.Limits.norm()
+	// Bytes at or past maxHead can never be part of an acceptable head, so
+	// they are not even looked at: a megabyte read costs what 16 KiB does.
+	limit := min(len(buf), maxHead)
+	if p.scan > limit { // Limits lowered while a head was in progress
+		return 0, p.limitKind(isReq)
+	}
 	for {
-		rest := buf[p.scan:]
+		rest := buf[p.scan:limit]
 		i := bytes.IndexByte(rest, '\n')
 		if isReq && p.hdrStart == 0 {
 			seg := rest
 			if i >= 0 {
 				seg = rest[:i]
-			}
-			if lim := maxHead - p.scan; len(seg) > lim {
-				seg = seg[:max(lim, 0)]
 			}
 			if k := p.scanRequestLine(seg, maxTarget); k != 0 {
 				return 0, k
@@ -131,9 +134,6 @@ func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
 			return 0, 0
 		}
 		lf := p.scan + i
-		if lf >= maxHead {
-			return 0, p.limitKind(isReq)
-		}
 		if lf == 0 || buf[lf-1] != '\r' {
 			return 0, kBareLF
 		}
