@@ -122,19 +122,20 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
 		_ = unix.Close(cfd)
 		_ = unix.Close(bfd)
-		cc.bc.cc = nil
-		cc.bc = nil
+		if bc := cc.bc; bc != nil {
+			bc.cc, cc.bc = nil, nil
+		}
 		cc.teardown()
 		return
 	}
 	cc.offExtra = r.Extra
 	bc := cc.bc
-	go s.reenroll(cc.ls, cfd, cc)
-	go s.reenroll(cc.ls, bfd, bc)
+	go s.reenroll(cc.ls, cfd, cc, cc)
+	go s.reenroll(cc.ls, bfd, bc, cc)
 }
 
 // reenroll gives an fd back to gnet on the same loop; OnOpen re-attaches v.
-func (s *Server) reenroll(ls *loopState, fd int, v any) {
+func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 	f := os.NewFile(uintptr(fd), "wsgate-reenroll")
 	nc, err := net.FileConn(f) // dups; the original is closed with f
 	_ = f.Close()
@@ -148,18 +149,9 @@ func (s *Server) reenroll(ls *loopState, fd int, v any) {
 	}
 	if err != nil {
 		s.log.Debug("re-enroll after offload failed", "phase", "re-enroll", "err", err)
-		var cc *clientConn
-		switch t := v.(type) {
-		case *clientConn:
-			cc = t
-		case *backendConn:
-			cc = t.cc
-		}
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			if cc != nil {
-				cc.offFailed = true
-				cc.reattachDone()
-			}
+			cc.offFailed = true
+			cc.reattachDone()
 			return nil
 		}))
 	}
