@@ -723,3 +723,40 @@ func openRawTunnel(t testing.TB, proxyAddr string, peers chan *rawPeer) tunnelEn
 	}
 	return tunnelEnds{C: c, CT: c.Conn.(*net.TCPConn), B: p}
 }
+
+// describeSockets summarises this process's TCP socket fds by state and local/remote port, so a
+// leak report says which side (client, wsgate, backend) still holds what.
+func describeSockets(t testing.TB, ports map[string]string) string {
+	inodes := map[string]bool{}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+		}
+	}
+	states := map[string]string{"01": "ESTABLISHED", "02": "SYN_SENT", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+		"06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+	counts := map[string]int{}
+	b, _ := os.ReadFile("/proc/self/net/tcp")
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) < 10 || !inodes[f[9]] {
+			continue
+		}
+		port := func(a string) string {
+			i := strings.LastIndexByte(a, ':')
+			p, _ := strconv.ParseUint(a[i+1:], 16, 32)
+			ps := strconv.FormatUint(p, 10)
+			if name, ok := ports[ps]; ok {
+				return name
+			}
+			return "ephemeral"
+		}
+		counts[fmt.Sprintf("%s local=%s remote=%s", states[f[3]], port(f[1]), port(f[2]))]++
+	}
+	var out []string
+	for k, v := range counts {
+		out = append(out, fmt.Sprintf("%d x %s", v, k))
+	}
+	return strings.Join(out, "; ")
+}
