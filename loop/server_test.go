@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -308,8 +309,8 @@ func TestOffloadSlowDownload(t *testing.T) {
 	size := 8 << 20
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range data {
-		data[i] = byte(rng.Uint32())
+	for i := 0; i < size; i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
 	}
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/chunked" {
@@ -322,8 +323,13 @@ func TestOffloadSlowDownload(t *testing.T) {
 	defer be.Close()
 	s := startTestProxy(t, be.Listener.Addr().String(), func(c *Config) { c.BodyHighWater = 256 << 10 })
 	c := dial(t, s.Addr())
-	for _, path := range []string{"/cl", "/chunked", "/cl"} {
+	// All three requests are pipelined up front: the later ones wait in the proxy while the
+	// earlier bodies are offloaded, and must survive the hand-off of the client socket.
+	paths := []string{"/cl", "/chunked", "/cl"}
+	for _, path := range paths {
 		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n")
+	}
+	for _, path := range paths {
 		resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
 		if err != nil {
 			t.Fatal(err)
@@ -394,6 +400,25 @@ func TestOffloadFastUpload(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestIdleKeepAliveClosed(t *testing.T) {
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer be.Close()
+	s := startTestProxy(t, be.Listener.Addr().String(), func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := dial(t, s.Addr())
+	if resp, body := c.roundTrip(t, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.br.Read(make([]byte, 1))
+	if n != 0 || err != io.EOF {
+		t.Fatalf("idle conn: read %d, %v; want EOF", n, err)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 1500*time.Millisecond {
+		t.Errorf("idle keep-alive closed after %v, want about 300ms", d)
+	}
+}
 
 func TestRetryOnStalePooledConn(t *testing.T) {
 	var conns atomic.Int64
