@@ -182,9 +182,8 @@ func NewPlane(cfg Config) (*Plane, error) {
 		l, err := newLoop(p, i)
 		if err != nil {
 			for _, o := range p.loops {
-				o.stop()
+				o.shutdown() // never started: just release its epoll and eventfd
 			}
-			p.wg.Wait()
 			return nil, fmt.Errorf("splice: start loop %d: %w", i, err)
 		}
 		p.loops = append(p.loops, l)
