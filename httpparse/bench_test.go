@@ -150,11 +150,24 @@ func TestZeroAllocs(t *testing.T) {
 	}
 }
 
+// reportCPU adds a cpu-ns/op metric next to ns/op; use as
+// defer reportCPU(b)() before the b.Loop loop.
+func reportCPU(b *testing.B) func() {
+	start := processCPUNanos()
+	return func() {
+		end := processCPUNanos()
+		if start >= 0 && end >= 0 && b.N > 0 {
+			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
 func BenchmarkBrowserGET(b *testing.B) {
 	var p Parser
 	req := new(Request)
 	b.SetBytes(int64(len(browserGET)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := p.ParseRequest(browserGET, req); err != nil {
 			b.Fatal(err)
@@ -167,6 +180,7 @@ func BenchmarkNetHTTPBrowserGET(b *testing.B) {
 	br := bufio.NewReader(rd)
 	b.SetBytes(int64(len(browserGET)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		rd.Reset(browserGET)
 		br.Reset(rd)
@@ -184,6 +198,7 @@ func BenchmarkWebSocketUpgrade(b *testing.B) {
 	req := new(Request)
 	b.SetBytes(int64(len(wsUpgrade)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := p.ParseRequest(wsUpgrade, req); err != nil {
 			b.Fatal(err)
@@ -200,6 +215,7 @@ func BenchmarkNetHTTPWebSocketUpgrade(b *testing.B) {
 	var key [18]byte
 	b.SetBytes(int64(len(wsUpgrade)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		rd.Reset(wsUpgrade)
 		br.Reset(rd)
@@ -234,6 +250,7 @@ func BenchmarkResponse200(b *testing.B) {
 	resp := new(Response)
 	b.SetBytes(int64(len(response200)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		if _, err := p.ParseResponse(response200, resp, false); err != nil {
 			b.Fatal(err)
@@ -246,6 +263,7 @@ func BenchmarkNetHTTPResponse200(b *testing.B) {
 	br := bufio.NewReader(rd)
 	b.SetBytes(int64(len(response200)))
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		rd.Reset(response200)
 		br.Reset(rd)

@@ -3,6 +3,7 @@ package httpparse
 import (
 	"crypto/sha1"
 	"encoding/base64"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -51,6 +52,36 @@ func TestCheckWebSocketRequest(t *testing.T) {
 		}
 		if got := StatusOf(CheckWebSocketRequest(&req)); got != c.status {
 			t.Errorf("%s: status %d, want %d", c.name, got, c.status)
+		}
+	}
+}
+
+// TestValidKeyMatchesStrictDecoder checks the hand-written key check against
+// encoding/base64's strict decoder on random and mutated keys.
+func TestValidKeyMatchesStrictDecoder(t *testing.T) {
+	strict := base64.StdEncoding.Strict()
+	rng := rand.New(rand.NewPCG(5, 6))
+	alphabet := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \x00"
+	for i := range 50000 {
+		var key []byte
+		if i%2 == 0 {
+			raw := make([]byte, 16)
+			for j := range raw {
+				raw[j] = byte(rng.IntN(256))
+			}
+			key = []byte(base64.StdEncoding.EncodeToString(raw))
+			key[rng.IntN(len(key))] = alphabet[rng.IntN(len(alphabet))]
+		} else {
+			key = make([]byte, 22+rng.IntN(4))
+			for j := range key {
+				key[j] = alphabet[rng.IntN(len(alphabet))]
+			}
+		}
+		var raw [32]byte
+		n, err := strict.Decode(raw[:], key)
+		want := err == nil && n == 16 && len(key) == 24
+		if got := validKey(key); got != want {
+			t.Fatalf("validKey(%q) = %v, strict decoder says %v", key, got, want)
 		}
 	}
 }
