@@ -66,12 +66,14 @@ func IsToken(b []byte) bool {
 // EqualFold reports whether b equals s under ASCII case folding. HTTP names
 // and tokens are ASCII, so Unicode folding (strings.EqualFold) would be both
 // slower and wrong: it would match "K" (Kelvin sign) to "k".
-func EqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
+func EqualFold(b []byte, s string) bool { return equalFold(b, s) }
+
+func equalFold[A, B ~string | ~[]byte](a A, b B) bool {
+	if len(a) != len(b) {
 		return false
 	}
-	for i := 0; i < len(b); i++ {
-		c, d := b[i], s[i]
+	for i := 0; i < len(a); i++ {
+		c, d := a[i], b[i]
 		if c == d {
 			continue
 		}

@@ -1,0 +1,204 @@
+package httpparse
+
+// Request is a parsed request head. Every slice points into the buffer given
+// to ParseRequest and is valid until that buffer changes.
+type Request struct {
+	Method, Target []byte
+	Minor          int      // HTTP/1.<Minor>, 0 or 1
+	Headers        []Header // = table[:n]; valid until buf changes
+	Host           []byte   // the single Host value (nil if absent, allowed for HTTP/1.0 only)
+	Framing        Framing
+	ContentLength  int64 // when Framing == FramingLength
+	KeepAlive      bool  // persistent per version + Connection: close/keep-alive
+	Expect100      bool  // Expect: 100-continue present
+
+	table [MaxHeadersCap]Header
+}
+
+// Header returns the first value of the named field (ASCII case-insensitive),
+// or nil if absent.
+func (r *Request) Header(name string) []byte { return headerValue(r.Headers, name) }
+
+// HasToken reports whether token appears in the comma lists of any field
+// line called name, e.g. HasToken("Connection", "upgrade") for Firefox's
+// "Connection: keep-alive, Upgrade".
+func (r *Request) HasToken(name, token string) bool { return headersHaveToken(r.Headers, name, token) }
+
+// IsWebSocketUpgrade reports whether the request asks to switch to WebSocket.
+// CheckWebSocketRequest does the full handshake validation.
+func (r *Request) IsWebSocketUpgrade() bool {
+	return r.HasToken("Upgrade", "websocket") && r.HasToken("Connection", "upgrade")
+}
+
+// ParseRequest parses the head at the start of buf. Returns (headLen, nil)
+// on success, where headLen counts the bytes through the final CRLFCRLF
+// (including any empty lines skipped before the request line); (0,
+// ErrNeedMore) when incomplete; (0, *Error) when malformed. Zero allocations.
+func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
+	if p.scan == 0 {
+		if end := p.fastRequest(buf, req); end > 0 {
+			return end, nil
+		}
+	}
+	end, k := p.scanHead(buf, true)
+	if k == 0 && end == 0 {
+		return 0, ErrNeedMore
+	}
+	if k == 0 {
+		k = p.finishRequest(buf[:end], req)
+	}
+	p.Reset()
+	if k != 0 {
+		return 0, reqErrs[k]
+	}
+	return end, nil
+}
+
+// fastRequest is the one-pass path for the common case, a complete and
+// valid head in one read. It is at least as strict as the resumable path
+// and gives up (returns 0) on anything unusual, incomplete or wrong, leaving
+// the verdict to scanHead; so it can only ever make a success faster, never
+// change an outcome.
+func (p *Parser) fastRequest(buf []byte, req *Request) int {
+	maxHead, maxHeaders, maxTarget := p.Limits.norm()
+	b := buf
+	if len(b) > maxHead {
+		b = b[:maxHead]
+	}
+	i := 0
+	for i < len(b) && isTchar[b[i]] {
+		i++
+	}
+	if i == 0 || i >= len(b) || b[i] != ' ' {
+		return 0
+	}
+	mEnd := i
+	i++
+	ts := i
+	for i < len(b) && b[i] > ' ' && b[i] < 0x7f {
+		i++
+	}
+	if i == ts || i-ts > maxTarget || i+11 > len(b) || b[i] != ' ' {
+		return 0
+	}
+	tEnd := i
+	v := b[i+1 : i+11]
+	if string(v[:7]) != "HTTP/1." || (v[7] != '0' && v[7] != '1') || v[8] != '\r' || v[9] != '\n' {
+		return 0
+	}
+	if targetFormKind(b[:mEnd], b[ts:tEnd]) != 0 {
+		return 0
+	}
+	f := fieldScan{req: true}
+	end, n := fastFields(b, i+11, &req.table, maxHeaders, &f)
+	if end == 0 {
+		return 0
+	}
+	minor := int(v[7] - '0')
+	if setRequest(req, &f, minor, b[ts:tEnd]) != 0 {
+		return 0
+	}
+	req.Headers = req.table[:n:n]
+	req.Method = b[:mEnd:mEnd]
+	req.Target = b[ts:tEnd:tEnd]
+	return end
+}
+
+// fastFields parses field lines from i to the empty line, feeding each to
+// f. It returns the head end and the field count, or 0 to give up.
+func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fieldScan) (int, int) {
+	n := 0
+	for i < len(b) {
+		if b[i] == '\r' {
+			if i+1 < len(b) && b[i+1] == '\n' {
+				return i + 2, n
+			}
+			return 0, 0
+		}
+		j := skipToken(b, i)
+		if j == i || j >= len(b) || b[j] != ':' {
+			return 0, 0
+		}
+		name := b[i:j:j]
+		j++
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
+			j++
+		}
+		vs := j
+		j = skipValueBytes(b, j)
+		if j+1 >= len(b) || b[j] != '\r' || b[j+1] != '\n' || n >= maxHeaders || n >= len(t) {
+			return 0, 0
+		}
+		ve := j
+		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+			ve--
+		}
+		h := &t[n]
+		h.Name, h.Value = name, b[vs:ve:ve]
+		if f.field(name, h.Value) != 0 {
+			return 0, 0
+		}
+		n++
+		i = j + 2
+	}
+	return 0, 0
+}
+
+func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
+	n, k := parseFields(buf, p.hdrStart, &req.table)
+	if k != 0 {
+		return k
+	}
+	req.Headers = req.table[:n:n]
+	f := fieldScan{req: true}
+	if k := f.scan(req.Headers); k != 0 {
+		return k
+	}
+	req.Method = buf[p.start:p.mEnd:p.mEnd]
+	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]
+	return setRequest(req, &f, p.minor, req.Target)
+}
+
+// setRequest derives Host, persistence and framing (RFC 9112 sections 3.2,
+// 6.1, 6.3, 9.3) from the gathered fields.
+func setRequest(req *Request, f *fieldScan, minor int, target []byte) errKind {
+	req.Minor = minor
+	req.Host = f.host
+	// RFC 9112 section 3.2.2 makes the authority of an absolute-form target
+	// win over Host. A proxy that routes or filters on Host while the
+	// backend obeys the target could be steered around its own rules, so
+	// the two must agree.
+	if f.hosts == 1 && target[0] != '/' && target[0] != '*' && !equalFold(targetAuthority(target), f.host) {
+		return kHostMismatch
+	}
+	req.Expect100 = f.expect100
+	req.ContentLength = 0
+	if minor == 1 {
+		req.KeepAlive = !f.close
+		if f.hosts == 0 {
+			return kNoHost
+		}
+	} else {
+		req.KeepAlive = f.keepAlive && !f.close
+	}
+	switch {
+	case f.teSeen:
+		switch {
+		case minor == 0:
+			return kTE10
+		case f.clSeen:
+			return kTEAndCL
+		case f.teBad:
+			return kBadTE
+		case f.teElems != 1 || f.teChunked != 1:
+			return kTEUnsupported
+		}
+		req.Framing = FramingChunked
+	case f.clSeen:
+		req.Framing = FramingLength
+		req.ContentLength = f.cl
+	default:
+		req.Framing = FramingNone
+	}
+	return 0
+}
