@@ -86,7 +86,7 @@ func BenchmarkE2ETunnelThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			b.ReportMetric((cpuTime() - cpu0).Seconds()/(float64(want)/1e9), "cpu-s/GB")
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(want)/1e9), "cpu-s/GB")
 		})
 	}
 }
