@@ -463,7 +463,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 	}
 	if useSplice && l.getPipe(f) {
 		for {
-			n, err := spliceMove(int(src.fd), int(f.pw), want)
+			n, err := l.p.spliceIn(int(src.fd), int(f.pw), want)
 			switch {
 			case err == unix.EINTR:
 				continue

@@ -130,9 +130,11 @@ type Plane struct {
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 
-	// pipe2 creates pipes; tests swap it before the first tunnel to
-	// simulate EMFILE / pipe-user-pages exhaustion.
-	pipe2 func(p []int, flags int) error
+	// pipe2 creates pipes and spliceIn moves socket -> pipe; tests swap
+	// them before the first tunnel to simulate EMFILE / pipe-user-pages
+	// exhaustion and a socket that refuses splice (EINVAL).
+	pipe2    func(p []int, flags int) error
+	spliceIn func(in, out, n int) (int, error)
 }
 
 // NewPlane starts cfg.Loops goroutines, each LockOSThread + own epoll + eventfd.
@@ -167,7 +169,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: unix.Pipe2}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: unix.Pipe2, spliceIn: spliceMove}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)

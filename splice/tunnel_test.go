@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -488,4 +489,30 @@ func TestTunnelZeroAllocs(t *testing.T) {
 			t.Fatalf("data path allocates: %v allocs per round trip", allocs)
 		}
 	})
+}
+
+// A socket that answers splice with EINVAL (as some socket types and
+// sandboxes do) makes that direction copy, without losing a byte.
+func TestTunnelSpliceEINVALFallsBackToCopy(t *testing.T) {
+	p := newPlane(t, Config{Splice: true, Loops: 1})
+	var calls atomic.Int32
+	p.spliceIn = func(in, out, n int) (int, error) {
+		calls.Add(1)
+		return 0, unix.EINVAL
+	}
+	e := openTunnel(t, p, listen(t), []byte("pending|"), nil)
+	if got := readN(t, e.backend, 8, 5*time.Second); string(got) != "pending|" {
+		t.Fatalf("pending: %q", got)
+	}
+	bulk(t, e, 4<<20, 60*time.Second)
+	if r := e.result(t, 5*time.Second); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	s := p.Stats()
+	if s.BytesSpliced != 0 || s.BytesCopied != 8<<20+8 || s.PipesBusy != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("splice tried on %d sockets, want 2 (once per direction)", n)
+	}
 }
