@@ -22,7 +22,9 @@ const detachedFD = -2
 // started answering): the caller then keeps queueing up to a hard cap.
 func (cc *clientConn) offloadRequest() bool {
 	bc := cc.bc
-	if cc.respStarted || bc.c.InboundBuffered() > 0 || cc.inboundLen() > 0 {
+	// Interim answers (100 Continue) already relayed are fine; a final one or unparsed response
+	// bytes are not, since the response side cannot run while the backend fd is away.
+	if cc.respFinal || bc.c.InboundBuffered() > 0 || cc.inboundLen() > 0 {
 		return false
 	}
 	return cc.offload(true)
