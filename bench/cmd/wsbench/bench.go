@@ -397,6 +397,9 @@ func (h *harness) reportMD(w io.Writer, groups []report.Group, rows []report.Pee
 	} else {
 		fmt.Fprintf(w, "Not pinned: proxy, load and backend share all CPUs.\n\n")
 	}
+	if s.Nice != 0 {
+		fmt.Fprintf(w, "Ran at nice %d: the benchmark's processes had priority over other work on the machine.\n\n", s.Nice)
+	}
 	var shares []float64
 	retried := 0
 	for _, r := range recs {

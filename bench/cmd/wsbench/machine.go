@@ -85,6 +85,7 @@ func machineInfo(s Suite) string {
 	row("net.ipv4.ip_local_port_range", readTrim("/proc/sys/net/ipv4/ip_local_port_range"))
 	row("net.core.somaxconn", readTrim("/proc/sys/net/core/somaxconn"))
 	row("pinning", fmt.Sprintf("%v (proxy CPU 0, load+backend CPU 1 when on)", s.Pin))
+	row("nice", fmt.Sprint(s.Nice))
 	fmt.Fprintf(&b, "\n## Suite\n\n")
 	fmt.Fprintf(&b, "| setting | value |\n|---|---|\n")
 	row("suite", s.Name)

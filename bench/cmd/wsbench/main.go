@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type Suite struct {
 	Scenarios    []string
 	PeerNames    string
 	Pin          bool
+	Nice         int
 	Settle       time.Duration // pause between measurements so one peer's tail does not tax the next
 	IdleSettle   time.Duration // wait after opening idle tunnels before reading RSS
 	WSGateBinary string
@@ -88,6 +90,7 @@ func run() error {
 	fScen := flag.String("scenarios", "", "comma list of "+strings.Join(allScenarios, ",")+"; default all")
 	fRuns := flag.Int("runs", 0, "runs per figure (>= 3 for a median with spread)")
 	fPin := flag.Bool("pin", false, "pin each proxy to CPU 0 and the load generator and backend to CPU 1 (taskset)")
+	fNice := flag.Int("nice", 0, "run the benchmark (load, backend, proxies) at this nice level, e.g. -10 on a machine shared with CPU-bound jobs (root needed below 0)")
 	fGen := flag.String("httpgen", "", "HTTP load generator: wrk, go or both (default: suite's choice; go when wrk is missing)")
 	fHTTPConns := flag.Int("http-conns", 0, "HTTP keep-alive connections")
 	fHTTPDur := flag.Duration("http-dur", 0, "HTTP window per run (wrk rounds to whole seconds)")
@@ -135,6 +138,7 @@ func run() error {
 		return errors.New("-runs must be >= 1")
 	}
 	s.Pin = *fPin
+	s.Nice = *fNice
 	if set["httpgen"] {
 		s.HTTPGen = *fGen
 	}
@@ -189,8 +193,8 @@ func run() error {
 	}
 
 	raiseNoFile()
-	if s.Pin && os.Getenv("WSBENCH_PINNED") == "" {
-		return reexecPinned()
+	if (s.Pin || s.Nice != 0) && os.Getenv("WSBENCH_REEXEC") == "" {
+		return reexec(s.Pin, s.Nice)
 	}
 
 	root, err := repoRoot()
@@ -245,19 +249,32 @@ func raiseNoFile() {
 	}
 }
 
-// reexecPinned restarts this program on CPU 1, so the load generator, wrk and the backend
-// (all children) inherit that CPU; each proxy is then started on CPU 0.
-func reexecPinned() error {
-	if _, err := exec.LookPath("taskset"); err != nil {
-		return errors.New("-pin needs taskset (util-linux)")
-	}
+// reexec restarts this program under nice and/or taskset. Both must apply to every thread and
+// every child (Linux keeps nice and affinity per thread, and a Go program has several threads
+// before main runs), so they are set by the wrappers before exec rather than from inside. With
+// pinning, this program, wrk and the backend run on CPU 1; each proxy is started on CPU 0.
+func reexec(pin bool, nice int) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("taskset", append([]string{"-c", "1", self}, os.Args[1:]...)...)
+	var argv []string
+	if nice != 0 {
+		if _, err := exec.LookPath("nice"); err != nil {
+			return errors.New("-nice needs nice (coreutils)")
+		}
+		argv = append(argv, "nice", "-n", strconv.Itoa(nice))
+	}
+	if pin {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return errors.New("-pin needs taskset (util-linux)")
+		}
+		argv = append(argv, "taskset", "-c", "1")
+	}
+	argv = append(append(argv, self), os.Args[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "WSBENCH_PINNED=1")
+	cmd.Env = append(os.Environ(), "WSBENCH_REEXEC=1")
 	signal.Ignore(os.Interrupt) // the child handles ^C and cleans up its peers
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError

@@ -92,7 +92,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 					firstErr = err.Error()
 					break
 				}
-				n, keep, err := readResponse(br, cfg.BodySize)
+				_, keep, err := readResponse(br, cfg.BodySize)
 				if err != nil {
 					bad++
 					firstErr = err.Error()
@@ -100,7 +100,6 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 				}
 				h.Record(time.Since(t))
 				ok++
-				_ = n
 				if !keep {
 					c.Close()
 					nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
