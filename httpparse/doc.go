@@ -19,6 +19,13 @@
 // HTTP/1.1 are spoken; Transfer-Encoding with Content-Length, conflicting
 // or malformed Content-Length, and Transfer-Encoding in HTTP/1.0 are
 // rejected; a request's only accepted transfer coding is a single chunked.
+// Some choices go beyond the letter of the RFCs, always toward refusing:
+// a request's Transfer-Encoding must be exactly "chunked" (anything else is
+// 501, or 400 when malformed), the request-target may hold only visible
+// ASCII, and an absolute-form target must name the same authority as Host.
+// Empty lines before a request line are skipped (RFC 9112 section 2.2) and
+// counted in the returned head length.
+//
 // Every error is an *Error carrying the status to answer (400, 414, 431,
 // 501, 505; 502 for a backend's malformed response) and is a preallocated
 // package variable, so a flood of garbage costs no garbage.
