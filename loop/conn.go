@@ -95,6 +95,7 @@ type clientConn struct {
 	offBackFD  int  // kept to pair fds when they come back
 	offPending int  // conns still to re-enroll
 	offFailed  bool
+	offEOF     bool // a close-delimited body ended in the plane: only the client comes back
 	offExtra   []byte
 }
 

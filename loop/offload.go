@@ -33,7 +33,7 @@ func (cc *clientConn) offloadRequest() bool {
 // offloadResponse moves the rest of the response body to the tunnel plane.
 func (cc *clientConn) offloadResponse() bool {
 	bc := cc.bc
-	if !cc.reqDone || bc.out.pending() > 0 || bc.c.InboundBuffered() > 0 || cc.respFraming == httpparse.FramingUntilClose {
+	if !cc.reqDone || bc.out.pending() > 0 || bc.c.InboundBuffered() > 0 {
 		return false
 	}
 	return cc.offload(false)
@@ -68,15 +68,19 @@ func (cc *clientConn) offload(req bool) bool {
 		x.Src, x.Dst = cfd, bfd
 	}
 	x.Pending = q.bytes()
-	if framing == httpparse.FramingChunked {
+	switch framing {
+	case httpparse.FramingChunked:
 		x.Length, x.Chunked = -1, dec
-	} else {
+	case httpparse.FramingUntilClose:
+		x.Length, x.Chunked = -1, untilClose{}
+	default:
 		x.Length = left
 	}
 	cc.state = stateOffloaded
 	cc.offReq = req
 	cc.offPending = 2
 	cc.offFailed = false
+	cc.offEOF = false
 	cc.offExtra = nil
 	cc.deadline = 0
 	// gnet's copies go now, synchronously, so gnet never reads or writes these sockets again.
@@ -119,6 +123,18 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	cfd, bfd := r.Dst, r.Src
 	if cc.offReq {
 		cfd, bfd = r.Src, r.Dst
+	}
+	if r.Err != nil && !cc.offReq && cc.respFraming == httpparse.FramingUntilClose {
+		// A close-delimited body ends when the backend closes; the plane drained everything to the
+		// client before reporting the end. Only the client comes back, to be closed gracefully.
+		_ = unix.Close(bfd)
+		if bc := cc.bc; bc != nil {
+			bc.cc, cc.bc = nil, nil
+		}
+		cc.offEOF = true
+		cc.offPending = 1
+		go s.reenroll(cc.ls, cfd, cc, cc)
+		return
 	}
 	if r.Err != nil {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
@@ -173,7 +189,7 @@ func (cc *clientConn) reattachDone() {
 		return
 	}
 	bc := cc.bc
-	if cc.offFailed || cc.c == nil || bc == nil || bc.c == nil {
+	if cc.offFailed || cc.c == nil || (bc == nil) != cc.offEOF || (bc != nil && bc.c == nil) {
 		if bc != nil {
 			cc.bc, bc.cc = nil, nil
 			bc.close()
@@ -212,6 +228,14 @@ func (cc *clientConn) reattachDone() {
 	cc.noteQueued(&cc.out)
 	cc.respComplete()
 }
+
+// untilClose frames a close-delimited body for the tunnel plane: every byte is body and only the
+// backend's EOF ends it (the plane reports that as an error after draining to the client).
+type untilClose struct{}
+
+func (untilClose) Feed(p []byte) (int, bool, error) { return len(p), false, nil }
+func (untilClose) DataLeft() int64                  { return 1 << 62 }
+func (untilClose) Skip(int64)                       {}
 
 // switchProtocols handles a 101. Only a verified WebSocket switch is tunnelled.
 func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {

@@ -359,6 +359,59 @@ func TestOffloadSlowDownload(t *testing.T) {
 	}
 }
 
+// TestOffloadCloseDelimited: an HTTP/1.0-style body that ends at the backend's close is offloaded
+// too; the client gets every byte, then EOF (its only end-of-body signal).
+func TestOffloadCloseDelimited(t *testing.T) {
+	size := 8 << 20
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < size; i += 8 {
+		binary.LittleEndian.PutUint64(data[i:], rng.Uint64())
+	}
+	be := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+		c.Write(data)
+	})
+	s := startTestProxy(t, be, func(c *Config) { c.BodyHighWater = 256 << 10 })
+	c := dial(t, s.Addr())
+	io.WriteString(c, "GET /old HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Close || resp.ContentLength != -1 {
+		t.Fatalf("close %v length %d: want a close-delimited response", resp.Close, resp.ContentLength)
+	}
+	got := make([]byte, 0, size)
+	buf := make([]byte, 64<<10)
+	for i := 0; i < 100000; i++ {
+		n, err := resp.Body.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read after %d bytes: %v", len(got), err)
+		}
+		if i%16 == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("got %d bytes, not byte-exact with the %d sent", len(got), size)
+	}
+	if st := s.Stats(); st.Offloads == 0 {
+		t.Errorf("the close-delimited body was not offloaded: %+v", st)
+	}
+	c.Close()
+	if !waitUntil(3*time.Second, func() bool { return s.Stats().Conns == 0 }) {
+		t.Errorf("client conn still held after the close-delimited body: %+v", s.Stats())
+	}
+}
+
 func TestOffloadFastUpload(t *testing.T) {
 	size := int64(16 << 20)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
