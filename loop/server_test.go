@@ -556,3 +556,21 @@ func waitUntil(d time.Duration, cond func() bool) bool {
 	}
 	return cond()
 }
+
+func TestStartListenError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // no SO_REUSEPORT: wsgate cannot share it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.Backend, cfg.Logger = ln.Addr().String(), "127.0.0.1:1", quietLogger()
+	before := countFDs(t)
+	if s, err := Start(cfg); err == nil {
+		s.Stop(context.Background())
+		t.Fatalf("Start on a taken port %s succeeded", cfg.Listen)
+	}
+	if !waitUntil(2*time.Second, func() bool { return countFDs(t) <= before }) {
+		t.Errorf("fds: %d before the failed Start, %d after", before, countFDs(t))
+	}
+}
