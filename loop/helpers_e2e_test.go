@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log"
 	"log/slog"
@@ -760,3 +761,9 @@ func describeSockets(t testing.TB, ports map[string]string) string {
 	}
 	return strings.Join(out, "; ")
 }
+
+type hasher struct{ h hash.Hash }
+
+func newHasher() *hasher         { return &hasher{sha256.New()} }
+func (h *hasher) Write(p []byte) { h.h.Write(p) }
+func (h *hasher) sum() string    { return fmt.Sprintf("%x", h.h.Sum(nil)) }

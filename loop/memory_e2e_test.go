@@ -71,12 +71,26 @@ func reportMem(t *testing.T, what string, n int64, d time.Duration, g memSample)
 	}
 }
 
-// TestE2EMemorySlowDownload: fast backend, slow-reading client.
+// TestE2EMemorySlowDownload: fast backend, slow-reading client; Content-Length and chunked bodies.
 func TestE2EMemorySlowDownload(t *testing.T) {
+	for _, mode := range []string{"cl", "chunked"} {
+		t.Run(mode, func(t *testing.T) { slowDownload(t, mode) })
+	}
+}
+
+func slowDownload(t *testing.T, mode string) {
 	n := memSizes()
+	if mode == "chunked" {
+		n /= 2 // still far above the bound if wsgate queued it
+	}
 	block := genBytes(11, 32<<10)
 	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		if mode == "chunked" {
+			w.WriteHeader(200)
+			w.(http.Flusher).Flush()
+		} else {
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		}
 		io.CopyBuffer(w, &repeatReader{block: block, left: n}, make([]byte, 32<<10))
 	}))
 	_, addr := startProxy(t, be.Addr)
@@ -87,7 +101,7 @@ func TestE2EMemorySlowDownload(t *testing.T) {
 	start := time.Now()
 	c.send(t, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
 	resp := c.response(t, "GET")
-	if resp.StatusCode != 200 || resp.ContentLength != n {
+	if resp.StatusCode != 200 || (mode == "cl" && resp.ContentLength != n) {
 		w.growth()
 		t.Fatalf("status %d, Content-Length %d", resp.StatusCode, resp.ContentLength)
 	}
@@ -109,12 +123,52 @@ func TestE2EMemorySlowDownload(t *testing.T) {
 	if got != n {
 		t.Fatalf("downloaded %d bytes, want %d", got, n)
 	}
-	reportMem(t, "slow download", n, time.Since(start), g)
+	reportMem(t, "slow download ("+mode+")", n, time.Since(start), g)
 }
 
-// TestE2EMemorySlowUpload: fast client uploading to a slow-reading backend.
+// TestE2EMemorySlowUpload: fast client uploading to a slow-reading backend; Content-Length and
+// chunked bodies.
 func TestE2EMemorySlowUpload(t *testing.T) {
+	for _, mode := range []string{"cl", "chunked"} {
+		t.Run(mode, func(t *testing.T) { slowUpload(t, mode) })
+	}
+}
+
+// chunker frames a stream as 32 KiB chunks with a tiny buffer.
+type chunker struct {
+	r    io.Reader
+	buf  []byte
+	pend []byte
+	done bool
+}
+
+func (c *chunker) Read(p []byte) (int, error) {
+	for len(c.pend) == 0 {
+		if c.done {
+			return 0, io.EOF
+		}
+		k, err := io.ReadFull(c.r, c.buf[10:len(c.buf)-2])
+		if k > 0 {
+			h := fmt.Sprintf("%08x\r\n", k)
+			copy(c.buf, h)
+			c.buf[10+k], c.buf[11+k] = '\r', '\n'
+			c.pend = c.buf[:12+k]
+		}
+		if err != nil {
+			c.done = true
+			c.pend = append(c.pend, "0\r\n\r\n"...)
+		}
+	}
+	n := copy(p, c.pend)
+	c.pend = c.pend[n:]
+	return n, nil
+}
+
+func slowUpload(t *testing.T, mode string) {
 	n := memSizes()
+	if mode == "chunked" {
+		n /= 2
+	}
 	block := genBytes(12, 32<<10)
 	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, 16<<10)
@@ -132,12 +186,17 @@ func TestE2EMemorySlowUpload(t *testing.T) {
 	}))
 	_, addr := startProxy(t, be.Addr)
 	c := dialRaw(t, addr)
-	c.Conn.(*net.TCPConn).SetWriteBuffer(64 << 10)
 	c.SetDeadline(time.Now().Add(3 * time.Minute))
 	w := watchMem(50 * time.Millisecond)
 	start := time.Now()
-	c.send(t, fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", n))
-	if _, err := io.CopyBuffer(c.Conn, &repeatReader{block: block, left: n}, make([]byte, 32<<10)); err != nil {
+	var body io.Reader = &repeatReader{block: block, left: n}
+	if mode == "chunked" {
+		c.send(t, "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+		body = &chunker{r: body, buf: make([]byte, 32<<10+12)}
+	} else {
+		c.send(t, fmt.Sprintf("POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n", n))
+	}
+	if _, err := io.CopyBuffer(c.Conn, body, make([]byte, 32<<10)); err != nil {
 		w.growth()
 		t.Fatalf("uploading: %v", err)
 	}
@@ -146,5 +205,5 @@ func TestE2EMemorySlowUpload(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("X-Req-Len") != strconv.FormatInt(n, 10) {
 		t.Fatalf("status %d, backend got %s bytes of %d", resp.StatusCode, resp.Header.Get("X-Req-Len"), n)
 	}
-	reportMem(t, "slow upload", n, time.Since(start), g)
+	reportMem(t, "slow upload ("+mode+")", n, time.Since(start), g)
 }
