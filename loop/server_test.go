@@ -463,6 +463,26 @@ func TestOffloadFastUpload(t *testing.T) {
 	if st := s.Stats(); st.Offloads <= offloads {
 		t.Errorf("the plain upload was not offloaded: %+v", st)
 	}
+	offloads = s.Stats().Offloads
+	// A chunked upload: the plane frames it with the request's ChunkedDecoder.
+	go func() {
+		io.WriteString(c, "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+		chunk := make([]byte, 100<<10)
+		for sent := int64(0); sent < size; sent += int64(len(chunk)) {
+			fmt.Fprintf(c, "%x\r\n", len(chunk))
+			c.Write(chunk)
+			io.WriteString(c, "\r\n")
+		}
+		io.WriteString(c, "0\r\n\r\n")
+	}()
+	want := (size + 100<<10 - 1) / (100 << 10) * (100 << 10)
+	resp, body = c.read(t, "POST")
+	if resp.StatusCode != 200 || string(body) != strconv.FormatInt(want, 10) {
+		t.Fatalf("chunked upload: %d %q, want %d", resp.StatusCode, body, want)
+	}
+	if st := s.Stats(); st.Offloads <= offloads {
+		t.Errorf("the chunked upload was not offloaded: %+v", st)
+	}
 }
 
 type zeroReader struct{}
