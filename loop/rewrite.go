@@ -168,7 +168,9 @@ func appendResponseHead(dst []byte, resp *httpparse.Response, o *respHeadOpts) [
 	hs := resp.Headers
 	for i := range hs {
 		name := hs[i].Name
-		if isHopByHop(name) || namedByConnection(hs, name) {
+		// Trailer stays: the chunked body, trailer section included, is relayed verbatim, and
+		// strict clients only accept trailer fields that were announced (RFC 9110 6.6.2).
+		if (isHopByHop(name) && !httpparse.EqualFold(name, "Trailer")) || namedByConnection(hs, name) {
 			continue
 		}
 		dst = append(dst, name...)

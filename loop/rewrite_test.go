@@ -87,7 +87,7 @@ func TestRequestHeadRewrite(t *testing.T) {
 func TestResponseHeadRewrite(t *testing.T) {
 	be := []byte("127.0.0.1:3000")
 	in := "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:3000/login?next=%2F\r\nContent-Location: HTTP://127.0.0.1:3000\r\n" +
-		"Link: <http://127.0.0.1:3000/x>\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=1\r\nContent-Length: 0\r\n\r\n"
+		"Link: <http://127.0.0.1:3000/x>\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=1\r\nTrailer: X-Sum\r\nContent-Length: 0\r\n\r\n"
 	cases := []struct {
 		name string
 		o    respHeadOpts
@@ -95,10 +95,10 @@ func TestResponseHeadRewrite(t *testing.T) {
 	}{
 		{"keep-alive", respHeadOpts{backendHost: be, clientHost: []byte("proxy.example")},
 			"HTTP/1.1 302 Found\r\nLocation: http://proxy.example/login?next=%2F\r\nContent-Location: http://proxy.example\r\n" +
-				"Link: <http://127.0.0.1:3000/x>\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"},
+				"Link: <http://127.0.0.1:3000/x>\r\nTrailer: X-Sum\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"},
 		{"close, no client host", respHeadOpts{backendHost: be, close: true},
 			"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:3000/login?next=%2F\r\nContent-Location: HTTP://127.0.0.1:3000\r\n" +
-				"Link: <http://127.0.0.1:3000/x>\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"},
+				"Link: <http://127.0.0.1:3000/x>\r\nTrailer: X-Sum\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
