@@ -22,6 +22,7 @@ const offloadRate = 40 << 20 // the slow peer: 8 MiB takes ~200ms
 func lowWater(c *loop.Config) { c.BodyHighWater = 64 << 10 }
 
 func slowUploadHandler(w http.ResponseWriter, r *http.Request) {
+	time.Sleep(500 * time.Millisecond) // let the fast client fill wsgate's queue first
 	h := newHasher()
 	buf := make([]byte, 16<<10)
 	start := time.Now()
@@ -56,6 +57,9 @@ func TestE2EHTTPOffloadDownloadKeepAlive(t *testing.T) {
 			c.send(t, fmt.Sprintf("GET /data?n=%d&seed=41&mode=%s HTTP/1.1\r\nHost: a\r\n\r\n"+
 				"GET /data?n=5&seed=42 HTTP/1.1\r\nHost: a\r\n\r\n", n, mode)) // second one pipelined
 			resp := c.response(t, "GET")
+			// Not reading for a while fills the kernel buffers whatever the backend's speed (it is
+			// slow under -race): the rest must queue past BodyHighWater and move to the plane.
+			time.Sleep(500 * time.Millisecond)
 			h := newHasher()
 			buf := make([]byte, 16<<10)
 			start := time.Now()
