@@ -34,7 +34,7 @@ func main() {
 // run parses args and serves until SIGINT/SIGTERM. Exit codes: 0 clean stop, 1 runtime failure,
 // 2 bad command line.
 func run(args []string, stderr io.Writer) int {
-	cfg, level, err := parseFlags(args, stderr)
+	cfg, level, memEvery, err := parseCommandLine(args, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -54,6 +54,7 @@ func run(args []string, stderr io.Writer) int {
 		logger.Error("start failed", "listen", cfg.Listen, "backend", cfg.Backend, "err", err)
 		return 1
 	}
+	defer startMemoryPolicy(memEvery, logger)()
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
@@ -73,6 +74,12 @@ func run(args []string, stderr io.Writer) int {
 // parseFlags builds a loop.Config from the command line. Every flag's default is the
 // operator-facing default documented in README.md; a bad value is one line and exit code 2.
 func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error) {
+	cfg, level, _, err := parseCommandLine(args, stderr)
+	return cfg, level, err
+}
+
+// parseCommandLine is parseFlags plus the process-wide settings that are not part of loop.Config.
+func parseCommandLine(args []string, stderr io.Writer) (loop.Config, slog.Level, time.Duration, error) {
 	cfg := loop.DefaultConfig()
 	// Show operators the effective values in -h rather than the zero values the packages
 	// interpret as "default".
@@ -109,19 +116,23 @@ func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error
 	fs.DurationVar(&cfg.Tunnel.IdleTimeout, "tunnel-idle-timeout", cfg.Tunnel.IdleTimeout, "close a tunnel quiet both ways this long (0 = never: tails are quiet for hours)")
 	fs.DurationVar(&cfg.Tunnel.FinTimeout, "tunnel-fin-timeout", cfg.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	memEvery := fs.Duration("memory-return", 10*time.Second, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
 
 	if err := fs.Parse(args); err != nil {
-		return cfg, 0, err
+		return cfg, 0, 0, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, 0, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))
+		return cfg, 0, 0, fmt.Errorf("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*levelName)); err != nil {
-		return cfg, 0, fmt.Errorf("-log-level %q: want debug, info, warn or error", *levelName)
+		return cfg, 0, 0, fmt.Errorf("-log-level %q: want debug, info, warn or error", *levelName)
 	}
 	if err := validate(cfg); err != nil {
-		return cfg, 0, err
+		return cfg, 0, 0, err
+	}
+	if *memEvery < 0 {
+		return cfg, 0, 0, fmt.Errorf("-memory-return %v: must not be negative", *memEvery)
 	}
 	// splice.Config reads 0 as "use the default"; an operator's explicit 0 means none.
 	if cfg.Tunnel.PipePoolMax == 0 {
@@ -130,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (loop.Config, slog.Level, error
 	if cfg.Tunnel.FinTimeout == 0 {
 		cfg.Tunnel.FinTimeout = -1
 	}
-	return cfg, level, nil
+	return cfg, level, *memEvery, nil
 }
 
 func validate(cfg loop.Config) error {
