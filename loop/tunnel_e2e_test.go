@@ -454,6 +454,7 @@ func TestE2ETunnelBulk(t *testing.T) {
 	n := pick(64<<20, 256<<20, 256<<20)
 	forEachSplice(t, func(t *testing.T, opt func(*loop.Config)) {
 		be, peers := rawTunnelBackend(t)
+		_, pipes0 := countFDs(t)
 		_, addr := startProxy(t, be.Addr, opt)
 		e := openRawTunnel(t, addr, peers)
 		e.CT.SetDeadline(time.Now().Add(3 * time.Minute))
@@ -470,6 +471,23 @@ func TestE2ETunnelBulk(t *testing.T) {
 		go func() { _, err := io.CopyBuffer(e.B.Conn, genN(22, n), make([]byte, 64<<10)); werr <- err }()
 		go func() { s, k, err := hashReader(io.LimitReader(e.B.R, n)); c2b <- result{s, k, err} }()
 		go func() { s, k, err := hashReader(io.LimitReader(e.C.br, n)); b2c <- result{s, k, err} }()
+		// Pipe fds in flight tell whether bytes really went through splice(2): the copy path
+		// must borrow none, the splice path must borrow some while the transfer runs.
+		stopSampling := make(chan struct{})
+		maxPipes := make(chan int, 1)
+		go func() {
+			m := 0
+			for {
+				select {
+				case <-stopSampling:
+					maxPipes <- m
+					return
+				case <-time.After(20 * time.Millisecond):
+					_, p := countFDs(t)
+					m = max(m, p)
+				}
+			}
+		}()
 		for i := 0; i < 2; i++ {
 			if err := <-werr; err != nil {
 				t.Fatalf("bulk write: %v", err)
@@ -477,6 +495,14 @@ func TestE2ETunnelBulk(t *testing.T) {
 		}
 		r1, r2 := <-c2b, <-b2c
 		d := time.Since(start)
+		close(stopSampling)
+		peak := <-maxPipes
+		t.Logf("pipe fds: %d before wsgate started, %d at most during the transfer", pipes0, peak)
+		if splice := strings.HasSuffix(t.Name(), "/splice"); splice && peak <= pipes0 {
+			t.Errorf("splice mode moved %d MiB without borrowing a pipe: not spliced", n>>20)
+		} else if !splice && peak > pipes0 {
+			t.Errorf("copy mode (Splice=false) borrowed %d pipe fds", peak-pipes0)
+		}
 		if r1.err != nil || r1.n != n || r1.sum != genSum(21, n) {
 			t.Errorf("client->backend: %d of %d B, err %v, sha ok %v", r1.n, n, r1.err, r1.sum == genSum(21, n))
 		}
