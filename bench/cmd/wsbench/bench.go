@@ -173,7 +173,7 @@ func bench(ctx context.Context, root string, s Suite) error {
 		}
 	}
 	prog.finish()
-	return h.write(root, rows, recs, notes)
+	return h.write(root, rows, recs, notes, prog.log.String())
 }
 
 // otherShare is the CPU other processes used during rec's window, in cores.
@@ -269,6 +269,7 @@ type progress struct {
 	estTotal, estDone time.Duration
 	start             time.Time
 	line              string
+	log               strings.Builder // plain lines for progress.log, whatever the terminal
 }
 
 func newProgress(w *os.File) *progress {
@@ -298,8 +299,10 @@ func (p *progress) step(peer, cell string, run, runs int, est time.Duration) {
 }
 
 func (p *progress) result(msg string) {
+	line := fmt.Sprintf("[%d/%d] %s  (~%s left)\n", p.done, p.total, msg, p.left())
+	p.log.WriteString(line)
 	if !p.tty {
-		fmt.Fprintf(p.w, "[%d/%d] %s  (~%s left)\n", p.done, p.total, msg, p.left())
+		fmt.Fprint(p.w, line)
 	}
 }
 
@@ -308,6 +311,7 @@ func (p *progress) warn(msg string) {
 		fmt.Fprintf(p.w, "\r\033[K")
 	}
 	fmt.Fprintf(p.w, "WARN %s\n", msg)
+	fmt.Fprintf(&p.log, "WARN %s\n", msg)
 	if p.tty {
 		fmt.Fprint(p.w, p.line)
 	}
@@ -318,10 +322,11 @@ func (p *progress) finish() {
 		fmt.Fprint(p.w, "\r\033[K")
 	}
 	fmt.Fprintf(p.w, "wsbench: %d measurements in %s\n", p.done, time.Since(p.start).Round(time.Second))
+	fmt.Fprintf(&p.log, "wsbench: %d measurements in %s\n", p.done, time.Since(p.start).Round(time.Second))
 }
 
 // write produces results.jsonl, report.md, the charts and machine.md, then refreshes latest/.
-func (h *harness) write(root string, rows []report.Peer, recs []report.Record, notes []string) error {
+func (h *harness) write(root string, rows []report.Peer, recs []report.Record, notes []string, progressLog string) error {
 	dir := filepath.Join(h.s.OutDir, h.s.Tag)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -338,6 +343,9 @@ func (h *harness) write(root string, rows []report.Peer, recs []report.Record, n
 		if err := report.WriteFile(filepath.Join(dir, name), func(w io.Writer) error { return report.SVG(w, g, rows, recs) }); err != nil {
 			return err
 		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "progress.log"), []byte(progressLog), 0o644); err != nil {
+		return err
 	}
 	machine := machineInfo(h.s)
 	if err := os.WriteFile(filepath.Join(dir, "machine.md"), []byte(machine), 0o644); err != nil {

@@ -61,7 +61,7 @@ func TestDriverEndToEndDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dir := range []string{"test", "latest"} {
-		for _, f := range []string{"results.jsonl", "report.md", "machine.md", "chart-http.svg", "chart-bulk.svg", "chart-rtt.svg", "chart-idle.svg", "chart-handshake.svg"} {
+		for _, f := range []string{"results.jsonl", "report.md", "machine.md", "progress.log", "chart-http.svg", "chart-bulk.svg", "chart-rtt.svg", "chart-idle.svg", "chart-handshake.svg"} {
 			if st, err := os.Stat(filepath.Join(s.OutDir, dir, f)); err != nil || st.Size() == 0 {
 				t.Errorf("%s/%s: %v", dir, f, err)
 			}
