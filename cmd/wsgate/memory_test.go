@@ -92,8 +92,8 @@ func TestMemoryPolicySkipsWhenLittleToReclaim(t *testing.T) {
 		why                 string
 		reclaimableWant     uint64
 	}{
-		{"below floor", 3 << 20, 8 << 20, 8 << 20, false, "3 MiB free is under minReclaim", 3 << 20},
-		{"garbage counts", 2 << 20, 11 << 20, 8 << 20, true, "2 MiB free + 3 MiB unswept garbage", 5 << 20},
+		{"below floor", 768 << 10, 8 << 20, 8 << 20, false, "768 KiB free is under minReclaim", 768 << 10},
+		{"garbage counts", 512 << 10, 5 << 20, 4 << 20, true, "512 KiB free + 1 MiB unswept garbage", 1536 << 10},
 		{"big live heap", 20 << 20, 100 << 20, 100 << 20, false, "20 MiB is under a quarter of a 100 MiB live heap", 20 << 20},
 		{"big live heap, more free", 30 << 20, 100 << 20, 100 << 20, true, "30 MiB is over a quarter of 100 MiB", 30 << 20},
 		{"objects under live", 5 << 20, 6 << 20, 8 << 20, true, "objects below live (freed since GC) add nothing", 5 << 20},
