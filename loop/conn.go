@@ -1,7 +1,6 @@
 package loop
 
 import (
-	"context"
 	"errors"
 	"net"
 	"time"
@@ -321,31 +320,11 @@ func (cc *clientConn) attach(bc *backendConn) {
 	cc.noteQueued(&bc.out)
 }
 
-// dial connects a fresh backend conn off the loop and enrolls it on this loop.
+// dial connects a fresh backend conn off the loop (dialPool) and enrolls it on this loop.
 func (cc *clientConn) dial() {
-	s, ls := cc.srv, cc.ls
 	cc.dialing = true
-	bc := &backendConn{srv: s, ls: ls, cc: cc, gen: cc.gen, out: outq{fd: -1}}
-	gen := cc.gen
-	go func() {
-		nc, err := s.dialer.DialContext(s.ctx, "tcp", s.cfg.Backend)
-		if err == nil {
-			s.backendOpened.Add(1)
-			var ch <-chan gnet.RegisteredResult
-			ch, err = ls.el.Enroll(gnet.NewContext(context.Background(), bc), nc)
-			if err != nil {
-				_ = nc.Close()
-			} else if r := <-ch; r.Err != nil {
-				err = r.Err
-			}
-		}
-		if err != nil {
-			_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				cc.dialFailed(gen, err)
-				return nil
-			}))
-		}
-	}()
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1}}
+	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen})
 }
 
 func (cc *clientConn) dialFailed(gen uint32, err error) {

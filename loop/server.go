@@ -36,6 +36,7 @@ type Server struct {
 	host    string
 	backend []byte
 	dialer  net.Dialer
+	dials   dialPool
 	ctx     context.Context
 	cancel  context.CancelFunc
 
@@ -101,6 +102,7 @@ func Start(cfg Config) (*Server, error) {
 		tickDone: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}
 	go func() {
 		s.runErr <- gnet.Run(s.h, "tcp://"+s.addr,
