@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"unsafe"
+
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 )
@@ -39,7 +41,7 @@ func (q *outq) write(p []byte) error {
 			q.stash(p)
 			return nil
 		}
-		n, err := unix.Write(q.fd, p)
+		n, err := rawWrite(q.fd, p)
 		switch err {
 		case nil:
 			p = p[n:]
@@ -65,7 +67,7 @@ func (q *outq) stash(p []byte) {
 // flush writes as much of the queue as the socket takes now.
 func (q *outq) flush() error {
 	for q.pending() > 0 && q.fd >= 0 {
-		n, err := unix.Write(q.fd, q.buf.B[q.off:])
+		n, err := rawWrite(q.fd, q.buf.B[q.off:])
 		switch err {
 		case nil:
 			q.off += n
@@ -106,4 +108,19 @@ func (q *outq) release() {
 		q.buf = nil
 	}
 	q.off = 0
+}
+
+// rawWrite is write(2) without the scheduler's syscall bookkeeping. Every fd an outq holds is a
+// non-blocking socket, so the call never parks the thread: unix.Write's entersyscall/exitsyscall
+// pair (and sysmon handing the P away mid-call, then a futex wake to get it back) buys nothing
+// here and costs about as much as the loop's own work on a small proxied request.
+func rawWrite(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if e != 0 {
+		return 0, e // an Errno: compares equal to unix.EAGAIN and unix.EINTR
+	}
+	return int(n), nil
 }
