@@ -40,7 +40,7 @@ type Suite struct {
 	Pin          bool
 	Nice         int
 	Settle       time.Duration // pause between measurements so one peer's tail does not tax the next
-	IdleSettle   time.Duration // wait after opening idle tunnels before reading RSS
+	IdleSettle   time.Duration // wait after opening idle tunnels before reading RSS: long enough to measure idle, not the burst
 	WSGateBinary string
 	OutDir       string
 	Tag          string
@@ -56,7 +56,7 @@ func preset(name string) (Suite, error) {
 	s := Suite{
 		Name: name, Runs: 3, HTTPConns: 64, BulkConns: []int{1, 8, 64},
 		RTTConns: 1000, RTTRate: 5000, Sources: 8, Scenarios: allScenarios, PeerNames: "all",
-		HSWorkers: 16, MaxOther: 0.5, Retries: 2, Settle: 100 * time.Millisecond, IdleSettle: 500 * time.Millisecond,
+		HSWorkers: 16, MaxOther: 0.5, Retries: 2, Settle: 100 * time.Millisecond, IdleSettle: time.Second,
 	}
 	switch name {
 	case "quick":
@@ -64,7 +64,6 @@ func preset(name string) (Suite, error) {
 		s.HTTPGen, s.HTTPDur = "go", 400*time.Millisecond
 		s.BulkDur, s.RTTDur, s.HSDur = 250*time.Millisecond, 500*time.Millisecond, 300*time.Millisecond
 		s.IdleTunnels = 1000
-		s.IdleSettle = 300 * time.Millisecond
 		s.Settle = 50 * time.Millisecond
 	case "default", "":
 		s.Name = "default"
