@@ -7,7 +7,7 @@ BENCH     ?= default
 LISTEN    ?= 127.0.0.1:8080
 DEMO      ?= 127.0.0.1:3000
 
-.PHONY: all build test vet lint fuzz fuzz-seed bench bench-go bench-deps run clean
+.PHONY: all build test vet lint fuzz bench bench-go bench-parse bench-deps run clean
 
 all: build
 
@@ -38,6 +38,10 @@ fuzz:
 # Go micro-benchmarks (allocation counts included); compare runs with benchstat.
 bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 $(PKGS)
+
+# httpparse against net/http on the same heads, compared with benchstat.
+bench-parse:
+	bash bench/scripts/parsecmp.sh
 
 bench-deps:
 	bash bench/deps.sh
