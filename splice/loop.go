@@ -33,6 +33,7 @@ const (
 )
 
 const (
+	turnBytes   = 1 << 20 // fairness: bytes a direction moves per turn before the others go
 	wheelSize   = 512
 	maxEvents   = 256
 	spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
@@ -140,7 +141,10 @@ func newLoop(p *Plane, id int) (*loop, error) {
 		unix.Close(evfd)
 		return nil, err
 	}
-	budget := 16 * max(p.cfg.PipeSize, p.cfg.BufferSize, 64<<10)
+	// A turn moves about 1 MiB whatever the pipe size (at least one pipe
+	// or buffer full), so a bigger pipe means fewer syscalls per turn, not
+	// a longer wait for the other conns on the loop.
+	budget := max(turnBytes, p.cfg.PipeSize, p.cfg.BufferSize)
 	return &loop{p: p, id: id, epfd: epfd, evfd: evfd, start: time.Now(), budget: budget}, nil
 }
 
