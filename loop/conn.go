@@ -121,7 +121,7 @@ func newClientConn(ls *loopState, c gnet.Conn) *clientConn {
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
 	cc.respParser.Limits = httpparse.Limits{MaxHeadBytes: 64 << 10, MaxHeaders: httpparse.MaxHeadersCap}
-	cc.deadline = time.Now().Add(s.cfg.HeaderTimeout).UnixNano()
+	cc.deadline = ls.now() + int64(s.cfg.HeaderTimeout)
 	c.SetContext(cc)
 	ls.clients[cc] = struct{}{}
 	return cc
@@ -220,7 +220,7 @@ func (cc *clientConn) readHead() bool {
 	s := cc.srv
 	if !cc.headStarted {
 		cc.headStarted = true
-		cc.deadline = time.Now().Add(s.cfg.HeaderTimeout).UnixNano()
+		cc.deadline = cc.ls.now() + int64(s.cfg.HeaderTimeout)
 	}
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
@@ -292,7 +292,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 		cc.state = stateAwaitingResponse
 	default:
 		cc.state = stateForwardingBody
-		cc.deadline = time.Now().Add(s.cfg.IdleTimeout).UnixNano()
+		cc.deadline = cc.ls.now() + int64(s.cfg.IdleTimeout)
 	}
 }
 
@@ -311,7 +311,7 @@ func (cc *clientConn) attach(bc *backendConn) {
 	bc.cc = cc
 	bc.gen = cc.gen
 	if cc.reqDone {
-		cc.deadline = time.Now().Add(cc.srv.cfg.ResponseTimeout).UnixNano()
+		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
 	}
 	if err := bc.out.write(cc.fwd.B); err != nil {
 		bc.close() // closed() decides: retry on a fresh conn or 502
@@ -376,7 +376,7 @@ func (cc *clientConn) forwardBody() bool {
 	err := bc.out.write(buf[:n])
 	cc.consume(n)
 	cc.reqBodySent = true
-	cc.deadline = time.Now().Add(cc.srv.cfg.IdleTimeout).UnixNano() // a body that stalls this long is dropped
+	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout) // a body that stalls this long is dropped
 	if err != nil {
 		cc.srv.log.Debug("backend write failed", "backend", cc.srv.cfg.Backend, "phase", "request body", "err", err)
 		if cc.respFinal {
@@ -397,7 +397,7 @@ func (cc *clientConn) forwardBody() bool {
 			cc.state = stateStreamingResponse
 		} else {
 			cc.state = stateAwaitingResponse
-			cc.deadline = time.Now().Add(cc.srv.cfg.ResponseTimeout).UnixNano()
+			cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
 		}
 		return true
 	}
@@ -631,7 +631,7 @@ func (cc *clientConn) finishExchange() {
 	}
 	cc.state = stateReadingHead
 	cc.headStarted = false
-	cc.deadline = time.Now().Add(cc.srv.cfg.IdleTimeout).UnixNano()
+	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
 	cc.process() // pipelined requests already here (a no-op when called from inside process)
 }
 
@@ -717,7 +717,7 @@ func (cc *clientConn) startClosing() {
 	}
 	cc.state = stateClosing
 	cc.discardInbound()
-	cc.deadline = time.Now().Add(lingerTime + cc.srv.cfg.IdleTimeout/4).UnixNano()
+	cc.deadline = cc.ls.now() + int64(lingerTime+cc.srv.cfg.IdleTimeout/4)
 	if cc.c == nil {
 		cc.teardown()
 		return
@@ -735,7 +735,7 @@ func (cc *clientConn) startClosing() {
 
 func (cc *clientConn) halfClose() {
 	_ = unix.Shutdown(cc.out.fd, unix.SHUT_WR)
-	cc.deadline = time.Now().Add(lingerTime).UnixNano()
+	cc.deadline = cc.ls.now() + int64(lingerTime)
 }
 
 // abort closes the client now (and its backend), dropping anything queued.

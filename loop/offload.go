@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"os"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -215,7 +214,7 @@ func (cc *clientConn) reattachDone() {
 		cc.reqDone = true
 		cc.reqLeft = 0
 		cc.state = stateAwaitingResponse
-		cc.deadline = time.Now().Add(cc.srv.cfg.ResponseTimeout).UnixNano()
+		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
 		cc.noteQueued(&cc.out)
 		bc.process()
 		if cc.state != stateClosed {

@@ -68,7 +68,25 @@ type loopState struct {
 	hasQueued atomic.Bool // some outq on this loop holds bytes: the ticker must run flushes
 	flushFn   gnet.RunnableFunc
 	sweepFn   gnet.RunnableFunc
+	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
+	nowNs     int64 // the time read first in this OnTraffic, 0 until then
 }
+
+// now is the wall clock in unix nanos for deadlines. Inside one OnTraffic callback it is read
+// once: a callback lasts microseconds and deadlines are enforced by a 200 ms sweep, while reading
+// the clock four times per proxied request cost about 2% of the proxy's CPU (vdso + TSC read).
+func (ls *loopState) now() int64 {
+	if !ls.inTraffic {
+		return time.Now().UnixNano()
+	}
+	if ls.nowNs == 0 {
+		ls.nowNs = time.Now().UnixNano()
+	}
+	return ls.nowNs
+}
+
+func (ls *loopState) enterTraffic() { ls.inTraffic, ls.nowNs = true, 0 }
+func (ls *loopState) leaveTraffic() { ls.inTraffic, ls.nowNs = false, 0 }
 
 // Start listens on cfg.Listen and returns once the engine has booted.
 func Start(cfg Config) (*Server, error) {
@@ -255,7 +273,7 @@ func (ls *loopState) putIdle(bc *backendConn) {
 	bc.cc = nil
 	bc.inPool = true
 	bc.reused = true
-	bc.idleSince = time.Now().UnixNano()
+	bc.idleSince = ls.now()
 	ls.pool = append(ls.pool, bc)
 	ls.srv.idle.Add(1)
 }
@@ -336,11 +354,15 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch v := c.Context().(type) {
 	case *clientConn:
 		if v.c == c {
+			v.ls.enterTraffic()
 			v.process()
+			v.ls.leaveTraffic()
 		}
 	case *backendConn:
 		if v.c == c {
+			v.ls.enterTraffic()
 			v.process()
+			v.ls.leaveTraffic()
 		}
 	}
 	return gnet.None
