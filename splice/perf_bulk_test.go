@@ -135,7 +135,7 @@ func benchBulkPlane(b *testing.B, cfg Config, conns int) {
 // BenchmarkPerfBulk: 8 tunnels both ways, splice with several pipe sizes,
 // and the copy path, on the loops a default plane gets (GOMAXPROCS).
 func BenchmarkPerfBulk(b *testing.B) {
-	for _, sz := range []int{64 << 10, 256 << 10, 1 << 20} {
+	for _, sz := range []int{64 << 10, 128 << 10, 256 << 10, 1 << 20} {
 		b.Run(fmt.Sprintf("splice-pipe%dK", sz>>10), func(b *testing.B) {
 			benchBulkPlane(b, Config{Splice: true, PipeSize: sz}, 8)
 		})
