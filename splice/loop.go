@@ -27,9 +27,10 @@ const (
 )
 
 const (
-	flowEOF  uint8 = 1 << iota // read returned 0: drain, then shutdown dst
-	flowDone                   // finished (shut down, or inactive for a transfer)
-	flowCopy                   // splice refused this socket (EINVAL): copy from now on
+	flowEOF    uint8 = 1 << iota // read returned 0: drain, then shutdown dst
+	flowDone                     // finished (shut down, or inactive for a transfer)
+	flowCopy                     // splice refused this socket (EINVAL): copy from now on
+	flowOwnBuf                   // buf is an exact-size pending remainder, not pooled: dropped when drained
 )
 
 const (
@@ -53,7 +54,8 @@ type flow struct {
 	off    int32   // buf[off:lim] still to write
 	lim    int32   //
 	state  uint8   //
-	buf    *[]byte // borrowed copy buffer (or pending bytes), nil when none
+	werr   uint16  // errno of a failed inline pending write, reported on attach
+	buf    *[]byte // borrowed copy buffer (or pending remainder), nil when none
 	moved  int64   // bytes written to dst
 }
 
@@ -112,6 +114,7 @@ type loop struct {
 	free     []int32
 	pipes    []pipePair
 	bufs     []*[]byte // loop-local spares: sync.Pool drops its items at GC
+	bufsOut  int       // pooled buffers held by flows right now
 	ready    []*conn
 	spare    []*conn
 	events   [maxEvents]unix.EpollEvent
@@ -173,6 +176,12 @@ func (l *loop) wake() {
 			return // EAGAIN: the counter is already non-zero, the loop will wake
 		}
 	}
+}
+
+func (l *loop) isStopping() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopping
 }
 
 func (l *loop) stop() {
@@ -288,6 +297,14 @@ func (l *loop) attach(c *conn) {
 		l.st.tunnels.Add(1)
 		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
 	}
+	for i := range c.flows {
+		if e := c.flows[i].werr; e != 0 {
+			// The inline pending write (writePending) failed before the
+			// conn got here.
+			l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: unix.Errno(e)})
+			return
+		}
+	}
 	for i := range c.ends {
 		ev := unix.EpollEvent{Events: epollFlags, Fd: c.slot, Pad: int32(i)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.ends[i].fd), &ev); err != nil {
@@ -382,8 +399,7 @@ func (l *loop) move(c *conn, i int) bool {
 			l.st.copied.Add(int64(n))
 			c.active = l.now
 			if f.off == f.lim {
-				l.putBuf(f.buf)
-				f.buf = nil
+				l.dropBuf(f)
 			}
 			if budget -= n; budget <= 0 {
 				l.defer_(c)
@@ -645,11 +661,17 @@ func (l *loop) putPipe(f *flow) {
 	f.pr, f.pw, f.inPipe = -1, -1, 0
 }
 
-// bufKeep bounds the loop-local spare buffers (1 MiB at the default size);
-// beyond it buffers go back to the plane's sync.Pool.
-const bufKeep = 16
+// bufKeep is the floor of the loop-local spare buffers: a loop keeps no
+// more spares than max(bufKeep, buffers its flows hold right now), so a
+// busy copy-path loop recycles its working set without touching sync.Pool,
+// and a loop whose tunnels went quiet keeps 2 x 64 KiB instead of the
+// 16 x 64 KiB (2 MiB with 2 loops, most of an idle plane's heap) it used to
+// keep forever. The rest goes back to the plane's sync.Pool, which the GC
+// empties.
+const bufKeep = 2
 
 func (l *loop) getBuf() *[]byte {
+	l.bufsOut++
 	if n := len(l.bufs); n > 0 {
 		bp := l.bufs[n-1]
 		l.bufs[n-1] = nil
@@ -659,13 +681,34 @@ func (l *loop) getBuf() *[]byte {
 	return l.p.bufs.Get().(*[]byte)
 }
 
+// putBuf takes back a buffer from getBuf.
 func (l *loop) putBuf(bp *[]byte) {
-	if cap(*bp) == l.p.cfg.BufferSize && len(l.bufs) < bufKeep {
+	l.bufsOut--
+	if cap(*bp) == l.p.cfg.BufferSize && len(l.bufs) < max(bufKeep, l.bufsOut) {
 		*bp = (*bp)[:l.p.cfg.BufferSize]
 		l.bufs = append(l.bufs, bp)
 		return
 	}
 	l.p.putBuf(bp)
+	// Shrink to the working set once it fell: a burst's extra spares go
+	// back to sync.Pool as the loop quiets down.
+	for len(l.bufs) > max(bufKeep, l.bufsOut) {
+		n := len(l.bufs) - 1
+		l.p.putBuf(l.bufs[n])
+		l.bufs[n] = nil
+		l.bufs = l.bufs[:n]
+	}
+}
+
+// dropBuf releases f's buffer: a pending remainder goes to the GC, a pooled
+// buffer back to the pool.
+func (l *loop) dropBuf(f *flow) {
+	if f.state&flowOwnBuf != 0 {
+		f.state &^= flowOwnBuf
+	} else {
+		l.putBuf(f.buf)
+	}
+	f.buf = nil
 }
 
 func (l *loop) fail(c *conn, err error) { l.finish(c, err) }
@@ -689,8 +732,7 @@ func (l *loop) finish(c *conn, err error) {
 		f := &c.flows[i]
 		l.putPipe(f)
 		if f.buf != nil {
-			l.putBuf(f.buf)
-			f.buf = nil
+			l.dropBuf(f)
 		}
 	}
 	if x := c.x; x != nil {

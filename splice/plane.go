@@ -300,10 +300,10 @@ func (p *Plane) Tunnel(t Tunnel) error {
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()
 	c.flows[1].init()
-	p.loadPending(&c.flows[0], t.ToBackend)
-	p.loadPending(&c.flows[1], t.ToClient)
-	if !p.pick().submit(c) {
-		p.dropPending(c)
+	l := p.pick()
+	l.writePending(&c.flows[0], t.BackendFD, t.ToBackend)
+	l.writePending(&c.flows[1], t.ClientFD, t.ToClient)
+	if !l.submit(c) {
 		return fail(ErrClosed)
 	}
 	p.total.Add(1)
@@ -348,9 +348,13 @@ func (p *Plane) Transfer(x Transfer) error {
 	c.flows[0].init()
 	c.flows[1].init()
 	c.flows[1].state = flowDone // only Src -> Dst is active
-	p.loadPending(&c.flows[0], x.Pending)
-	if !p.pick().submit(c) {
-		p.dropPending(c)
+	l := p.pick()
+	if l.isStopping() {
+		// Nothing written yet: the fds really are still the caller's.
+		return ErrClosed
+	}
+	l.writePending(&c.flows[0], x.Dst, x.Pending)
+	if !l.submit(c) {
 		return ErrClosed
 	}
 	return nil
@@ -369,37 +373,51 @@ func (p *Plane) ticks(d time.Duration) uint32 {
 	return uint32(n)
 }
 
-// loadPending copies pending bytes into a pooled buffer (or an exact-size
-// one when they exceed BufferSize) so they are flushed before any spliced
-// byte.
-func (p *Plane) loadPending(f *flow, b []byte) {
+// writePending writes a direction's pending bytes straight to its fresh,
+// non-blocking destination before the conn reaches a loop: nothing else
+// writes to that socket yet, and the kernel usually takes all of it (a 101
+// response, maybe a first frame), so no buffer is held at all. Only what the
+// kernel did not take is kept, in an exact-size slice the flow owns
+// (flowOwnBuf) and drops when drained, instead of a 64 KiB pooled buffer: a
+// burst of upgrades used to park one pooled buffer per tunnel until the
+// loop got round to them, and the loop's spare list kept them afterwards.
+// A write error is not returned: it is parked in the flow (f.werr) and the
+// loop reports it on attach like any other write error on that direction,
+// so the fd ownership contract does not change. The bytes count as copied,
+// as they did when the loop wrote them.
+func (l *loop) writePending(f *flow, dst int, b []byte) {
+	for len(b) > 0 {
+		n, err := unix.Write(dst, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if err != unix.EAGAIN {
+				if errno, ok := err.(unix.Errno); ok && errno < 1<<16 {
+					f.werr = uint16(errno)
+				} else {
+					f.werr = uint16(unix.EIO)
+				}
+				return
+			}
+			break
+		}
+		b = b[n:]
+		f.moved += int64(n)
+		l.st.copied.Add(int64(n))
+	}
 	if len(b) == 0 {
 		return
 	}
-	var bp *[]byte
-	if len(b) <= p.cfg.BufferSize {
-		bp = p.bufs.Get().(*[]byte)
-	} else {
-		s := make([]byte, len(b))
-		bp = &s
-	}
-	f.buf = bp
-	f.off = 0
-	f.lim = int32(copy(*bp, b))
+	s := make([]byte, len(b))
+	copy(s, b)
+	f.buf, f.off, f.lim = &s, 0, int32(len(s))
+	f.state |= flowOwnBuf
 }
 
 func (p *Plane) putBuf(bp *[]byte) {
 	if cap(*bp) == p.cfg.BufferSize {
 		*bp = (*bp)[:p.cfg.BufferSize]
 		p.bufs.Put(bp)
-	}
-}
-
-func (p *Plane) dropPending(c *conn) {
-	for i := range c.flows {
-		if c.flows[i].buf != nil {
-			p.putBuf(c.flows[i].buf)
-			c.flows[i].buf = nil
-		}
 	}
 }

@@ -362,3 +362,33 @@ func TestTransferPlaneClose(t *testing.T) {
 		}
 	})
 }
+
+// A Pending write that fails inline reaches Done as a write error on dst,
+// with both fds handed back open.
+func TestTransferPendingWriteError(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		ln := listen(t)
+		e := &xferEnds{res: make(chan TransferResult, 1)}
+		x := Transfer{Pending: []byte("POST / HTTP/1.1\r\n"), Length: 10}
+		e.src, x.Src = tcpPair(t, ln)
+		e.dst, x.Dst = tcpPair(t, ln)
+		defer e.src.Close()
+		resetPeer(t, e.dst, x.Dst)
+		x.Done = func(r TransferResult) { e.res <- r }
+		if err := p.Transfer(x); err != nil {
+			t.Fatal(err)
+		}
+		r := e.result(t, 5*time.Second)
+		var oe *OpError
+		if !errors.As(r.Err, &oe) || oe.Dir != "src->dst" || oe.Op != "write to dst" {
+			t.Fatalf("Done err = %v", r.Err)
+		}
+		if r.Src != x.Src || r.Dst != x.Dst || r.Moved != 0 {
+			t.Fatalf("result %+v", r)
+		}
+		if _, err := unix.FcntlInt(uintptr(r.Src), unix.F_GETFD, 0); err != nil {
+			t.Fatalf("src fd not handed back open: %v", err)
+		}
+	})
+}

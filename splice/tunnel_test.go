@@ -516,3 +516,143 @@ func TestTunnelSpliceEINVALFallsBackToCopy(t *testing.T) {
 		t.Fatalf("splice tried on %d sockets, want 2 (once per direction)", n)
 	}
 }
+
+// A pending far bigger than the socket buffers, towards a reader that is
+// not reading yet: Tunnel writes what the kernel takes inline and keeps the
+// rest, and every pending byte still reaches the backend, in order, before
+// the bytes the client had already sent and the ones it sends afterwards.
+func TestTunnelLargePendingSlowReader(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		n := 8 << 20
+		if testing.Short() {
+			n = 2 << 20
+		}
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		ln := listen(t)
+		pend := make([]byte, n)
+		for i := range pend {
+			pend[i] = byte(i * 7 / 3)
+		}
+		client, cfd := tcpPair(t, ln)
+		backend, bfd := tcpPair(t, ln)
+		defer client.Close()
+		defer backend.Close()
+		client.Write([]byte("queued-before|"))
+		res := make(chan TunnelResult, 1)
+		if err := p.Tunnel(Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: pend, ToClient: []byte("101|"),
+			OnClose: func(r TunnelResult) { res <- r }}); err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Clone(pend)
+		for i := range pend {
+			pend[i] = 'X' // the plane must have copied or written them already
+		}
+		if _, err := client.Write([]byte("sent-after")); err != nil {
+			t.Fatal(err)
+		}
+		if got := readN(t, client, 4, 5*time.Second); string(got) != "101|" {
+			t.Fatalf("client got %q", got)
+		}
+		time.Sleep(100 * time.Millisecond) // the backend is slow to start reading
+		want = append(want, "queued-before|sent-after"...)
+		backend.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got := make([]byte, len(want))
+		for off := 0; off < len(got); {
+			m, err := backend.Read(got[off:min(off+64<<10, len(got))])
+			if err != nil {
+				t.Fatalf("backend read after %d bytes: %v", off, err)
+			}
+			off += m
+			if off < len(want)/2 && off%(1<<20) < m {
+				time.Sleep(5 * time.Millisecond) // keep the plane's side stalled now and then
+			}
+		}
+		if i := firstDiff(got, want); i >= 0 {
+			t.Fatalf("backend stream differs at byte %d of %d: got %q want %q", i, len(want),
+				got[i:min(i+16, len(got))], want[i:min(i+16, len(want))])
+		}
+		client.Close()
+		backend.Close()
+		var r TunnelResult
+		select {
+		case r = <-res:
+		case <-time.After(5 * time.Second):
+			t.Fatal("tunnel did not end")
+		}
+		if r.ClientToBackend != int64(len(want)) || r.BackendToClient != 4 {
+			t.Fatalf("result %+v, want %d/4", r, len(want))
+		}
+		if s := p.Stats(); s.BytesCopied+s.BytesSpliced != int64(len(want))+4 || s.PipesBusy != 0 {
+			t.Fatalf("stats %+v", s)
+		}
+	})
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
+
+// resetPeer makes c's peer socket (the plane's fd) see an RST and waits for
+// it to arrive.
+func resetPeer(t *testing.T, c *net.TCPConn, fd int) {
+	t.Helper()
+	c.SetLinger(0)
+	c.Close()
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		if _, err := unix.Poll(pfd, 100); err == nil && pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
+			return
+		}
+	}
+	t.Fatal("RST did not arrive")
+}
+
+// A pending write that fails inline (the backend already reset) is reported
+// through OnClose like any write error on that direction, and the plane
+// still owns and closes both fds.
+func TestTunnelPendingWriteError(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		ln := listen(t)
+		before := countFDs(t)
+		client, cfd := tcpPair(t, ln)
+		backend, bfd := tcpPair(t, ln)
+		defer client.Close()
+		resetPeer(t, backend, bfd)
+		res := make(chan TunnelResult, 1)
+		if err := p.Tunnel(Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: []byte("GET / HTTP/1.1\r\n\r\n"),
+			OnClose: func(r TunnelResult) { res <- r }}); err != nil {
+			t.Fatalf("Tunnel returned %v; a write error belongs in OnClose", err)
+		}
+		var r TunnelResult
+		select {
+		case r = <-res:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no OnClose")
+		}
+		var oe *OpError
+		if !errors.As(r.Err, &oe) || oe.Dir != "client->backend" || oe.Op != "write to backend" ||
+			!(errors.Is(r.Err, unix.ECONNRESET) || errors.Is(r.Err, unix.EPIPE)) {
+			t.Fatalf("OnClose err = %v", r.Err)
+		}
+		if r.ClientToBackend != 0 {
+			t.Fatalf("result %+v", r)
+		}
+		if _, err := expectEOF(t, client, 5*time.Second); err != nil && !errors.Is(err, unix.ECONNRESET) {
+			t.Fatalf("client: %v", err)
+		}
+		client.Close()
+		if !waitFor(2*time.Second, func() bool { return countFDs(t) <= before }) {
+			t.Fatalf("fds: %d before, %d after", before, countFDs(t))
+		}
+	})
+}
