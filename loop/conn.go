@@ -1,7 +1,9 @@
 package loop
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"time"
 
@@ -229,13 +231,13 @@ func (cc *clientConn) readHead() bool {
 	}
 	cc.parser.Reset()
 	if err != nil {
-		cc.fail(httpparse.StatusOf(err))
+		cc.reject(err)
 		return false
 	}
 	upgrade := false
 	if req.IsWebSocketUpgrade() {
 		if err := httpparse.CheckWebSocketRequest(req); err != nil {
-			cc.fail(httpparse.StatusOf(err))
+			cc.reject(err)
 			return false
 		}
 		if req.Framing != httpparse.FramingNone {
@@ -337,7 +339,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 	if errors.As(err, &ne) && ne.Timeout() {
 		status = 504
 	}
-	cc.srv.log.Debug("backend dial failed", "backend", cc.srv.cfg.Backend, "phase", "dial", "err", err)
+	cc.srv.backendWarn.warn(cc.srv.log, time.Now().UnixNano(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }
 
@@ -473,7 +475,7 @@ func (bc *backendConn) process() {
 			}
 			cc.respParser.Reset()
 			if err != nil {
-				s.log.Debug("bad response head", "backend", s.cfg.Backend, "phase", "response head", "err", err)
+				s.backendWarn.warn(s.log, time.Now().UnixNano(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "err", err)
 				cc.fail(502)
 				return
 			}
@@ -662,7 +664,7 @@ func (bc *backendConn) closed(err error) {
 		cc.srv.retries.Add(1)
 		cc.dial()
 	case !cc.respFinal:
-		cc.srv.log.Debug("backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "err", err)
+		cc.srv.backendWarn.warn(cc.srv.log, time.Now().UnixNano(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
 		cc.fail(502)
 	default:
 		// Mid-body: closing the client is the only way it can tell the body is truncated.
@@ -683,7 +685,20 @@ func (bc *backendConn) close() {
 
 // fail answers status with Connection: close unless a final response head already went out, in
 // which case the client is closed at once. Nothing more reaches the backend.
+// reject answers a request the parser refused with its status and reason, and closes: nothing
+// of it reaches the backend.
+func (cc *clientConn) reject(err error) {
+	if cc.srv.log.Enabled(context.Background(), slog.LevelDebug) {
+		cc.srv.log.Debug("request rejected", "client", string(cc.ip), "phase", "request head", "err", err)
+	}
+	cc.failResponse(rejectResponse(err))
+}
+
 func (cc *clientConn) fail(status int) {
+	cc.failResponse(errorResponse(status))
+}
+
+func (cc *clientConn) failResponse(resp []byte) {
 	if cc.state == stateClosed {
 		return
 	}
@@ -701,7 +716,7 @@ func (cc *clientConn) fail(status int) {
 		cc.teardown()
 		return
 	}
-	if err := cc.out.write(errorResponse(status)); err != nil {
+	if err := cc.out.write(resp); err != nil {
 		cc.abort()
 		return
 	}
@@ -792,7 +807,7 @@ func (cc *clientConn) expire() {
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.respFinal {
-			cc.srv.log.Debug("backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head")
+			cc.srv.backendWarn.warn(cc.srv.log, time.Now().UnixNano(), "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
 			cc.fail(504)
 		}
 	case stateForwardingBody, stateClosing:

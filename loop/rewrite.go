@@ -3,6 +3,7 @@ package loop
 import (
 	"bytes"
 	"strconv"
+	"sync"
 
 	"github.com/wsgate/wsgate/httpparse"
 )
@@ -228,26 +229,61 @@ func errorResponse(status int) []byte {
 
 var cannedErrors = map[int][]byte{}
 
+// statusTexts are the reason phrases of every status wsgate answers by itself.
+var statusTexts = map[int]string{
+	400: "Bad Request",
+	408: "Request Timeout",
+	414: "URI Too Long",
+	426: "Upgrade Required",
+	431: "Request Header Fields Too Large",
+	501: "Not Implemented",
+	502: "Bad Gateway",
+	503: "Service Unavailable",
+	504: "Gateway Timeout",
+	505: "HTTP Version Not Supported",
+}
+
 func init() {
-	for _, e := range []struct {
-		code  int
-		text  string
-		extra string
-	}{
-		{400, "Bad Request", ""},
-		{408, "Request Timeout", ""},
-		{414, "URI Too Long", ""},
-		{426, "Upgrade Required", "Sec-WebSocket-Version: 13\r\n"},
-		{431, "Request Header Fields Too Large", ""},
-		{501, "Not Implemented", ""},
-		{502, "Bad Gateway", ""},
-		{503, "Service Unavailable", ""},
-		{504, "Gateway Timeout", ""},
-		{505, "HTTP Version Not Supported", ""},
-	} {
-		body := strconv.Itoa(e.code) + " " + e.text + "\n"
-		cannedErrors[e.code] = []byte("HTTP/1.1 " + strconv.Itoa(e.code) + " " + e.text + "\r\n" +
-			"Content-Type: text/plain; charset=utf-8\r\n" + e.extra +
-			"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
+	for code := range statusTexts {
+		cannedErrors[code] = buildErrorResponse(code, "")
 	}
+}
+
+// buildErrorResponse makes a complete closing answer; detail, when set, tells the client what
+// was wrong with its request (the parser's reason), so a rejected request is never a mystery.
+func buildErrorResponse(code int, detail string) []byte {
+	text, ok := statusTexts[code]
+	if !ok {
+		code, text = 400, statusTexts[400]
+	}
+	extra := ""
+	if code == 426 {
+		extra = "Sec-WebSocket-Version: 13\r\n"
+	}
+	body := strconv.Itoa(code) + " " + text
+	if detail != "" {
+		body += ": " + detail
+	}
+	body += "\n"
+	return []byte("HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n" +
+		"Content-Type: text/plain; charset=utf-8\r\n" + extra +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body)
+}
+
+// rejectResponses caches one answer per parser error: httpparse's errors are a fixed set of
+// preallocated values, so after the first of each kind a flood of bad requests allocates nothing.
+var rejectResponses sync.Map // *httpparse.Error -> []byte
+
+// rejectResponse is the answer to a request the parser refused, naming the reason.
+func rejectResponse(err error) []byte {
+	pe, ok := err.(*httpparse.Error) // httpparse returns its errors unwrapped
+	if !ok {
+		return errorResponse(httpparse.StatusOf(err))
+	}
+	if b, ok := rejectResponses.Load(pe); ok {
+		return b.([]byte)
+	}
+	b := buildErrorResponse(pe.Status, pe.Reason)
+	rejectResponses.Store(pe, b)
+	return b
 }

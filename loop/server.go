@@ -53,6 +53,10 @@ type Server struct {
 	stopErr  error
 
 	conns, backendOpened, tunnelsTotal, requests, rejected, retries, offloads, idle atomic.Int64
+
+	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
+	// timing out, answering garbage).
+	backendWarn warnLimiter
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -107,17 +111,18 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("wsgate: tunnel plane: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		plane:    plane,
-		addr:     net.JoinHostPort(host, port),
-		host:     host,
-		backend:  []byte(cfg.Backend),
-		dialer:   net.Dialer{Timeout: cfg.DialTimeout},
-		booted:   make(chan struct{}),
-		runErr:   make(chan error, 1),
-		loops:    make(map[gnet.EventLoop]*loopState),
-		tickDone: make(chan struct{}),
+		backendWarn: warnLimiter{interval: time.Second},
+		cfg:         cfg,
+		log:         cfg.Logger,
+		plane:       plane,
+		addr:        net.JoinHostPort(host, port),
+		host:        host,
+		backend:     []byte(cfg.Backend),
+		dialer:      net.Dialer{Timeout: cfg.DialTimeout},
+		booted:      make(chan struct{}),
+		runErr:      make(chan error, 1),
+		loops:       make(map[gnet.EventLoop]*loopState),
+		tickDone:    make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
