@@ -94,6 +94,7 @@ type xfer struct {
 type loopStats struct {
 	tunnels, transfers   atomic.Int64
 	pipesIdle, pipesBusy atomic.Int64
+	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
 }
 
@@ -676,6 +677,7 @@ func (l *loop) getBuf() *[]byte {
 		bp := l.bufs[n-1]
 		l.bufs[n-1] = nil
 		l.bufs = l.bufs[:n-1]
+		l.st.bufsIdle.Add(-1)
 		return bp
 	}
 	return l.p.bufs.Get().(*[]byte)
@@ -687,6 +689,7 @@ func (l *loop) putBuf(bp *[]byte) {
 	if cap(*bp) == l.p.cfg.BufferSize && len(l.bufs) < max(bufKeep, l.bufsOut) {
 		*bp = (*bp)[:l.p.cfg.BufferSize]
 		l.bufs = append(l.bufs, bp)
+		l.st.bufsIdle.Add(1)
 		return
 	}
 	l.p.putBuf(bp)
@@ -697,6 +700,7 @@ func (l *loop) putBuf(bp *[]byte) {
 		l.p.putBuf(l.bufs[n])
 		l.bufs[n] = nil
 		l.bufs = l.bufs[:n]
+		l.st.bufsIdle.Add(-1)
 	}
 }
 
@@ -784,6 +788,7 @@ func (l *loop) shutdown() {
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
 	l.pipes = nil
+	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil
 	unix.Close(l.epfd)
 	unix.Close(l.evfd)

@@ -52,14 +52,17 @@ type Stats struct {
 	Tunnels, Transfers        int64 // active now
 	TunnelsTotal              int64
 	PipesIdle, PipesBusy      int64 // pool accounting
+	BuffersIdle               int64 // copy-path spares the loops keep (BufferSize each)
 	BytesSpliced, BytesCopied int64
 	SpliceAvailable           bool
 }
 
 // Tunnel joins two connected, non-blocking TCP sockets for the rest of their
 // lives. The plane owns both fds from the call on (it closes them, even when
-// it returns an error). The pending slices are copied before Tunnel returns;
-// they are written before any spliced byte.
+// it returns an error). The pending slices are written to their sockets, or
+// what the kernel did not take copied, before Tunnel returns; they reach the
+// peer before any spliced byte. A failed pending write is reported through
+// OnClose, not returned.
 type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
@@ -80,7 +83,7 @@ type TunnelResult struct {
 // stay the caller's.
 type Transfer struct {
 	Src, Dst    int
-	Pending     []byte        // written to Dst first (copied by Transfer before return)
+	Pending     []byte        // written to Dst first (written or copied before Transfer returns; a write error goes to Done)
 	Length      int64         // body bytes still to move from Src after Pending; -1 => use Chunked
 	Chunked     Framer        // when Length == -1: decoder state already fed with Pending
 	IdleTimeout time.Duration // no progress for this long -> Done with error; 0 = none
@@ -265,6 +268,7 @@ func (p *Plane) Stats() Stats {
 		s.Transfers += l.st.transfers.Load()
 		s.PipesIdle += l.st.pipesIdle.Load()
 		s.PipesBusy += l.st.pipesBusy.Load()
+		s.BuffersIdle += l.st.bufsIdle.Load()
 		s.BytesSpliced += l.st.spliced.Load()
 		s.BytesCopied += l.st.copied.Load()
 	}

@@ -656,3 +656,35 @@ func TestTunnelPendingWriteError(t *testing.T) {
 		}
 	})
 }
+
+// A loop keeps no more spare copy buffers than its flows recently held:
+// after 8 tunnels copied both ways at once on one loop (up to 16 buffers
+// out), the quiet loop is back to bufKeep spares, not 16 x 64 KiB forever.
+func TestTunnelSpareBuffersShrink(t *testing.T) {
+	p := newPlane(t, Config{Splice: false, Loops: 1})
+	ln := listen(t)
+	n := 8
+	ends := make([]*tunnelEnds, n)
+	for i := range ends {
+		ends[i] = openTunnel(t, p, ln, nil, nil)
+	}
+	var wg sync.WaitGroup
+	for _, e := range ends {
+		wg.Add(1)
+		go func() { defer wg.Done(); bulk(t, e, 4<<20, 60*time.Second) }()
+	}
+	wg.Wait()
+	for _, e := range ends {
+		if r := e.result(t, 5*time.Second); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	s := p.Stats()
+	t.Logf("after the burst: %+v", s)
+	if s.Tunnels != 0 || s.BuffersIdle < 1 || s.BuffersIdle > bufKeep {
+		t.Fatalf("loop keeps %d spare buffers, want 1..%d", s.BuffersIdle, bufKeep)
+	}
+	if s.BytesCopied != int64(n)*8<<20 {
+		t.Fatalf("copied %d bytes, want %d", s.BytesCopied, int64(n)*8<<20)
+	}
+}
