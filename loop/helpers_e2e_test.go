@@ -71,7 +71,7 @@ func raiseNofile(t testing.TB) uint64 {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
 		t.Fatalf("getrlimit: %v", err)
 	}
-	return r.Cur
+	return uint64(r.Cur) // int64 on the BSDs
 }
 
 func testLogger() *slog.Logger {

@@ -641,10 +641,11 @@ func TestE2EHTTPSlowBackend(t *testing.T) {
 // blackhole returns a loopback address whose connects hang: a listener with backlog 0 that never
 // accepts, its accept queue filled, so the kernel drops further SYNs.
 func blackhole(t *testing.T) string {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0) // SOCK_CLOEXEC is not on darwin
 	if err != nil {
 		t.Fatal(err)
 	}
+	unix.CloseOnExec(fd)
 	t.Cleanup(func() { unix.Close(fd) })
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)

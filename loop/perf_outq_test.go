@@ -35,9 +35,15 @@ func BenchmarkPerfWriteSyscall(b *testing.B) {
 
 // TestRawWriteErrors: outq's switch compares against the shared errno values.
 func TestRawWriteErrors(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+	// SOCK_NONBLOCK is Linux-only; SetNonblock is the portable spelling.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	defer unix.Close(fds[1])
 	p := make([]byte, 64<<10)

@@ -17,8 +17,8 @@ func ExamplePlane_Tunnel() {
 		panic(err)
 	}
 	defer p.Close()
-	client, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	backend, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	client, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	backend, _ := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	done := make(chan splice.TunnelResult, 1)
 	err = p.Tunnel(splice.Tunnel{
 		ClientFD:  client[1],

@@ -5,25 +5,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
-
-// Sockets are registered once, edge-triggered, for EPOLLIN|EPOLLOUT|
-// EPOLLRDHUP, and readiness is remembered in end.ev. Backpressure then costs
-// no epoll_ctl at all: a direction whose dst is full simply stops reading
-// its src, the src's socket buffer fills and TCP closes the window; with
-// edge triggering the unread src raises no further events, so there is no
-// busy loop and no interest flip-flop (two epoll_ctl per stall with level
-// triggering). The price is that every "readable" must be consumed until
-// EAGAIN, which the flow state machine does anyway.
-const epollFlags = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 const (
 	evIn  uint8 = 1 << iota // src may have bytes (or EOF / error)
 	evOut                   // dst may take bytes
 	evErr                   // EPOLLERR seen
+)
+
+// Slots poller.event reports for events that are not a conn's.
+const (
+	wakeSlot   int32 = -1 // the wake-up fd: the queue has conns
+	ignoreSlot int32 = -2 // an fd deregistered earlier in this batch
 )
 
 const (
@@ -34,10 +29,9 @@ const (
 )
 
 const (
-	turnBytes   = 1 << 20 // fairness: bytes a direction moves per turn before the others go
-	wheelSize   = 512
-	maxEvents   = 256
-	spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+	turnBytes = 1 << 20 // fairness: bytes a direction moves per turn before the others go
+	wheelSize = 512
+	maxEvents = 256
 )
 
 // end is one socket of a conn.
@@ -67,7 +61,7 @@ type conn struct {
 	ends  [2]end
 	flows [2]flow
 
-	slot     int32  // index in loop.slots; epoll data carries it
+	slot     int32  // index in loop.slots; the poller's event carries it
 	tb       int32  // wheel bucket or -1
 	deadline uint32 // wheel tick at which to look again
 	active   uint32 // tick of the last byte moved
@@ -103,8 +97,7 @@ type pipePair struct{ r, w int32 }
 type loop struct {
 	p    *Plane
 	id   int
-	epfd int
-	evfd int
+	poll poller
 
 	mu       sync.Mutex
 	queue    []*conn
@@ -118,7 +111,6 @@ type loop struct {
 	bufsOut  int       // pooled buffers held by flows right now
 	ready    []*conn
 	spare    []*conn
-	events   [maxEvents]unix.EpollEvent
 	wheel    [wheelSize]*conn
 	armed    int
 	start    time.Time
@@ -130,29 +122,18 @@ type loop struct {
 }
 
 func newLoop(p *Plane, id int) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
-	if err != nil {
-		return nil, err
-	}
-	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(epfd)
-		return nil, err
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: -1}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(evfd)
+	l := &loop{p: p, id: id, start: time.Now()}
+	if err := l.poll.open(); err != nil {
 		return nil, err
 	}
 	// A turn moves about 1 MiB whatever the pipe size (at least one pipe
 	// or buffer full), so a bigger pipe means fewer syscalls per turn, not
 	// a longer wait for the other conns on the loop.
-	budget := max(turnBytes, p.cfg.PipeSize, p.cfg.BufferSize)
-	return &loop{p: p, id: id, epfd: epfd, evfd: evfd, start: time.Now(), budget: budget}, nil
+	l.budget = max(turnBytes, p.cfg.PipeSize, p.cfg.BufferSize)
+	return l, nil
 }
 
-// submit queues c for the loop; the eventfd is written only when the queue
+// submit queues c for the loop; the poller is woken only when the queue
 // was empty, since a non-empty queue already has a wake-up pending.
 func (l *loop) submit(c *conn) bool {
 	l.mu.Lock()
@@ -164,19 +145,9 @@ func (l *loop) submit(c *conn) bool {
 	l.queue = append(l.queue, c)
 	l.mu.Unlock()
 	if wake {
-		l.wake()
+		l.poll.wake()
 	}
 	return true
-}
-
-func (l *loop) wake() {
-	var one = [8]byte{1}
-	for {
-		_, err := unix.Write(l.evfd, one[:])
-		if err != unix.EINTR {
-			return // EAGAIN: the counter is already non-zero, the loop will wake
-		}
-	}
 }
 
 func (l *loop) isStopping() bool {
@@ -189,7 +160,7 @@ func (l *loop) stop() {
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
-	l.wake()
+	l.poll.wake()
 }
 
 func (l *loop) run() {
@@ -205,39 +176,24 @@ func (l *loop) run() {
 		} else if l.armed > 0 {
 			timeout = l.msToNextTick()
 		}
-		var n int
-		var err error
-		if timeout == 0 {
-			n, err = pollNow(l.epfd, l.events[:])
-		} else {
-			n, err = unix.EpollWait(l.epfd, l.events[:], timeout)
-		}
+		n, err := l.poll.wait(timeout)
 		if err != nil && err != unix.EINTR {
-			l.p.log.Error("splice: epoll_wait failed, loop stops", "loop", l.id, "err", err)
+			l.p.log.Error("splice: poller wait failed, loop stops", "loop", l.id, "err", err)
 			return
 		}
 		l.now = uint32(time.Since(l.start) / l.p.tick)
 		woken := false
 		for i := 0; i < n; i++ {
-			ev := &l.events[i]
-			if ev.Fd < 0 {
-				woken = true
+			slot, side, ev := l.poll.event(i)
+			if slot < 0 {
+				woken = woken || slot == wakeSlot
 				continue
 			}
-			c := l.slots[ev.Fd]
+			c := l.slots[slot]
 			if c == nil || c.closed {
 				continue
 			}
-			e := &c.ends[ev.Pad&1]
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				e.ev |= evIn
-			}
-			if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				e.ev |= evOut
-			}
-			if ev.Events&unix.EPOLLERR != 0 {
-				e.ev |= evErr
-			}
+			c.ends[side].ev |= ev
 			l.pump(c)
 		}
 		if len(l.ready) > 0 {
@@ -256,8 +212,7 @@ func (l *loop) run() {
 		}
 		l.advance()
 		if woken {
-			var b [8]byte
-			unix.Read(l.evfd, b[:])
+			l.poll.drainWake()
 			l.mu.Lock()
 			pending, l.queue = l.queue, pending[:0]
 			stopping := l.stopping
@@ -307,14 +262,13 @@ func (l *loop) attach(c *conn) {
 		}
 	}
 	for i := range c.ends {
-		ev := unix.EpollEvent{Events: epollFlags, Fd: c.slot, Pad: int32(i)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(c.ends[i].fd), &ev); err != nil {
+		if err := l.poll.add(int(c.ends[i].fd), c.slot, i); err != nil {
 			l.fail(c, &OpError{Dir: c.name(0) + "->" + c.name(1), Op: "register " + c.name(i), Err: err})
 			return
 		}
 	}
 	// Optimistically writable so pending bytes go out at once; readable
-	// waits for the edge epoll reports at registration.
+	// waits for the edge the poller reports at registration.
 	c.ends[0].ev = evOut
 	c.ends[1].ev = evOut
 	l.arm(c)
@@ -636,9 +590,7 @@ func (l *loop) getPipe(f *flow) bool {
 		return false
 	}
 	if sz := l.p.cfg.PipeSize; sz > 0 {
-		// EPERM past pipe-user-pages-soft/pipe-max-size: the pipe keeps the
-		// kernel default size, which still works.
-		unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, sz)
+		setPipeSize(fds[1], sz)
 	}
 	f.pr, f.pw = int32(fds[0]), int32(fds[1])
 	l.st.pipesBusy.Add(1)
@@ -730,7 +682,7 @@ func (l *loop) finish(c *conn, err error) {
 		l.free = append(l.free, c.slot)
 	}
 	for i := range c.ends {
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(c.ends[i].fd), nil)
+		l.poll.del(int(c.ends[i].fd))
 	}
 	for i := range c.flows {
 		f := &c.flows[i]
@@ -790,34 +742,5 @@ func (l *loop) shutdown() {
 	l.pipes = nil
 	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil
-	unix.Close(l.epfd)
-	unix.Close(l.evfd)
-}
-
-// spliceMove is splice(2) without the runtime's syscall bookkeeping. The
-// loop runs on a locked thread and the call never blocks (SPLICE_F_NONBLOCK
-// on non-blocking sockets and pipes), but a 64 KiB splice over loopback runs
-// the peer's TCP receive path in softirq and often takes longer than
-// sysmon's 20us retake threshold: through unix.Splice the loop then loses
-// its P mid-call and pays a futex hand-off to get one back (a context switch
-// each way) for every such call. Holding the P for a few microseconds of
-// kernel work costs nobody anything: this thread is on the CPU the whole
-// time anyway.
-func spliceMove(in, out, n int) (int, error) {
-	m, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
-	if e != 0 {
-		return 0, e
-	}
-	return int(m), nil
-}
-
-// pollNow is epoll_wait with a zero timeout, raw for the same reason as
-// spliceMove: it cannot block, so there is nothing to hand the P off for.
-// The blocking wait still goes through unix.EpollWait.
-func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
-	n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
+	l.poll.close()
 }

@@ -1,3 +1,8 @@
+// Per-thread CPU accounting (gettid, CLOCK_THREAD_CPUTIME by tid) is
+// Linux-only; the tunnel benchmarks in bench_test.go run everywhere.
+
+//go:build linux
+
 package splice
 
 import (

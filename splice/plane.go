@@ -177,7 +177,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: unix.Pipe2, spliceIn: spliceMove}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
@@ -217,34 +217,6 @@ func wheelTick(ts ...time.Duration) time.Duration {
 		}
 	}
 	return max(tick, time.Millisecond)
-}
-
-// probeSplice moves one byte socket -> pipe so a kernel or sandbox without
-// splice (ENOSYS, EINVAL under gVisor/seccomp) is detected once, up front.
-func probeSplice() error {
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(sp[0])
-	defer unix.Close(sp[1])
-	var pp [2]int
-	if err := unix.Pipe2(pp[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return err
-	}
-	defer unix.Close(pp[0])
-	defer unix.Close(pp[1])
-	if _, err := unix.Write(sp[0], []byte{1}); err != nil {
-		return err
-	}
-	n, err := spliceMove(sp[1], pp[1], 1)
-	if err != nil {
-		return err
-	}
-	if n != 1 {
-		return fmt.Errorf("probe moved %d bytes", n)
-	}
-	return nil
 }
 
 // Close stops the loops and closes every fd the plane owns: tunnels end

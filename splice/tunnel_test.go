@@ -494,6 +494,9 @@ func TestTunnelZeroAllocs(t *testing.T) {
 // A socket that answers splice with EINVAL (as some socket types and
 // sandboxes do) makes that direction copy, without losing a byte.
 func TestTunnelSpliceEINVALFallsBackToCopy(t *testing.T) {
+	if !spliceSupported {
+		t.Skip("splice(2) is Linux-only: there is no splice call to refuse here")
+	}
 	p := newPlane(t, Config{Splice: true, Loops: 1})
 	var calls atomic.Int32
 	p.spliceIn = func(in, out, n int) (int, error) {
@@ -686,5 +689,27 @@ func TestTunnelSpareBuffersShrink(t *testing.T) {
 	}
 	if s.BytesCopied != int64(n)*8<<20 {
 		t.Fatalf("copied %d bytes, want %d", s.BytesCopied, int64(n)*8<<20)
+	}
+}
+
+// Splice requested where splice(2) does not exist: the plane says so in
+// Stats and every byte takes the copy path. On Linux the same request must
+// splice.
+func TestTunnelSpliceRequestPortable(t *testing.T) {
+	p := newPlane(t, Config{Splice: true, Loops: 1})
+	if got := p.Stats().SpliceAvailable; got != spliceSupported {
+		t.Fatalf("SpliceAvailable = %v, want %v", got, spliceSupported)
+	}
+	e := openTunnel(t, p, listen(t), nil, nil)
+	bulk(t, e, 1<<20, 30*time.Second)
+	if r := e.result(t, 5*time.Second); r.Err != nil || r.ClientToBackend != 1<<20 {
+		t.Fatalf("result %+v", r)
+	}
+	s := p.Stats()
+	if spliceSupported && s.BytesSpliced == 0 {
+		t.Fatalf("splice requested on Linux but nothing spliced: %+v", s)
+	}
+	if !spliceSupported && (s.BytesSpliced != 0 || s.BytesCopied < 1<<20 || s.PipesBusy+s.PipesIdle != 0) {
+		t.Fatalf("no splice(2) here, yet stats %+v", s)
 	}
 }
