@@ -584,6 +584,12 @@ func normalizeLikeNetHTTP(ours, theirs http.Header, te, close bool) {
 	if close && theirs["Connection"] == nil {
 		delete(ours, "Connection")
 	}
+	// net/http's fixPragmaCacheControl: "Pragma: no-cache" without Cache-Control reads as if
+	// "Cache-Control: no-cache" had been sent too (RFC 7234 section 5.4). A reader's rewrite, not
+	// something on the wire, so mirror it rather than count it as a disagreement.
+	if hp := ours["Pragma"]; len(hp) > 0 && hp[0] == "no-cache" && ours["Cache-Control"] == nil {
+		ours["Cache-Control"] = []string{"no-cache"}
+	}
 }
 
 func headersEqual(a, b http.Header) bool {
