@@ -577,6 +577,10 @@ func diffNetHTTPResponse(head []byte, r *Response) string {
 func normalizeLikeNetHTTP(ours, theirs http.Header, te, close bool) {
 	if te {
 		delete(ours, "Transfer-Encoding")
+		// net/http's fixTrailer moves a chunked message's Trailer field out of the header map.
+		if theirs["Trailer"] == nil {
+			delete(ours, "Trailer")
+		}
 	}
 	if cl := ours["Content-Length"]; len(cl) > 1 && len(theirs["Content-Length"]) == 1 {
 		ours["Content-Length"] = cl[:1]
