@@ -403,11 +403,26 @@ func (cc *clientConn) forwardBody() bool {
 		}
 		return true
 	}
-	if bc.out.pending() > cc.srv.cfg.BodyHighWater {
-		if !cc.offloadRequest() && bc.out.pending() > 4*cc.srv.cfg.BodyHighWater {
-			cc.abort()
-		}
+	return !cc.pastHighWater(&bc.out, false)
+}
+
+// pastHighWater applies the bounded-memory rule to the queue a body just grew (gnet cannot pause
+// reading; docs/architecture.md): past BodyHighWater the rest of the body moves to the tunnel
+// plane, and when that cannot be done cleanly the queue may grow to 4x before the exchange is
+// aborted. It reports whether q is past high water, so the caller stops feeding it.
+func (cc *clientConn) pastHighWater(q *outq, response bool) bool {
+	hw := cc.srv.cfg.BodyHighWater
+	if q.pending() <= hw {
 		return false
+	}
+	var offloaded bool
+	if response {
+		offloaded = cc.offloadResponse()
+	} else {
+		offloaded = cc.offloadRequest()
+	}
+	if !offloaded && q.pending() > 4*hw {
+		cc.abort()
 	}
 	return true
 }
@@ -544,10 +559,7 @@ func (bc *backendConn) process() {
 				cc.respComplete()
 				return
 			}
-			if cc.out.pending() > s.cfg.BodyHighWater {
-				if !cc.offloadResponse() && cc.out.pending() > 4*s.cfg.BodyHighWater {
-					cc.abort()
-				}
+			if cc.pastHighWater(&cc.out, true) {
 				return
 			}
 		case respBody:
@@ -567,10 +579,7 @@ func (bc *backendConn) process() {
 				cc.respComplete()
 				return
 			}
-			if cc.out.pending() > s.cfg.BodyHighWater {
-				if !cc.offloadResponse() && cc.out.pending() > 4*s.cfg.BodyHighWater {
-					cc.abort()
-				}
+			if cc.pastHighWater(&cc.out, true) {
 				return
 			}
 		default:

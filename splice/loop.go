@@ -257,7 +257,7 @@ func (l *loop) attach(c *conn) {
 		if e := c.flows[i].werr; e != 0 {
 			// The inline pending write (writePending) failed before the
 			// conn got here.
-			l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: unix.Errno(e)})
+			l.failWrite(c, i, unix.Errno(e))
 			return
 		}
 	}
@@ -339,15 +339,10 @@ func (l *loop) move(c *conn, i int) bool {
 			}
 			n, err := unix.Write(int(dst.fd), (*f.buf)[f.off:f.lim])
 			if err != nil {
-				if err == unix.EAGAIN {
-					dst.ev &^= evOut
-					return true
-				}
 				if err == unix.EINTR {
 					continue
 				}
-				l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: err})
-				return false
+				return l.writeFailed(c, i, err)
 			}
 			f.off += int32(n)
 			f.moved += int64(n)
@@ -368,15 +363,10 @@ func (l *loop) move(c *conn, i int) bool {
 			}
 			n, err := spliceMove(int(f.pr), int(dst.fd), int(f.inPipe))
 			if err != nil {
-				if err == unix.EAGAIN {
-					dst.ev &^= evOut
-					return true
-				}
 				if err == unix.EINTR {
 					continue
 				}
-				l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: err})
-				return false
+				return l.writeFailed(c, i, err)
 			}
 			f.inPipe -= int32(n)
 			f.moved += int64(n)
@@ -668,6 +658,23 @@ func (l *loop) dropBuf(f *flow) {
 }
 
 func (l *loop) fail(c *conn, err error) { l.finish(c, err) }
+
+// writeFailed handles an error writing direction i's bytes (from a buffer or a pipe) to its
+// destination: EAGAIN parks the direction until the destination is writable again, anything
+// else ends the conn. It returns what move returns: false when the conn is gone.
+func (l *loop) writeFailed(c *conn, i int, err error) bool {
+	if err == unix.EAGAIN {
+		c.ends[1-i].ev &^= evOut
+		return true
+	}
+	l.failWrite(c, i, err)
+	return false
+}
+
+// failWrite ends the conn with an error naming direction i and its destination.
+func (l *loop) failWrite(c *conn, i int, err error) {
+	l.fail(c, &OpError{Dir: c.dir(i), Op: "write to " + c.name(1-i), Err: err})
+}
 
 // finish ends a conn: deregisters both sockets, returns pipe and buffers,
 // then closes the sockets (tunnel) or hands them back (transfer).
