@@ -1,6 +1,12 @@
 package loop
 
-import "github.com/wsgate/wsgate/httpparse"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/httpparse"
+)
 
 // Backend connections and the per-loop idle pool.
 //
@@ -121,7 +127,10 @@ func (ls *loopState) putIdle(bc *backendConn) {
 	ls.srv.idle.Add(1)
 }
 
-// popIdle takes the warmest pooled conn (LIFO), or nil.
+// popIdle takes the warmest pooled conn (LIFO) that is still quiet, or nil. A conn on which the
+// backend sent anything (or closed) while idle is closed instead: gnet may not have read those
+// bytes yet (their event can come after the new request's in the same batch), and forwarding the
+// next request on it would make them that client's answer.
 func (ls *loopState) popIdle() *backendConn {
 	for len(ls.pool) > 0 {
 		bc := ls.pool[len(ls.pool)-1]
@@ -129,11 +138,25 @@ func (ls *loopState) popIdle() *backendConn {
 		ls.pool = ls.pool[:len(ls.pool)-1]
 		ls.srv.idle.Add(-1)
 		bc.inPool = false
-		if bc.c != nil {
-			return bc
+		if bc.c == nil {
+			continue
 		}
+		if bc.c.InboundBuffered() > 0 || !socketQuiet(bc.out.fd) {
+			bc.close()
+			continue
+		}
+		return bc
 	}
 	return nil
+}
+
+// socketQuiet reports whether nothing (not even an EOF) waits to be read on fd: a one-byte
+// non-blocking MSG_PEEK that finds EAGAIN. Raw, like rawWrite: the socket never blocks.
+func socketQuiet(fd int) bool {
+	var b [1]byte
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == unix.EAGAIN
 }
 
 func (ls *loopState) removeIdle(bc *backendConn) {

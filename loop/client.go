@@ -222,17 +222,18 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 		wsKey = append(wsKey, req.Header("Sec-WebSocket-Key")...)
 	}
 	cc.ex = exchange{
-		isHEAD:     httpparse.EqualFold(req.Method, "HEAD"),
-		idempotent: isIdempotent(req.Method),
-		closeAfter: !req.KeepAlive,
-		upgrade:    upgrade,
-		reqFraming: req.Framing,
-		reqLeft:    req.ContentLength,
-		reqDone:    req.Framing == httpparse.FramingNone || (req.Framing == httpparse.FramingLength && req.ContentLength == 0),
-		host:       host,
-		wsKey:      wsKey,
-		respParser: httpparse.Parser{Limits: respLimits},
-		fwd:        bytebufferpool.Get(),
+		isHEAD:       string(req.Method) == "HEAD", // methods are case-sensitive (RFC 9110 9.1): "head" has a body
+		idempotent:   isIdempotent(req.Method),
+		closeAfter:   !req.KeepAlive,
+		upgrade:      upgrade,
+		reqFraming:   req.Framing,
+		reqLeft:      req.ContentLength,
+		reqDone:      req.Framing == httpparse.FramingNone || (req.Framing == httpparse.FramingLength && req.ContentLength == 0),
+		reqKeepAlive: req.Minor == 1, // the client's Connection field is never forwarded
+		host:         host,
+		wsKey:        wsKey,
+		respParser:   httpparse.Parser{Limits: respLimits},
+		fwd:          bytebufferpool.Get(),
 	}
 	ex := &cc.ex
 	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade}

@@ -42,11 +42,12 @@ type exchange struct {
 	wsKey      []byte // Sec-WebSocket-Key of an upgrade; capacity carries over
 
 	// request framing
-	reqFraming  httpparse.Framing
-	reqLeft     int64
-	reqChunk    httpparse.ChunkedDecoder
-	reqDone     bool
-	reqBodySent bool
+	reqFraming   httpparse.Framing
+	reqLeft      int64
+	reqChunk     httpparse.ChunkedDecoder
+	reqDone      bool
+	reqBodySent  bool
+	reqKeepAlive bool // the request as forwarded lets the backend keep the conn open
 
 	// response framing
 	respParser   httpparse.Parser
@@ -107,6 +108,15 @@ func (ex *exchange) startResponse(resp *httpparse.Response) {
 	ex.respFraming = resp.Framing
 	ex.respLeft = resp.ContentLength
 	ex.respPhase = respBody
+}
+
+// poolable says whether bc may serve another client after this exchange: only when the response
+// is known to have ended exactly at its framing boundary with nothing unread, nothing is queued
+// toward the backend, the request was sent whole, and both messages are persistent. Anything else
+// could put one client's bytes in front of another's answer, so the conn is closed instead.
+func (ex *exchange) poolable(bc *backendConn) bool {
+	return ex.backendReuse && ex.reqKeepAlive && ex.reqDone && ex.respPhase == respDone &&
+		bc.c != nil && bc.c.InboundBuffered() == 0 && bc.out.pending() == 0
 }
 
 // releaseHead returns the forwarded head's buffer once no retry can need it.
@@ -355,7 +365,7 @@ func (cc *clientConn) finishExchange() {
 	if bc := ex.bc; bc != nil {
 		ex.bc = nil
 		bc.cc = nil
-		if ex.backendReuse && ex.reqDone && bc.c != nil && bc.c.InboundBuffered() == 0 && bc.out.pending() == 0 {
+		if ex.poolable(bc) {
 			cc.ls.putIdle(bc)
 		} else {
 			bc.close()

@@ -243,3 +243,83 @@ func TestSeamQueueTowardSlowClient(t *testing.T) {
 		t.Fatalf("queue not drained: %d pending, %d queued conns", cc.out.pending(), len(sm.ls.queued))
 	}
 }
+
+// TestSeamHeadIsCaseSensitive: "head" is not HEAD (RFC 9110 9.1), so its answer's body is
+// relayed as a body, and the backend conn is pooled only because it ended exactly there.
+func TestSeamHeadIsCaseSensitive(t *testing.T) {
+	sm := newSeam(t)
+	bc, bw := sm.idleBackend()
+	_, cw := sm.client(0)
+	cw.feed("head / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	got, _ := cw.readPeer()
+	if !strings.HasSuffix(got, "\r\n\r\nhello") {
+		t.Fatalf("answer to \"head\": %q, want the 5-byte body relayed", got)
+	}
+	if !sm.inPool(bc) {
+		t.Fatal("backend conn not pooled after an exactly framed answer")
+	}
+	// A real HEAD: the Content-Length describes a body that is not sent.
+	cw.feed("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+	got, _ = cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(got, "\r\n\r\n") {
+		t.Fatalf("answer to HEAD: %q", got)
+	}
+	if !sm.inPool(bc) {
+		t.Fatal("backend conn not pooled after HEAD")
+	}
+}
+
+// TestSeamNoPoolAfterStrayBytes: a backend conn that has anything unread after the response
+// (a body sent to a HEAD, bytes past Content-Length) is closed, never pooled, and the stray
+// bytes reach nobody.
+func TestSeamNoPoolAfterStrayBytes(t *testing.T) {
+	for _, tc := range []struct{ name, req, resp string }{
+		{"body after HEAD", "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"},
+		{"bytes past the length", "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"},
+		{"HTTP/1.0 request", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sm := newSeam(t)
+			bc, bw := sm.idleBackend()
+			_, cw := sm.client(0)
+			cw.feed(tc.req)
+			bw.feed(tc.resp)
+			got, _ := cw.readPeer()
+			if strings.Contains(got, "EVIL") {
+				t.Fatalf("stray backend bytes reached the client: %q", got)
+			}
+			if sm.inPool(bc) || !bw.closed {
+				t.Fatalf("backend conn pooled %v, closed %v: want closed", sm.inPool(bc), bw.closed)
+			}
+		})
+	}
+}
+
+// TestSeamStaleIdleConnSkipped: bytes a backend sent on an idle conn that the event loop has not
+// read yet are caught when the conn is taken from the pool: it is closed, and the request goes to
+// the next one.
+func TestSeamStaleIdleConnSkipped(t *testing.T) {
+	sm := newSeam(t)
+	good, gw := sm.idleBackend()
+	stale, sw := sm.idleBackend() // LIFO: taken first
+	if _, err := unix.Write(sw.peer, []byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")); err != nil {
+		t.Fatal(err)
+	}
+	_, cw := sm.client(0)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !sw.closed || sm.inPool(stale) {
+		t.Fatal("the idle conn with unread bytes was not closed")
+	}
+	fwd, _ := gw.readPeer()
+	mustHave(t, "request on the quiet conn", fwd, "GET / HTTP/1.1\r\n")
+	gw.feed("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+	got, _ := cw.readPeer()
+	if !strings.HasSuffix(got, "mine") || strings.Contains(got, "EVIL") {
+		t.Fatalf("client got %q", got)
+	}
+	if !sm.inPool(good) {
+		t.Fatal("quiet conn not pooled again")
+	}
+}
