@@ -182,7 +182,7 @@ func (cc *clientConn) forwardBody() bool {
 	}
 	n, done, err := ex.frameRequest(buf)
 	if err != nil {
-		cc.abort() // the head is already at the backend: no clean answer is possible
+		cc.badRequestBody(err)
 		return false
 	}
 	err = bc.out.write(buf[:n])
@@ -214,6 +214,14 @@ func (cc *clientConn) forwardBody() bool {
 		return true
 	}
 	return !cc.pastHighWater(&bc.out, false)
+}
+
+// badRequestBody ends an exchange whose request body broke its chunked framing. None of the
+// offending bytes were relayed; the backend conn, which holds a partial body, is closed; the
+// client gets 400 with the decoder's reason if no final answer went out yet.
+func (cc *clientConn) badRequestBody(err error) {
+	cc.srv.log.Debug("request body refused", "client", string(cc.ip), "phase", "request body", "err", err)
+	cc.failResponse(rejectResponse(err))
 }
 
 // pastHighWater applies the bounded-memory rule to the queue a body just grew (gnet cannot pause

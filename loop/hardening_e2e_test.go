@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +91,77 @@ func TestE2EPoolNoCrossTalk(t *testing.T) {
 		}
 		if n := s.Stats().BackendIdle; n > 1 {
 			t.Errorf("%d idle backend conns, want at most the one that served /second", n)
+		}
+	})
+}
+
+// recordingBackend reads everything a conn sends after the request head until EOF (or 20 s),
+// after waiting delay (so a fast client fills wsgate's queue), and reports it. It never answers.
+func recordingBackend(t testing.TB, delay time.Duration) (*rawBackend, chan []byte) {
+	got := make(chan []byte, 4)
+	be := newRawBackend(t, func(p *rawPeer) {
+		p.Conn.SetReadBuffer(16 << 10)
+		time.Sleep(delay)
+		p.Conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b, _ := io.ReadAll(p.R)
+		got <- b
+	})
+	return be, got
+}
+
+// TestE2EBadChunkedRequestBody (class: a request body whose chunked framing is invalid, before
+// any answer went out): the client gets 400, the backend conn is closed (never pooled), and the
+// invalid bytes (here a smuggled request behind them) never reach the backend.
+func TestE2EBadChunkedRequestBody(t *testing.T) {
+	t.Parallel()
+	const bad = "zz\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+	check := func(t *testing.T, s *loop.Server, c *rawConn, got chan []byte) {
+		t.Helper()
+		resp, body := c.fullResponse(t, "POST")
+		if resp.StatusCode != 400 || !resp.Close {
+			t.Fatalf("status %d close %v (body %q), want 400 and close", resp.StatusCode, resp.Close, body)
+		}
+		c.expectClosed(t, 5*time.Second)
+		select {
+		case b := <-got:
+			if strings.Contains(string(b), "zz") || strings.Contains(string(b), "smuggled") {
+				t.Fatalf("the invalid bytes reached the backend: ...%q", trunc(b[max(0, len(b)-100):]))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the backend conn was not closed")
+		}
+		if n := s.Stats().BackendIdle; n != 0 {
+			t.Errorf("%d idle backend conns: the conn holding a partial body was pooled", n)
+		}
+	}
+	t.Run("in-loop", func(t *testing.T) {
+		be, got := recordingBackend(t, 0)
+		s, addr := startProxy(t, be.Addr)
+		c := dialRaw(t, addr)
+		c.send(t, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		time.Sleep(50 * time.Millisecond) // the valid part is relayed first
+		c.send(t, bad)
+		check(t, s, c, got)
+	})
+	t.Run("offloaded", func(t *testing.T) {
+		// A slow backend and a low high-water mark: the body moves to the tunnel plane, which
+		// meets the invalid chunk.
+		be, got := recordingBackend(t, 300*time.Millisecond)
+		s, addr := startProxy(t, be.Addr, func(c *loop.Config) { c.BodyHighWater = 64 << 10 })
+		c := dialRaw(t, addr)
+		chunk := strings.Repeat("x", 64<<10)
+		go func() {
+			c.Write([]byte("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"))
+			for i := 0; i < 256; i++ { // 16 MiB
+				if _, err := c.Write([]byte("10000\r\n" + chunk + "\r\n")); err != nil {
+					return
+				}
+			}
+			c.Write([]byte(bad))
+		}()
+		check(t, s, c, got)
+		if s.Stats().Offloads == 0 {
+			t.Errorf("the body was never offloaded: the plane's framing check is untested")
 		}
 	})
 }

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 
@@ -24,11 +25,12 @@ const detachedFD = -2
 
 // offloadState is an exchange's bookkeeping while a body is in the tunnel plane.
 type offloadState struct {
-	req     bool // the request body is offloaded (else the response body)
-	pending int  // conns still to re-enroll
-	failed  bool
-	eof     bool // a close-delimited body ended in the plane: only the client comes back
-	extra   []byte
+	req        bool // the request body is offloaded (else the response body)
+	pending    int  // conns still to re-enroll
+	failed     bool
+	clientOnly bool  // only the client comes back (the backend conn was closed)
+	answer     error // with clientOnly: refuse the request with this (a bad chunked body), else finish
+	extra      []byte
 }
 
 // offloadRequest moves the rest of the request body to the tunnel plane, where readiness gives
@@ -129,16 +131,18 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	if ex.off.req {
 		cfd, bfd = r.Src, r.Dst
 	}
-	if r.Err != nil && !ex.off.req && ex.respFraming == httpparse.FramingUntilClose {
+	var pe *httpparse.Error
+	switch {
+	case r.Err != nil && !ex.off.req && ex.respFraming == httpparse.FramingUntilClose:
 		// A close-delimited body ends when the backend closes; the plane drained everything to the
 		// client before reporting the end. Only the client comes back, to be closed gracefully.
-		_ = unix.Close(bfd)
-		if bc := ex.bc; bc != nil {
-			bc.cc, ex.bc = nil, nil
-		}
-		ex.off.eof = true
-		ex.off.pending = 1
-		go s.reenroll(cc.ls, cfd, cc, cc)
+		cc.clientOnlyBack(cfd, bfd, nil)
+		return
+	case r.Err != nil && ex.off.req && !ex.respFinal && errors.As(r.Err, &pe):
+		// The request body broke its chunked framing in the plane, which relayed nothing of the
+		// offending bytes: the client comes back alone to be told why.
+		s.log.Debug("request body refused", "client", string(cc.ip), "phase", "offloaded request body", "err", r.Err)
+		cc.clientOnlyBack(cfd, bfd, pe)
 		return
 	}
 	if r.Err != nil {
@@ -155,6 +159,20 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	bc := ex.bc
 	go s.reenroll(cc.ls, cfd, cc, cc)
 	go s.reenroll(cc.ls, bfd, bc, cc)
+}
+
+// clientOnlyBack closes the backend's fd and re-enrolls only the client's; answer, if set, is
+// the error the request is refused with once it is back.
+func (cc *clientConn) clientOnlyBack(cfd, bfd int, answer error) {
+	ex := &cc.ex
+	_ = unix.Close(bfd)
+	if bc := ex.bc; bc != nil {
+		bc.cc, ex.bc = nil, nil
+	}
+	ex.off.clientOnly = true
+	ex.off.answer = answer
+	ex.off.pending = 1
+	go cc.srv.reenroll(cc.ls, cfd, cc, cc)
 }
 
 // reenroll gives an fd back to gnet on the same loop; OnOpen re-attaches v.
@@ -195,7 +213,7 @@ func (cc *clientConn) reattachDone() {
 		return
 	}
 	bc := ex.bc
-	if ex.off.failed || cc.c == nil || (bc == nil) != ex.off.eof || (bc != nil && bc.c == nil) {
+	if ex.off.failed || cc.c == nil || (bc == nil) != ex.off.clientOnly || (bc != nil && bc.c == nil) {
 		if bc != nil {
 			ex.bc, bc.cc = nil, nil
 			bc.close()
@@ -217,6 +235,11 @@ func (cc *clientConn) reattachDone() {
 		}
 	}
 	ex.off.extra = nil
+	if ex.off.answer != nil {
+		cc.state = stateAwaitingResponse
+		cc.failResponse(rejectResponse(ex.off.answer))
+		return
+	}
 	if ex.off.req {
 		ex.reqDone = true
 		ex.reqLeft = 0

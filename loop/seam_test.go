@@ -323,3 +323,27 @@ func TestSeamStaleIdleConnSkipped(t *testing.T) {
 		t.Fatal("quiet conn not pooled again")
 	}
 }
+
+// TestSeamBadChunkedRequestBody: the chunk that breaks the framing is not relayed, the backend
+// conn (holding a partial body) is closed, and the client is told 400 with the reason.
+func TestSeamBadChunkedRequestBody(t *testing.T) {
+	sm := newSeam(t)
+	bc, bw := sm.idleBackend()
+	cc, cw := sm.client(0)
+	cw.feed("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	cw.feed("5\r\nworldXX\r\n0\r\n\r\n")
+	fwd, _ := bw.readPeer()
+	if !strings.HasSuffix(fwd, "\r\n\r\n5\r\nhello\r\n") {
+		t.Fatalf("backend got %q, want the head and the valid chunk only", fwd)
+	}
+	if !bw.closed || sm.inPool(bc) {
+		t.Fatal("backend conn with a partial body not closed")
+	}
+	got, _ := cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 400 Bad Request\r\n") || !strings.Contains(got, "Connection: close\r\n") {
+		t.Fatalf("client got %q, want 400 and close", got)
+	}
+	if cc.state != stateClosing {
+		t.Fatalf("state %d, want a lingering close", cc.state)
+	}
+}
