@@ -1,6 +1,8 @@
 package loop
 
 import (
+	"errors"
+	"io"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -85,7 +87,9 @@ func (bc *backendConn) closed(err error) {
 	ex.bc = nil
 	switch {
 	case cc.state == stateClosed || cc.state == stateClosing:
-	case ex.respPhase == respBody && ex.respFraming == httpparse.FramingUntilClose:
+	case ex.respPhase == respBody && ex.respFraming == httpparse.FramingUntilClose && errors.Is(err, io.EOF):
+		// The backend's EOF is the end of a close-delimited body; any other end (a reset, our own
+		// close after a failure) is a truncation and falls through to the reset below.
 		ex.backendReuse = false
 		ex.closeAfter = true
 		ex.respPhase = respDone
@@ -99,7 +103,7 @@ func (bc *backendConn) closed(err error) {
 		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
 		cc.fail(502)
 	default:
-		// Mid-body: closing the client is the only way it can tell the body is truncated.
+		// Mid-body: a reset is the only way the client can tell the body is truncated.
 		cc.abort()
 	}
 }

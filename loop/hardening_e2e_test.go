@@ -5,6 +5,7 @@ package loop_test
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -63,13 +64,16 @@ func TestE2EPoolNoCrossTalk(t *testing.T) {
 			t.Fatalf("\"head\" client: body %q, %v; want the %d-byte body relayed", body, err, len(evil))
 		}
 	})
-	// Bytes after a complete answer (here a whole second answer nobody asked for): the conn is
-	// closed, never pooled.
+	// Bytes after a complete answer (here a whole second answer nobody asked for), sent before
+	// the next client's request (bytes that come after it cannot be told from its answer): the
+	// conn is closed, never pooled, whether gnet has read the stray bytes yet or not.
 	t.Run("bytes-after-response", func(t *testing.T) {
+		strayOut := make(chan struct{}, 1)
 		be := keepAliveBackend(t, func(req *http.Request, p *rawPeer) {
 			if req.URL.Path == "/first" {
 				io.WriteString(p.Conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 				io.WriteString(p.Conn, evil)
+				strayOut <- struct{}{}
 				return
 			}
 			io.WriteString(p.Conn, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
@@ -81,6 +85,7 @@ func TestE2EPoolNoCrossTalk(t *testing.T) {
 			if _, body := a.fullResponse(t, "GET"); string(body) != "ok" {
 				t.Fatalf("round %d: first client got %q", i, body)
 			}
+			<-strayOut
 			b := dialRaw(t, addr)
 			b.send(t, "GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
 			if _, body := b.fullResponse(t, "GET"); string(body) != "mine" {
@@ -164,4 +169,147 @@ func TestE2EBadChunkedRequestBody(t *testing.T) {
 			t.Errorf("the body was never offloaded: the plane's framing check is untested")
 		}
 	})
+}
+
+// readSlowly reads r in steps of step bytes with pause between them until EOF or an error.
+func readSlowly(r io.Reader, step int, pause time.Duration) (string, int64, error) {
+	h := newHasher()
+	buf := make([]byte, step)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		h.Write(buf[:k])
+		n += int64(k)
+		if err == io.EOF {
+			return h.sum(), n, nil
+		}
+		if err != nil {
+			return h.sum(), n, err
+		}
+		time.Sleep(pause)
+	}
+}
+
+// TestE2ESlowClientTail (class: the tail of an answer queued toward a slow client is never
+// dropped by the idle or linger timers; only a write stall ends it). IdleTimeout is 400 ms; the
+// client reads a 16 MiB answer steadily for a few seconds, so the answer sits in wsgate's queue
+// long after the exchange ended (keep-alive: the idle timer runs; Connection: close: the linger
+// timer, 2 s + IdleTimeout/4 on main).
+// BodyHighWater is high so the queue stays in the loop instead of moving to the tunnel plane.
+func TestE2ESlowClientTail(t *testing.T) {
+	t.Parallel()
+	const n = 16 << 20
+	be := newBackend(t, http.HandlerFunc(dataHandler))
+	s, addr := startProxy(t, be.Addr, func(c *loop.Config) {
+		c.IdleTimeout = 400 * time.Millisecond
+		c.BodyHighWater = 64 << 20
+	})
+	for _, mode := range []string{"keep-alive", "close"} {
+		t.Run(mode, func(t *testing.T) {
+			c := dialRaw(t, addr)
+			c.Conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+			extra := ""
+			if mode == "close" {
+				extra = "Connection: close\r\n"
+			}
+			c.send(t, "GET /data?n="+strconv.Itoa(n)+"&seed=71 HTTP/1.1\r\nHost: a\r\n"+extra+"\r\n")
+			resp := c.response(t, "GET")
+			start := time.Now()
+			sum, got, err := readSlowly(resp.Body, 64<<10, 5*time.Millisecond)
+			if err != nil || got != n || sum != genSum(71, n) {
+				t.Fatalf("slow reader got %d of %d bytes in %v (sum ok %v), err %v", got, n, time.Since(start), sum == genSum(71, n), err)
+			}
+			t.Logf("%d bytes read in %v", got, time.Since(start))
+			if mode == "close" {
+				c.expectClosed(t, 5*time.Second)
+			}
+		})
+	}
+	// A client that stops reading altogether is a write stall: after IdleTimeout without progress
+	// it is reset (never a clean close: the answer is cut short).
+	t.Run("stalled", func(t *testing.T) {
+		c := dialRaw(t, addr)
+		c.Conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+		c.send(t, "GET /data?n="+strconv.Itoa(n)+"&seed=73 HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp := c.response(t, "GET")
+		time.Sleep(3 * time.Second)
+		_, got, err := readSlowly(resp.Body, 64<<10, 0)
+		if got >= n || !isReset(err) {
+			t.Fatalf("stalled reader: %d of %d bytes, err %v; want a reset before the end", got, n, err)
+		}
+		if !waitFor(5*time.Second, func() bool { return s.Stats().Conns == 0 }) {
+			t.Errorf("conns still held: %+v", s.Stats())
+		}
+	})
+}
+
+// TestE2EOffloadedBodyQuietBackend (class: an offloaded response body is not idle-timed-out):
+// the body moves to the tunnel plane, then the backend is quiet for several IdleTimeouts (a
+// streamed answer, a long poll) before it sends the rest.
+func TestE2EOffloadedBodyQuietBackend(t *testing.T) {
+	t.Parallel()
+	first, last := genBytes(81, 16<<20), genBytes(82, 1000)
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.Write(first)
+		w.(http.Flusher).Flush()
+		time.Sleep(1500 * time.Millisecond)
+		w.Write(last)
+	}))
+	s, addr := startProxy(t, be.Addr, lowWater, func(c *loop.Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := dialRaw(t, addr)
+	c.Conn.(*net.TCPConn).SetReadBuffer(32 << 10)
+	c.send(t, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+	resp := c.response(t, "GET")
+	time.Sleep(200 * time.Millisecond) // the queue passes BodyHighWater: the body moves to the plane
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || sumOf(body) != sumOf(append(first, last...)) {
+		t.Fatalf("streamed body: %d of %d bytes, err %v", len(body), len(first)+len(last), err)
+	}
+	if s.Stats().Offloads == 0 {
+		t.Errorf("the body never moved to the tunnel plane: untested")
+	}
+	c.send(t, "GET /stream HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp := c.response(t, "GET"); resp.StatusCode != 200 {
+		t.Fatalf("next request: %d", resp.StatusCode)
+	}
+}
+
+// TestE2ECloseDelimitedReset (class: a close-delimited body ends cleanly only at the backend's
+// EOF; every other failure is a reset, or the client would take a truncated body as complete).
+func TestE2ECloseDelimitedReset(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		n    int
+		opt  func(*loop.Config)
+	}{
+		{"in-loop", 1000, func(*loop.Config) {}},
+		{"offloaded", 8 << 20, lowWater},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := newRawBackend(t, func(p *rawPeer) {
+				io.WriteString(p.Conn, "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+				p.Conn.Write(genBytes(91, tc.n))
+				time.Sleep(300 * time.Millisecond)
+				p.Conn.SetLinger(0) // then the deferred Close resets the conn
+			})
+			s, addr := startProxy(t, be.Addr, tc.opt)
+			c := dialRaw(t, addr)
+			c.Conn.(*net.TCPConn).SetReadBuffer(32 << 10)
+			c.send(t, "GET /old HTTP/1.1\r\nHost: a\r\n\r\n")
+			resp := c.response(t, "GET")
+			if resp.ContentLength != -1 || !resp.Close {
+				t.Fatalf("not a close-delimited answer: length %d close %v", resp.ContentLength, resp.Close)
+			}
+			time.Sleep(100 * time.Millisecond)
+			_, got, err := readSlowly(resp.Body, 32<<10, 0)
+			if err == nil {
+				t.Fatalf("the backend reset mid-body, the client read %d bytes and a clean end", got)
+			}
+			if tc.name == "offloaded" && s.Stats().Offloads == 0 {
+				t.Errorf("the body never moved to the tunnel plane: untested")
+			}
+		})
+	}
 }

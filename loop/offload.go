@@ -69,7 +69,12 @@ func (cc *clientConn) offload(req bool) bool {
 	}
 	// Client bytes gnet already read (pipelined requests) must survive the close of gnet's copy.
 	cc.holdInbound()
-	x := splice.Transfer{IdleTimeout: s.cfg.IdleTimeout}
+	// Only write stalls end a response body in the plane (a quiet backend is a streamed or
+	// long-poll body); an upload also ends when the client stops sending, as in the loop.
+	x := splice.Transfer{StallTimeout: s.cfg.IdleTimeout}
+	if req {
+		x.SrcIdleTimeout = s.cfg.IdleTimeout
+	}
 	framing, left, dec := ex.respFraming, ex.respLeft, &ex.respChunk
 	q := &cc.out
 	x.Src, x.Dst = bfd, cfd
@@ -133,7 +138,7 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	}
 	var pe *httpparse.Error
 	switch {
-	case r.Err != nil && !ex.off.req && ex.respFraming == httpparse.FramingUntilClose:
+	case !ex.off.req && ex.respFraming == httpparse.FramingUntilClose && errors.Is(r.Err, splice.ErrUnexpectedEOF):
 		// A close-delimited body ends when the backend closes; the plane drained everything to the
 		// client before reporting the end. Only the client comes back, to be closed gracefully.
 		cc.clientOnlyBack(cfd, bfd, nil)
@@ -147,6 +152,7 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	}
 	if r.Err != nil {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
+		resetOnClose(cfd) // the body is cut short: it must not look complete
 		_ = unix.Close(cfd)
 		_ = unix.Close(bfd)
 		if bc := ex.bc; bc != nil {

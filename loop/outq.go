@@ -13,9 +13,14 @@ import (
 // outq every byte not yet in the kernel is ours, so it can be counted against BodyHighWater,
 // passed on as Transfer.Pending / Tunnel.To*, or flushed before a lingering close.
 type outq struct {
-	fd  int // -1 while the conn is detached (offloaded to the tunnel plane)
+	fd  int // -1 while dialling, detachedFD while the socket is in the tunnel plane
 	buf *bytebufferpool.ByteBuffer
 	off int
+
+	// Write-stall tracking (stalled): progress is bytes written, sampled by the sweep.
+	sent  uint64 // bytes written to fd so far
+	mark  uint64 // sent when the sweep last saw progress
+	since int64  // nanotime of that sweep; 0 = no bytes were queued at the last sweep
 }
 
 func (q *outq) pending() int {
@@ -45,6 +50,7 @@ func (q *outq) write(p []byte) error {
 		switch err {
 		case nil:
 			p = p[n:]
+			q.sent += uint64(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			q.stash(p)
@@ -71,6 +77,7 @@ func (q *outq) flush() error {
 		switch err {
 		case nil:
 			q.off += n
+			q.sent += uint64(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			q.compact()
@@ -83,6 +90,21 @@ func (q *outq) flush() error {
 		q.release()
 	}
 	return nil
+}
+
+// stalled is the write-stall rule, run by the sweep: bytes are queued and none was written for
+// limit. A queue that drains and fills again between two sweeps made progress; a slow reader that
+// takes a byte now and then is not stalled. Idle and linger timers never drop a queue: only this.
+func (q *outq) stalled(now, limit int64) bool {
+	if q.pending() == 0 {
+		q.since = 0
+		return false
+	}
+	if q.since == 0 || q.sent != q.mark {
+		q.mark, q.since = q.sent, now
+		return false
+	}
+	return now-q.since >= limit
 }
 
 // compact drops the written prefix once it dominates, so a long-lived queue does not creep.

@@ -347,3 +347,77 @@ func TestSeamBadChunkedRequestBody(t *testing.T) {
 		t.Fatalf("state %d, want a lingering close", cc.state)
 	}
 }
+
+// TestSeamWriteStallRule: an answer queued toward a client that reads slowly outlives the idle
+// timer (keep-alive) and the linger timer (close); only a queue with no progress for IdleTimeout
+// is dropped, with a reset.
+func TestSeamWriteStallRule(t *testing.T) {
+	const sec = int64(time.Second)
+	body := strings.Repeat("x", 512<<10)
+	for _, mode := range []string{"keep-alive", "close"} {
+		t.Run(mode, func(t *testing.T) {
+			sm := newSeam(t, func(c *Config) { c.IdleTimeout, c.BackendIdleTimeout = time.Second, time.Hour })
+			_, bw := sm.idleBackend()
+			cc, cw := sm.client(4096)
+			req := "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+			if mode == "close" {
+				req = "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+			}
+			cw.feed(req)
+			bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n" + body)
+			if cc.out.pending() == 0 {
+				t.Fatal("nothing queued")
+			}
+			now := nanotime()
+			got := 0
+			sm.ls.sweep(now) // the idle deadline is IdleTimeout from here
+			// Sweeps far past every timer, with a little progress between them: nothing is dropped.
+			for i := 1; cc.out.pending() > 0; i++ {
+				if i > 10000 {
+					t.Fatal("queue never drained")
+				}
+				b, _ := cw.readPeer()
+				got += len(b)
+				sm.ls.flush()
+				if cc.out.pending() == 0 {
+					break
+				}
+				sm.ls.sweep(now + int64(i)*2*sec)
+				if cw.closed {
+					t.Fatalf("sweep %d dropped the conn with %d bytes still queued", i, cc.out.pending())
+				}
+			}
+			b, ended := cw.readPeer()
+			got += len(b)
+			if got < len(body) || !strings.HasSuffix(b, "xxxx") {
+				t.Fatalf("client got %d bytes, want the whole answer", got)
+			}
+			if mode == "close" {
+				if !ended || cc.state != stateClosing {
+					t.Fatalf("drained close: half-closed %v, state %d", ended, cc.state)
+				}
+				sm.ls.sweep(nanotime() + int64(lingerTime) + sec)
+				if !cw.closed {
+					t.Fatal("linger never ended")
+				}
+				return
+			}
+			if cc.state != stateReadingHead || cw.closed {
+				t.Fatalf("keep-alive: state %d closed %v", cc.state, cw.closed)
+			}
+			// Now a second answer that the client never reads: a write stall.
+			cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n" + body)
+			now = nanotime()
+			sm.ls.sweep(now)         // the stall clock starts
+			sm.ls.sweep(now + sec/2) // no progress yet, under the limit
+			if cw.closed {
+				t.Fatal("closed before IdleTimeout without progress")
+			}
+			sm.ls.sweep(now + sec + 1)
+			if !cw.closed || cc.state != stateClosed {
+				t.Fatal("a queue without progress for IdleTimeout was kept")
+			}
+		})
+	}
+}

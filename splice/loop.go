@@ -55,6 +55,9 @@ type flow struct {
 
 func (f *flow) init() { f.pr, f.pw = -1, -1 }
 
+// holds reports bytes taken from src (in the pipe or the buffer) still waiting for dst.
+func (f *flow) holds() bool { return f.buf != nil || f.inPipe > 0 }
+
 // conn is a tunnel (two flows) or a transfer (flows[0] only, x != nil). It is
 // the whole per-tunnel state: about 170 bytes.
 type conn struct {
@@ -77,7 +80,8 @@ type conn struct {
 }
 
 type xfer struct {
-	remaining int64 // body bytes still to read from src; -1 = chunked
+	remaining int64  // body bytes still to read from src; -1 = chunked
+	quiet     uint32 // SrcIdleTimeout in ticks, 0 = none (the stall timeout is conn.idle)
 	pending   int64
 	framer    Framer
 	chunkDone bool
@@ -388,7 +392,7 @@ func (l *loop) move(c *conn, i int) bool {
 		}
 		if f.state&flowEOF != 0 {
 			if c.x != nil {
-				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: errUnexpectedEOF})
+				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: ErrUnexpectedEOF})
 				return false
 			}
 			if err := unix.Shutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
@@ -458,6 +462,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 				return true
 			}
 			f.inPipe = int32(n)
+			c.active = l.now // progress: a stall is measured from here
 			if x != nil {
 				if x.remaining > 0 {
 					x.remaining -= int64(n)
@@ -492,6 +497,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 			return true
 		}
 		f.buf, f.off, f.lim = bp, 0, int32(n)
+		c.active = l.now
 		if x != nil {
 			if x.remaining > 0 {
 				x.remaining -= int64(n)

@@ -82,12 +82,19 @@ type TunnelResult struct {
 // block). If Plane.Transfer returns an error, Done never runs and the fds
 // stay the caller's.
 type Transfer struct {
-	Src, Dst    int
-	Pending     []byte        // written to Dst first (written or copied before Transfer returns; a write error goes to Done)
-	Length      int64         // body bytes still to move from Src after Pending; -1 => use Chunked
-	Chunked     Framer        // when Length == -1: decoder state already fed with Pending
-	IdleTimeout time.Duration // no progress for this long -> Done with error; 0 = none
-	Done        func(TransferResult)
+	Src, Dst int
+	Pending  []byte // written to Dst first (written or copied before Transfer returns; a write error goes to Done)
+	Length   int64  // body bytes still to move from Src after Pending; -1 => use Chunked
+	Chunked  Framer // when Length == -1: decoder state already fed with Pending
+	Done     func(TransferResult)
+
+	// StallTimeout: bytes wait for Dst and none moved for this long -> Done with ErrStallTimeout
+	// (Dst is not reading). 0 = none.
+	StallTimeout time.Duration
+	// SrcIdleTimeout: nothing waits for Dst and Src sent nothing for this long -> Done with
+	// ErrIdleTimeout. 0 = none: a quiet source is legitimate for streamed and long-poll response
+	// bodies, so only a caller that wants to bound a stalling sender (an upload) sets it.
+	SrcIdleTimeout time.Duration
 }
 
 // Framer finds the end of a chunked body; *httpparse.ChunkedDecoder
@@ -108,9 +115,14 @@ type TransferResult struct {
 
 // Errors reported in TunnelResult.Err and TransferResult.Err.
 var (
-	ErrClosed      = errors.New("splice: plane closed")
-	ErrIdleTimeout = errors.New("splice: idle timeout")
-	ErrFinTimeout  = errors.New("splice: fin timeout after one direction finished")
+	ErrClosed       = errors.New("splice: plane closed")
+	ErrIdleTimeout  = errors.New("splice: idle timeout")
+	ErrStallTimeout = errors.New("splice: write stalled")
+	ErrFinTimeout   = errors.New("splice: fin timeout after one direction finished")
+	// ErrUnexpectedEOF: a Transfer's Src closed before the body's end. For a body that ends at
+	// the sender's close (a Framer that never reports done) it is the normal end, reported after
+	// every byte reached Dst.
+	ErrUnexpectedEOF = errors.New("unexpected EOF before the end of the body")
 )
 
 // OpError names the direction and the phase that failed, e.g.
@@ -208,7 +220,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 // wheelTick picks the timer wheel resolution: an eighth of the shortest
 // configured timeout, between 1ms and 250ms, so the default 30s FinTimeout
 // costs four wake-ups per second per loop, and only while some conn has a
-// timer armed. Transfer idle timeouts shorter than a tick fire within two.
+// timer armed. Transfer timeouts shorter than a tick fire within two.
 func wheelTick(ts ...time.Duration) time.Duration {
 	tick := 250 * time.Millisecond
 	for _, t := range ts {
@@ -318,7 +330,8 @@ func (p *Plane) Transfer(x Transfer) error {
 			c.x.chunkDone = true
 		}
 	}
-	c.idle = p.ticks(x.IdleTimeout)
+	c.idle = p.ticks(x.StallTimeout)
+	c.x.quiet = p.ticks(x.SrcIdleTimeout)
 	c.ends[0].fd = int32(x.Src)
 	c.ends[1].fd = int32(x.Dst)
 	c.flows[0].init()
