@@ -9,9 +9,11 @@ import (
 // The client connection: reading request heads and starting exchanges.
 //
 // Invariant: one exchange is in flight per client connection, and the client's bytes are parsed
-// only in stateReadingHead. Everything else that arrives meanwhile (pipelined requests, frames
-// sent before a 101) stays in gnet's inbound buffer or in held, untouched, under a cap, so answers
-// leave in request order and nothing sent behind an upgrade is ever read as a request.
+// only in stateReadingHead, and only while the answers queued toward it are under the memory
+// bound. Everything else that arrives meanwhile (pipelined requests, frames sent before a 101)
+// stays in gnet's inbound buffer or in held, untouched, under a cap, so answers leave in request
+// order, a client that does not read cannot make wsgate queue without bound, and nothing sent
+// behind an upgrade is ever read as a request.
 
 // state is where a client connection is in its exchange. The request side drives it; the
 // response side's progress is exchange.respPhase, because a backend may answer before the body
@@ -50,6 +52,7 @@ type clientConn struct {
 	parser      httpparse.Parser
 	headStarted bool
 	deadline    int64 // nanotime; what it means depends on state
+	unsent      int   // the socket's unacknowledged bytes at the last timer expiry (kernelDraining)
 	busy        bool  // process() is on the stack: nested calls just let it loop
 	held        *bytebufferpool.ByteBuffer
 	heldOff     int
@@ -60,7 +63,7 @@ type clientConn struct {
 
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
 	s := ls.srv
-	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd()}, ip: ip}
+	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip}
 	lim := httpparse.DefaultLimits()
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
@@ -144,6 +147,17 @@ func (cc *clientConn) process() {
 		var more bool
 		switch cc.state {
 		case stateReadingHead:
+			if cc.answersPastBound() {
+				// The answers already queued for this client passed the bound: parse nothing
+				// more until it reads them (flushQueues resumes us), or each small pipelined
+				// request would queue one more answer without limit. What it sends meanwhile
+				// waits unparsed, under the pipeline cap; a client that never reads meets the
+				// write-stall rule.
+				if cc.inboundLen() > pipelineHoldCap {
+					cc.abort()
+				}
+				return
+			}
 			more = cc.readHead()
 		case stateForwardingBody:
 			more = cc.forwardBody()
@@ -163,6 +177,11 @@ func (cc *clientConn) process() {
 			return
 		}
 	}
+}
+
+// answersPastBound: bytes queued toward the client exceed the memory bound (BodyHighWater).
+func (cc *clientConn) answersPastBound() bool {
+	return cc.out.pending() > cc.srv.cfg.BodyHighWater
 }
 
 func (cc *clientConn) readHead() bool {

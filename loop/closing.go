@@ -159,7 +159,7 @@ func (cc *clientConn) expire(now int64) {
 		switch {
 		case cc.headStarted && cc.inboundLen() > 0:
 			cc.fail(408)
-		case cc.out.pending() > 0:
+		case cc.out.pending() > 0 || cc.kernelDraining():
 			// Not idle while an answer drains: that is the write-stall rule's business.
 			cc.deadline = now + int64(cc.srv.cfg.IdleTimeout)
 		default:
@@ -173,8 +173,26 @@ func (cc *clientConn) expire(now int64) {
 	case stateForwardingBody:
 		cc.abort() // the client stopped sending its body
 	case stateClosing:
+		if cc.kernelDraining() {
+			cc.deadline = now + int64(lingerTime)
+			return
+		}
 		cc.closeNow() // the linger after the half-close is over
 	}
+}
+
+// kernelDraining reports whether the client's socket still holds answer bytes the client has not
+// acknowledged and took some since the last look. The idle and linger timers wait for that: the
+// answer has left our queue, but a slow reader is still receiving it. A socket whose backlog does
+// not move is a stall, and the timers go ahead.
+func (cc *clientConn) kernelDraining() bool {
+	if cc.out.fd < 0 {
+		return false
+	}
+	n := unsentBytes(cc.out.fd)
+	moving := n > 0 && n != cc.unsent
+	cc.unsent = n
+	return moving
 }
 
 // writeStalled: the client took no byte of its queued answer for IdleTimeout.

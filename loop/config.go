@@ -107,4 +107,5 @@ type Stats struct {
 	Retries            int64 // requests re-sent after a pooled backend connection failed
 	Offloads           int64 // bodies moved to the tunnel plane since Start
 	BackendIdle        int64 // idle pooled backend connections now
+	QueuedBytes        int64 // bytes queued in user space toward slow peers now (both directions)
 }

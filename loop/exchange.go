@@ -100,11 +100,11 @@ func (ex *exchange) frameResponse(buf []byte) (n int, done, ok bool) {
 }
 
 // startResponse records a final response head's framing and decides what happens to both
-// connections after it.
+// connections after it. respFinal is set by the caller once the head is queued to the client:
+// until then a failure can still be answered with 502.
 func (ex *exchange) startResponse(resp *httpparse.Response) {
 	ex.closeAfter = ex.closeAfter || ex.upgrade || resp.Framing == httpparse.FramingUntilClose || !ex.reqDone
 	ex.backendReuse = resp.KeepAlive && resp.Framing != httpparse.FramingUntilClose && !ex.upgrade
-	ex.respFinal = true
 	ex.respFraming = resp.Framing
 	ex.respLeft = resp.ContentLength
 	ex.respPhase = respBody
@@ -147,7 +147,7 @@ func (cc *clientConn) attach(bc *backendConn) {
 // dial connects a fresh backend conn off the loop (dialPool) and enrolls it on this loop.
 func (cc *clientConn) dial() {
 	cc.ex.dialing = true
-	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1}}
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1, acct: &cc.srv.queuedBytes}}
 	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen})
 }
 
@@ -285,6 +285,14 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 					return
 				}
 				cc.noteQueued(&cc.out)
+				if cc.answersPastBound() {
+					// Interim answers count against the same bound as everything queued toward
+					// the client: a backend flooding them while the client does not read gets
+					// its conn closed, the client a 502.
+					s.backendWarn.warn(s.log, nanotime(), "backend flooded interim responses", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "queued", cc.out.pending())
+					cc.fail(502)
+					return
+				}
 				continue
 			}
 			ex.startResponse(resp)
@@ -296,6 +304,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				cc.deadline = 0
 			}
 			if resp.Framing == httpparse.FramingNone || (resp.Framing == httpparse.FramingLength && resp.ContentLength == 0) {
+				ex.respFinal = true
 				if cc.out.write(head) != nil {
 					cc.abort()
 					return
@@ -308,9 +317,12 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			body := bc.inbound()
 			bn, done, ok := ex.frameResponse(body)
 			if !ok {
-				cc.abort()
+				// Broken chunked framing and nothing of this answer sent yet: still a clean 502.
+				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response body", "status", 502)
+				cc.fail(502)
 				return
 			}
+			ex.respFinal = true
 			var werr error
 			if len(head)+bn <= headScratchCap {
 				head = append(head, body[:bn]...)
@@ -408,6 +420,7 @@ func (cc *clientConn) flushQueues() bool {
 	}
 	left := false
 	if cc.out.pending() > 0 {
+		paused := cc.state == stateReadingHead && cc.answersPastBound()
 		if err := cc.out.flush(); err != nil {
 			cc.abort()
 			return false
@@ -416,6 +429,13 @@ func (cc *clientConn) flushQueues() bool {
 			left = true
 		} else if cc.state == stateClosing {
 			cc.halfClose()
+		}
+		if paused && !cc.answersPastBound() {
+			cc.process() // the client reads again: parse what it pipelined meanwhile
+			if cc.state == stateClosed || cc.state == stateOffloaded {
+				return false
+			}
+			left = cc.out.pending() > 0
 		}
 	}
 	if bc := cc.ex.bc; bc != nil && bc.out.pending() > 0 {

@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/valyala/bytebufferpool"
@@ -13,9 +14,10 @@ import (
 // outq every byte not yet in the kernel is ours, so it can be counted against BodyHighWater,
 // passed on as Transfer.Pending / Tunnel.To*, or flushed before a lingering close.
 type outq struct {
-	fd  int // -1 while dialling, detachedFD while the socket is in the tunnel plane
-	buf *bytebufferpool.ByteBuffer
-	off int
+	fd   int // -1 while dialling, detachedFD while the socket is in the tunnel plane
+	buf  *bytebufferpool.ByteBuffer
+	off  int
+	acct *atomic.Int64 // the server's queued-byte count (Stats.QueuedBytes); nil in some tests
 
 	// Write-stall tracking (stalled): progress is bytes written, sampled by the sweep.
 	sent  uint64 // bytes written to fd so far
@@ -38,6 +40,7 @@ func (q *outq) write(p []byte) error {
 		}
 		if q.pending() > 0 {
 			q.buf.B = append(q.buf.B, p...)
+			q.count(len(p))
 			return nil
 		}
 	}
@@ -68,6 +71,13 @@ func (q *outq) stash(p []byte) {
 		q.off = 0
 	}
 	q.buf.B = append(q.buf.B, p...)
+	q.count(len(p))
+}
+
+func (q *outq) count(n int) {
+	if q.acct != nil {
+		q.acct.Add(int64(n))
+	}
 }
 
 // flush writes as much of the queue as the socket takes now.
@@ -78,6 +88,7 @@ func (q *outq) flush() error {
 		case nil:
 			q.off += n
 			q.sent += uint64(n)
+			q.count(-n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			q.compact()
@@ -125,6 +136,7 @@ func (q *outq) bytes() []byte {
 }
 
 func (q *outq) release() {
+	q.count(-q.pending())
 	if q.buf != nil {
 		bytebufferpool.Put(q.buf)
 		q.buf = nil

@@ -147,7 +147,7 @@ func (sm *seam) client(sndbuf int) (*clientConn, *fakeWire) {
 // idleBackend puts a connected backend conn in the loop's pool, as if dialled earlier.
 func (sm *seam) idleBackend() (*backendConn, *fakeWire) {
 	w := sm.newWire(0)
-	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, out: outq{fd: w.fd}}
+	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, out: outq{fd: w.fd, acct: &sm.s.queuedBytes}}
 	w.ctx = bc
 	sm.ls.putIdle(bc)
 	return bc, w
@@ -419,5 +419,96 @@ func TestSeamWriteStallRule(t *testing.T) {
 				t.Fatal("a queue without progress for IdleTimeout was kept")
 			}
 		})
+	}
+}
+
+// TestSeamPipelinedAnswersBounded: a client that pipelines requests and does not read gets no
+// more requests parsed once its queued answers pass the bound; when it reads, parsing resumes.
+func TestSeamPipelinedAnswersBounded(t *testing.T) {
+	const hw = 16 << 10
+	sm := newSeam(t, func(c *Config) { c.BodyHighWater = hw })
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(4096)
+	answer := "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("a", 1000)
+	cw.feed(strings.Repeat("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 200))
+	answered := 0
+	for answered < 200 {
+		fwd, _ := bw.readPeer()
+		n := strings.Count(fwd, "GET / ")
+		if n == 0 {
+			break
+		}
+		for i := 0; i < n; i++ {
+			bw.feed(answer)
+			answered++
+		}
+	}
+	if answered >= 200 {
+		t.Fatalf("all %d pipelined requests were forwarded to a client that reads nothing", answered)
+	}
+	if q := sm.s.queuedBytes.Load(); q > hw+int64(len(answer))+1024 || q != int64(cc.out.pending()) {
+		t.Fatalf("%d bytes queued (outq %d), bound %d + one answer", q, cc.out.pending(), hw)
+	}
+	if cc.state != stateReadingHead || cc.inboundLen() == 0 {
+		t.Fatalf("state %d with %d unparsed bytes: want parsing paused", cc.state, cc.inboundLen())
+	}
+	// The client reads: the tick resumes parsing, the rest is answered in order.
+	for i := 0; i < 100000 && answered < 200; i++ {
+		cw.readPeer()
+		sm.ls.flush()
+		fwd, _ := bw.readPeer()
+		for n := strings.Count(fwd, "GET / "); n > 0; n-- {
+			bw.feed(answer)
+			answered++
+		}
+	}
+	if answered != 200 {
+		t.Fatalf("%d of 200 answered after the client read", answered)
+	}
+}
+
+// TestSeamInterimFlood: interim answers count against the same bound; a backend flooding them
+// toward a client that does not read has its conn closed, and the client gets 502 behind them.
+func TestSeamInterimFlood(t *testing.T) {
+	const hw = 16 << 10
+	sm := newSeam(t, func(c *Config) { c.BodyHighWater = hw })
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(4096)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed(strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 4000)) // 100 KB
+	if !bw.closed {
+		t.Fatal("backend conn flooding interim answers not closed")
+	}
+	if q := cc.out.pending(); q > hw+1024 {
+		t.Fatalf("%d bytes queued, bound %d", q, hw)
+	}
+	var got string
+	for i := 0; i < 1000; i++ {
+		b, ended := cw.readPeer()
+		got += b
+		sm.ls.flush()
+		if ended {
+			break
+		}
+	}
+	if i := strings.LastIndex(got, "HTTP/1.1 "); i < 0 || !strings.HasPrefix(got[i:], "HTTP/1.1 502 ") {
+		t.Fatalf("last answer %q, want 502", got[max(0, len(got)-200):])
+	}
+}
+
+// TestSeamBadChunkedResponse: an answer whose chunked framing is broken before anything of it
+// went out becomes a 502, not an empty close.
+func TestSeamBadChunkedResponse(t *testing.T) {
+	sm := newSeam(t)
+	_, bw := sm.idleBackend()
+	_, cw := sm.client(0)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	got, _ := cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 502 ") || strings.Contains(got, "hello") {
+		t.Fatalf("client got %q, want 502", got)
+	}
+	if !bw.closed {
+		t.Fatal("backend conn not closed")
 	}
 }

@@ -54,6 +54,9 @@ type Server struct {
 
 	conns, backendOpened, tunnelsTotal, requests, rejected, retries, offloads, idle atomic.Int64
 
+	// queuedBytes counts every byte queued toward a peer in an outq (both directions, all loops).
+	queuedBytes atomic.Int64
+
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
 	backendWarn warnLimiter
@@ -181,6 +184,7 @@ func (s *Server) Stats() Stats {
 		Retries:            s.retries.Load(),
 		Offloads:           s.offloads.Load(),
 		BackendIdle:        s.idle.Load(),
+		QueuedBytes:        s.queuedBytes.Load(),
 	}
 }
 
