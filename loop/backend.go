@@ -26,6 +26,11 @@ type backendConn struct {
 	reused    bool
 	inPool    bool
 	idleSince int64
+
+	// cleanAfterOffload: the offloaded response body ended exactly at its framing boundary and
+	// the exchange allows reuse, so the conn may be pooled even if its client is gone by the time
+	// it is enrolled again.
+	cleanAfterOffload bool
 }
 
 func (bc *backendConn) inbound() []byte {
@@ -38,8 +43,17 @@ func (bc *backendConn) opened(c wire) {
 	if bc.c == nil && bc.out.fd == detachedFD { // coming back from the tunnel plane
 		bc.c = c
 		bc.out.fd = c.Fd()
-		if cc := bc.cc; cc != nil {
+		if cc := bc.cc; cc != nil && cc.state == stateOffloaded {
 			cc.reattachDone()
+			return
+		}
+		// The client left while the conn was in the plane: nobody will resume the exchange, so
+		// the conn goes to the pool if the body ended exactly at its boundary, else it is closed.
+		bc.cc = nil
+		if bc.cleanAfterOffload {
+			bc.ls.putIdle(bc)
+		} else {
+			bc.close()
 		}
 		return
 	}

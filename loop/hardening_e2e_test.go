@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -452,4 +453,57 @@ func TestE2EBadChunkedResponse(t *testing.T) {
 		t.Fatalf("status %d close %v body %q, want 502 and close", resp.StatusCode, resp.Close, body)
 	}
 	c.expectClosed(t, 5*time.Second)
+}
+
+// TestE2EOffloadClientLeaves (class: a backend conn coming back from an offload after its client
+// left is closed or pooled, never orphaned). Clients fetch a body that moves to the tunnel plane
+// and leave: right after the last byte (the client's socket comes back from the plane already at
+// EOF, often before the backend's does), or in the middle. Afterwards every backend conn still
+// open at the backend must be one wsgate keeps in its pool.
+func TestE2EOffloadClientLeaves(t *testing.T) {
+	t.Parallel()
+	const n = 4 << 20
+	body := strings.Repeat("b", n)
+	var open atomic.Int64
+	be := newRawBackend(t, func(p *rawPeer) {
+		open.Add(1)
+		defer open.Add(-1)
+		req := p.Req
+		for {
+			io.WriteString(p.Conn, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n"+body)
+			var err error
+			if req, err = http.ReadRequest(p.R); err != nil {
+				return
+			}
+			_ = req
+		}
+	})
+	s, addr := startProxy(t, be.Addr, lowWater, oneLoop)
+	for i := 0; i < 40; i++ {
+		c := dialRaw(t, addr)
+		c.Conn.(*net.TCPConn).SetReadBuffer(32 << 10)
+		c.send(t, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp := c.response(t, "GET")
+		time.Sleep(100 * time.Millisecond) // the queue passes BodyHighWater: the body moves to the plane
+		want := int64(n)
+		if i%4 == 3 {
+			want = n / 2 // leave in the middle
+		}
+		got, _ := io.CopyN(io.Discard, resp.Body, want)
+		if got != want {
+			t.Fatalf("client %d: read %d of %d bytes", i, got, want)
+		}
+		c.Close()
+	}
+	if s.Stats().Offloads == 0 {
+		t.Fatal("no body moved to the tunnel plane: untested")
+	}
+	settled := waitFor(10*time.Second, func() bool {
+		st := s.Stats()
+		return st.Conns == 0 && open.Load() == st.BackendIdle
+	})
+	if !settled {
+		t.Errorf("%d backend conns open at the backend, %d in wsgate's pool, %d clients: conns orphaned",
+			open.Load(), s.Stats().BackendIdle, s.Stats().Conns)
+	}
 }

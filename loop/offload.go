@@ -163,6 +163,7 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	}
 	ex.off.extra = r.Extra
 	bc := ex.bc
+	bc.cleanAfterOffload = !ex.off.req && len(r.Extra) == 0 && ex.backendReuse && ex.reqKeepAlive && ex.reqDone
 	go s.reenroll(cc.ls, cfd, cc, cc)
 	go s.reenroll(cc.ls, bfd, bc, cc)
 }
@@ -190,13 +191,21 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 		var ch <-chan gnet.RegisteredResult
 		if ch, err = ls.el.Enroll(gnet.NewContext(context.Background(), v), nc); err != nil {
 			_ = nc.Close()
-		} else if res := <-ch; res.Err != nil {
+		} else if res, ok := <-ch; !ok || res.Err != nil || res.Conn == nil {
+			// A closed channel without a result means gnet's worker gave up (it recovers a
+			// panic, e.g. on a socket whose peer is already gone): no OnOpen will come.
 			err = res.Err
+			if err == nil {
+				err = errors.New("gnet enroll ended without a result")
+			}
 		}
 	}
 	if err != nil {
 		s.log.Debug("re-enroll after offload failed", "phase", "re-enroll", "err", err)
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if cc.state != stateOffloaded {
+				return nil // the client left meanwhile; the fd is closed already
+			}
 			cc.ex.off.failed = true
 			cc.reattachDone()
 			return nil
