@@ -53,6 +53,7 @@ type clientConn struct {
 	headStarted bool
 	deadline    int64 // nanotime; what it means depends on state
 	unsent      int   // the socket's unacknowledged bytes at the last timer expiry (kernelDraining)
+	peerEOF     bool  // the client half-closed; out.fd is our dup of its socket (halfclose.go)
 	busy        bool  // process() is on the stack: nested calls just let it loop
 	held        *bytebufferpool.ByteBuffer
 	heldOff     int
@@ -158,6 +159,10 @@ func (cc *clientConn) process() {
 				}
 				return
 			}
+			if cc.peerEOF && cc.inboundLen() == 0 {
+				cc.startClosing() // a half-closed client sent nothing more: drain, then close
+				return
+			}
 			more = cc.readHead()
 		case stateForwardingBody:
 			more = cc.forwardBody()
@@ -197,6 +202,10 @@ func (cc *clientConn) readHead() bool {
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
 	if err == httpparse.ErrNeedMore {
+		if cc.peerEOF {
+			cc.parser.Reset()
+			cc.startClosing() // a head cut by the client's EOF can never complete
+		}
 		return false
 	}
 	cc.parser.Reset()

@@ -93,6 +93,10 @@ func (cc *clientConn) startClosing() {
 
 // halfClose runs once a closing conn's queue is empty.
 func (cc *clientConn) halfClose() {
+	if cc.peerEOF {
+		cc.closeNow() // the client sent its FIN already: nothing to linger for
+		return
+	}
 	_ = unix.Shutdown(cc.out.fd, unix.SHUT_WR)
 	cc.deadline = cc.ls.now() + int64(lingerTime)
 }
@@ -125,12 +129,6 @@ func resetOnClose(fd int) {
 	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 }
 
-// closed runs from gnet's OnClose for the live client conn.
-func (cc *clientConn) closed(err error) {
-	cc.c = nil
-	cc.teardown()
-}
-
 func (cc *clientConn) teardown() {
 	if cc.state == stateClosed {
 		return
@@ -148,6 +146,7 @@ func (cc *clientConn) teardown() {
 		cc.ls.loop.closeConn(c)
 	}
 	cc.out.release()
+	cc.closeOwnFD()
 	cc.discardInbound()
 	ex.releaseHead()
 }

@@ -482,9 +482,11 @@ func TestE2EOffloadClientLeaves(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		c := dialRaw(t, addr)
 		c.Conn.(*net.TCPConn).SetReadBuffer(32 << 10)
+		before := s.Stats().Offloads
 		c.send(t, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
 		resp := c.response(t, "GET")
-		time.Sleep(100 * time.Millisecond) // the queue passes BodyHighWater: the body moves to the plane
+		// Not reading: the queue passes BodyHighWater and the body moves to the plane.
+		waitFor(2*time.Second, func() bool { return s.Stats().Offloads > before })
 		want := int64(n)
 		if i%4 == 3 {
 			want = n / 2 // leave in the middle
@@ -495,6 +497,7 @@ func TestE2EOffloadClientLeaves(t *testing.T) {
 		}
 		c.Close()
 	}
+	t.Logf("%d of 40 bodies offloaded", s.Stats().Offloads)
 	if s.Stats().Offloads == 0 {
 		t.Fatal("no body moved to the tunnel plane: untested")
 	}
@@ -506,4 +509,56 @@ func TestE2EOffloadClientLeaves(t *testing.T) {
 		t.Errorf("%d backend conns open at the backend, %d in wsgate's pool, %d clients: conns orphaned",
 			open.Load(), s.Stats().BackendIdle, s.Stats().Conns)
 	}
+}
+
+// TestE2EHalfClose (class: a client that half-closes right after a complete request still gets
+// its full answer, as with HAProxy; gnet closes on EOF, so the answer leaves through a dup of the
+// socket). Small and 8 MiB bodies, keep-alive and not, a body that moves to the tunnel plane
+// after the EOF, and pipelined requests sent before it.
+func TestE2EHalfClose(t *testing.T) {
+	t.Parallel()
+	be := newBackend(t, http.HandlerFunc(dataHandler))
+	_, addr := startProxy(t, be.Addr)
+	lowS, lowAddr := startProxy(t, be.Addr, lowWater)
+	run := func(t *testing.T, addr string, reqs []string, sizes []int, seed uint64, pause time.Duration) {
+		c := dialRaw(t, addr)
+		c.send(t, strings.Join(reqs, ""))
+		if err := c.Conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(pause) // a slow reader: the answer queues up (and, with lowWater, moves to the plane)
+		for i, n := range sizes {
+			resp := c.response(t, "GET")
+			sum, got, err := hashReader(resp.Body)
+			if err != nil || resp.StatusCode != 200 || got != int64(n) || sum != genSum(seed+uint64(i), int64(n)) {
+				t.Fatalf("answer %d after the client's EOF: status %d, %d of %d bytes, err %v", i, resp.StatusCode, got, n, err)
+			}
+		}
+		if rest := c.expectClosed(t, 5*time.Second); len(rest) > 0 {
+			t.Fatalf("bytes after the last answer: %q", trunc(rest))
+		}
+	}
+	get := func(n int, seed uint64, extra string) string {
+		return "GET /data?n=" + strconv.Itoa(n) + "&seed=" + strconv.FormatUint(seed, 10) + " HTTP/1.1\r\nHost: a\r\n" + extra + "\r\n"
+	}
+	for _, n := range []int{5, 8 << 20} {
+		for _, mode := range []string{"keep-alive", "close"} {
+			extra := ""
+			if mode == "close" {
+				extra = "Connection: close\r\n"
+			}
+			t.Run(strconv.Itoa(n)+"/"+mode, func(t *testing.T) {
+				run(t, addr, []string{get(n, 100, extra)}, []int{n}, 100, 0)
+			})
+		}
+	}
+	t.Run("offloaded", func(t *testing.T) {
+		run(t, lowAddr, []string{get(8<<20, 200, "")}, []int{8 << 20}, 200, 300*time.Millisecond)
+		if lowS.Stats().Offloads == 0 {
+			t.Errorf("the answer never moved to the tunnel plane: untested")
+		}
+	})
+	t.Run("pipelined", func(t *testing.T) {
+		run(t, addr, []string{get(3, 300, ""), get(70000, 301, ""), get(4, 302, "")}, []int{3, 70000, 4}, 300, 50*time.Millisecond)
+	})
 }

@@ -58,13 +58,22 @@ func (cc *clientConn) offloadResponse() bool {
 func (cc *clientConn) offload(req bool) bool {
 	s, ls, ex := cc.srv, cc.ls, &cc.ex
 	bc := ex.bc
-	cfd, err := cc.c.Dup()
-	if err != nil {
+	var cfd int
+	if cc.c != nil {
+		var err error
+		if cfd, err = cc.c.Dup(); err != nil {
+			return false
+		}
+	} else if cc.peerEOF {
+		cfd = cc.out.fd // a half-closed client's socket is our dup already: it goes as it is
+	} else {
 		return false
 	}
 	bfd, err := bc.c.Dup()
 	if err != nil {
-		_ = unix.Close(cfd)
+		if !cc.peerEOF {
+			_ = unix.Close(cfd)
+		}
 		return false
 	}
 	// Client bytes gnet already read (pipelined requests) must survive the close of gnet's copy.
@@ -101,13 +110,15 @@ func (cc *clientConn) offload(req bool) bool {
 	oc, ob := cc.c, bc.c
 	cc.c, bc.c = nil, nil
 	cc.out.fd, bc.out.fd = detachedFD, detachedFD
-	ls.loop.closeConn(oc)
+	if oc != nil {
+		ls.loop.closeConn(oc)
+	}
 	ls.loop.closeConn(ob)
 	x.Done = func(r splice.TransferResult) { cc.transferDone(r) }
 	if err := s.plane.Transfer(x); err != nil {
 		// Ownership did not pass: the fds are still ours.
 		s.log.Warn("body offload refused", "backend", s.cfg.Backend, "phase", "offload", "err", err)
-		_ = unix.Close(cfd)
+		_ = unix.Close(cfd) // (a half-closed client's dup too: out.fd is detached)
 		_ = unix.Close(bfd)
 		ex.bc, bc.cc = nil, nil
 		cc.teardown()
@@ -152,8 +163,8 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	}
 	if r.Err != nil {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
-		resetOnClose(cfd) // the body is cut short: it must not look complete
-		_ = unix.Close(cfd)
+		resetOnClose(cfd)   // the body is cut short: it must not look complete
+		_ = unix.Close(cfd) // (for a half-closed client this is our dup: out.fd stays detached)
 		_ = unix.Close(bfd)
 		if bc := ex.bc; bc != nil {
 			bc.cc, ex.bc = nil, nil
@@ -164,8 +175,8 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	ex.off.extra = r.Extra
 	bc := ex.bc
 	bc.cleanAfterOffload = !ex.off.req && len(r.Extra) == 0 && ex.backendReuse && ex.reqKeepAlive && ex.reqDone
-	go s.reenroll(cc.ls, cfd, cc, cc)
 	go s.reenroll(cc.ls, bfd, bc, cc)
+	cc.clientBack(cfd)
 }
 
 // clientOnlyBack closes the backend's fd and re-enrolls only the client's; answer, if set, is
@@ -179,6 +190,17 @@ func (cc *clientConn) clientOnlyBack(cfd, bfd int, answer error) {
 	ex.off.clientOnly = true
 	ex.off.answer = answer
 	ex.off.pending = 1
+	cc.clientBack(cfd)
+}
+
+// clientBack returns the client's socket from the plane: to gnet, or, for a client that
+// half-closed, straight to its outq (it never goes back to gnet, which would only read the EOF).
+func (cc *clientConn) clientBack(cfd int) {
+	if cc.peerEOF {
+		cc.out.fd = cfd
+		cc.reattachDone()
+		return
+	}
 	go cc.srv.reenroll(cc.ls, cfd, cc, cc)
 }
 
@@ -228,7 +250,7 @@ func (cc *clientConn) reattachDone() {
 		return
 	}
 	bc := ex.bc
-	if ex.off.failed || cc.c == nil || (bc == nil) != ex.off.clientOnly || (bc != nil && bc.c == nil) {
+	if ex.off.failed || !cc.present() || (bc == nil) != ex.off.clientOnly || (bc != nil && bc.c == nil) {
 		if bc != nil {
 			ex.bc, bc.cc = nil, nil
 			bc.close()

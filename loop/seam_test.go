@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -510,5 +511,37 @@ func TestSeamBadChunkedResponse(t *testing.T) {
 	}
 	if !bw.closed {
 		t.Fatal("backend conn not closed")
+	}
+}
+
+// eof delivers the client's EOF the way gnet does: OnClose with io.EOF, then gnet closes its fd.
+func (l *fakeLoop) eof(w *fakeWire) {
+	w.closed = true
+	onClosed(w, w.ctx, os.NewSyscallError("read", io.EOF))
+	unix.Close(w.fd)
+}
+
+// TestSeamHalfClose: the answer to a request followed by the client's EOF still goes out, through
+// a dup of the socket, and so do the answers to requests pipelined before the EOF; then the dup is
+// closed.
+func TestSeamHalfClose(t *testing.T) {
+	sm := newSeam(t)
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(0)
+	cw.feed("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+	sm.fl.eof(cw)
+	if cc.state == stateClosed || !cc.peerEOF {
+		t.Fatalf("state %d peerEOF %v: the exchange did not survive the EOF", cc.state, cc.peerEOF)
+	}
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+	fwd, _ := bw.readPeer()
+	mustHave(t, "pipelined request forwarded after the EOF", fwd, "GET /b HTTP/1.1\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+	got, ended := cw.readPeer()
+	if strings.Count(got, "HTTP/1.1 200 OK") != 2 || !strings.HasSuffix(got, "\r\n\r\nb") || !ended {
+		t.Fatalf("client got %q (closed %v), want both answers, then the close", got, ended)
+	}
+	if cc.state != stateClosed || sm.s.conns.Load() != 0 {
+		t.Fatalf("state %d, conns %d after the last answer", cc.state, sm.s.conns.Load())
 	}
 }
