@@ -7,11 +7,11 @@ import (
 
 // Record layer limits (RFC 8446 section 5.1, 5.2).
 const (
-	HeaderLen     = 5                     // type(1) legacy_record_version(2) length(2)
-	MaxPlaintext  = 1 << 14               // TLSPlaintext.fragment / TLSInnerPlaintext content
-	MaxCiphertext = MaxPlaintext + 256    // TLSCiphertext.encrypted_record
+	HeaderLen     = 5                  // type(1) legacy_record_version(2) length(2)
+	MaxPlaintext  = 1 << 14            // TLSPlaintext.fragment / TLSInnerPlaintext content
+	MaxCiphertext = MaxPlaintext + 256 // TLSCiphertext.encrypted_record
 	MaxRecord     = HeaderLen + MaxCiphertext
-	minCiphertext = 1 + tagLen            // the inner content type byte and the tag
+	minCiphertext = 1 + tagLen             // the inner content type byte and the tag
 	Overhead      = HeaderLen + 1 + tagLen // a sealed record's bytes beyond its content, without padding
 )
 
@@ -63,7 +63,7 @@ var alertNames = map[Alert]string{
 	AlertDecodeError: "decode_error", AlertProtocolVersion: "protocol_version",
 	AlertInternalError: "internal_error", AlertUserCanceled: "user_canceled",
 	AlertNoApplicationProto: "no_application_protocol",
-	42: "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked",
+	42:                      "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked",
 	45: "certificate_expired", 46: "certificate_unknown", 48: "unknown_ca",
 	49: "access_denied", 51: "decrypt_error", 71: "insufficient_security",
 	86: "inappropriate_fallback", 109: "missing_extension", 110: "unsupported_extension",
