@@ -392,3 +392,11 @@ func (k *keyLogBuf) Write(p []byte) (int, error) {
 func clientConfig(t testing.TB) *tls.Config {
 	return &tls.Config{RootCAs: getCA(t).pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}}
 }
+
+func parseCert(der []byte) (*x509.Certificate, error) { return x509.ParseCertificate(der) }
+
+func newPool(c *x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c)
+	return p
+}
