@@ -77,6 +77,22 @@ func scanHello(b []byte, scratch *[]byte) (h Hello, n int, done bool, err error)
 			return h, 0, false, helloError(fmt.Sprintf("record length %d", rlen))
 		}
 		if len(b)-off-5 < rlen {
+			// Incomplete record: still refuse early when the message header
+			// we can already see announces too much.
+			if msgLen < 0 {
+				frag := b[off+5:]
+				for i := 0; have+i < 4 && i < len(frag); i++ {
+					head[have+i] = frag[i]
+				}
+				if have+len(frag) >= 4 {
+					if head[0] != 1 {
+						return h, 0, false, helloError(fmt.Sprintf("first handshake message is type %d", head[0]))
+					}
+					if 4+(int(head[1])<<16|int(head[2])<<8|int(head[3])) > MaxHello {
+						return h, 0, false, ErrHelloTooLarge
+					}
+				}
+			}
 			return h, 0, false, nil
 		}
 		frag := b[off+5 : off+5+rlen]

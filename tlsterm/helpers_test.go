@@ -130,6 +130,7 @@ type connResult struct {
 	keyUpdatesIn, keyUpdatesOut uint32
 	wire                        []byte // every byte written to the client
 	partialAtEOF                bool
+	rest                        int // bytes behind the client's Finished handed over with the session
 }
 
 // serveOne stands in for the event loop: one goroutine reads the socket and
@@ -212,6 +213,7 @@ func serveOne(srv *Server, c net.Conn, o harnessOpts) connResult {
 	}
 	s := h.Session()
 	rest := h.Rest()
+	res.rest = len(rest)
 	h = nil
 	defer s.Close()
 	done := false
@@ -335,6 +337,8 @@ type testListener struct {
 	ln      net.Listener
 	results chan connResult
 	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
 }
 
 func listen(t testing.TB, srv *Server, o harnessOpts) *testListener {
@@ -343,7 +347,7 @@ func listen(t testing.TB, srv *Server, o harnessOpts) *testListener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := &testListener{ln: ln, results: make(chan connResult, 64)}
+	tl := &testListener{ln: ln, results: make(chan connResult, 256)}
 	tl.wg.Add(1)
 	go func() {
 		defer tl.wg.Done()
@@ -352,14 +356,31 @@ func listen(t testing.TB, srv *Server, o harnessOpts) *testListener {
 			if err != nil {
 				return
 			}
+			tl.mu.Lock()
+			tl.conns = append(tl.conns, c)
+			tl.mu.Unlock()
 			tl.wg.Add(1)
 			go func() {
 				defer tl.wg.Done()
-				tl.results <- serveOne(srv, c, o)
+				r := serveOne(srv, c, o)
+				select {
+				case tl.results <- r:
+				default:
+				}
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); tl.wg.Wait() })
+	// Closing the server side too: a test that failed with its client still
+	// open must not leave the cleanup waiting for it.
+	t.Cleanup(func() {
+		ln.Close()
+		tl.mu.Lock()
+		for _, c := range tl.conns {
+			c.Close()
+		}
+		tl.mu.Unlock()
+		tl.wg.Wait()
+	})
 	return tl
 }
 
@@ -400,3 +421,7 @@ func newPool(c *x509.Certificate) *x509.CertPool {
 	p.AddCert(c)
 	return p
 }
+
+func timeIn(sec int) time.Time { return time.Now().Add(time.Duration(sec) * time.Second) }
+
+func readFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }

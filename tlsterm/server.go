@@ -35,6 +35,7 @@ type Config struct {
 // Stats are counters since the Server was created, plus current gauges.
 type Stats struct {
 	Running, Waiting                      int // gauges
+	PeakRunning                           int // the most handshakes ever running at once
 	Started, Established, Failed, Resumed uint64
 	TLS13, TLS12                          uint64
 	HellosRejected, PlainHTTP             uint64
@@ -50,6 +51,7 @@ type Server struct {
 
 	mu         sync.Mutex
 	running    int
+	peak       int
 	max        int
 	head, tail *Handshake // FIFO of connections waiting for a slot
 	waiting    int
@@ -93,7 +95,7 @@ func NewServer(cfg Config) (*Server, error) {
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
-	st := Stats{Running: s.running, Waiting: s.waiting}
+	st := Stats{Running: s.running, Waiting: s.waiting, PeakRunning: s.peak}
 	s.mu.Unlock()
 	st.Started, st.Established, st.Failed, st.Resumed = s.started.Load(), s.established.Load(), s.failed.Load(), s.resumed.Load()
 	st.TLS13, st.TLS12 = s.tls13.Load(), s.tls12.Load()
@@ -116,6 +118,7 @@ func (s *Server) acquire(h *Handshake) bool {
 	}
 	if s.running < s.max && s.head == nil {
 		s.running++
+		s.peak = max(s.peak, s.running)
 		return true
 	}
 	h.queued = true
