@@ -463,3 +463,32 @@ func TestMaxPendingDuringHandshake(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// The client streams small records right behind its Finished while the
+// handshake goroutine is finishing: every byte fed meanwhile must reach the
+// session in order (regression: the bytes behind the Finished were once
+// sliced out of the pipe by the goroutine while the loop kept feeding it).
+func TestStreamBehindFinished(t *testing.T) {
+	srv := newTestServer(t, Config{})
+	tl := listen(t, srv, harnessOpts{noEcho: true})
+	for i := 0; i < 20; i++ {
+		c, err := tls.Dial("tcp", tl.addr(), clientConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		var want []byte
+		for j := 0; j < 200; j++ {
+			m := fmt.Sprintf("<%d.%d>", i, j)
+			want = append(want, m...)
+			io.WriteString(c, m)
+		}
+		c.CloseWrite()
+		io.ReadAll(c)
+		c.Close()
+		r := tl.next(t)
+		if r.err != nil || string(r.received) != string(want) {
+			t.Fatalf("conn %d: %v, received %d of %d bytes", i, r.err, len(r.received), len(want))
+		}
+	}
+}

@@ -215,10 +215,9 @@ func (h *Handshake) run() {
 		info    Info
 		session *tlsrecord.Session
 		legacy  *Legacy
-		rest    []byte
 	)
 	if err == nil {
-		info, session, legacy, rest, err = h.establish(conn)
+		info, session, legacy, err = h.establish(conn)
 	} else {
 		err = fmt.Errorf("tls handshake: %w", err)
 	}
@@ -228,42 +227,41 @@ func (h *Handshake) run() {
 	h.p.mu.Lock()
 	h.p.acct = nil
 	h.done, h.runErr = true, err
-	h.info, h.session, h.legacy, h.rest = info, session, legacy, rest
+	h.info, h.session, h.legacy = info, session, legacy
 	h.p.mu.Unlock()
 	h.srv.release()
 	h.wake()
 }
 
-func (h *Handshake) establish(conn *tls.Conn) (Info, *tlsrecord.Session, *Legacy, []byte, error) {
+func (h *Handshake) establish(conn *tls.Conn) (Info, *tlsrecord.Session, *Legacy, error) {
 	cs := conn.ConnectionState()
 	info := Info{Version: cs.Version, CipherSuite: cs.CipherSuite, ALPN: cs.NegotiatedProtocol,
 		ServerName: cs.ServerName, DidResume: cs.DidResume}
 	p := h.p
 	p.mu.Lock()
 	unread, records := len(p.cur), p.records
-	rest := p.pend[p.poff:]
 	p.mu.Unlock()
 	info.Records = records
 	// One record at a time, and crypto/tls returned after the client's
 	// Finished: it read every byte it was given and nothing after.
 	if unread != 0 {
-		return info, nil, nil, nil, fmt.Errorf("tls handshake: crypto/tls left %d bytes of a record unread", unread)
+		return info, nil, nil, fmt.Errorf("tls handshake: crypto/tls left %d bytes of a record unread", unread)
 	}
 	if cs.Version == tls.VersionTLS12 {
 		p.mu.Lock()
 		p.nonblock, p.wake = true, nil
 		p.mu.Unlock()
-		return info, nil, &Legacy{conn: conn, p: p}, nil, nil
+		return info, nil, &Legacy{conn: conn, p: p}, nil
 	}
 	if cs.Version != tls.VersionTLS13 {
-		return info, nil, nil, nil, fmt.Errorf("tls handshake: unexpected version %#x", cs.Version)
+		return info, nil, nil, fmt.Errorf("tls handshake: unexpected version %#x", cs.Version)
 	}
 	writeSeq, err := p.acct.result()
 	if err != nil {
-		return info, nil, nil, nil, fmt.Errorf("tls handshake: %w", err)
+		return info, nil, nil, fmt.Errorf("tls handshake: %w", err)
 	}
 	if h.sec.clientApp == nil || h.sec.serverApp == nil {
-		return info, nil, nil, nil, errors.New("tls handshake: application secrets missing from the key log")
+		return info, nil, nil, errors.New("tls handshake: application secrets missing from the key log")
 	}
 	info.WriteSeq = writeSeq
 	s, err := tlsrecord.NewSession(tlsrecord.Keys{
@@ -274,10 +272,12 @@ func (h *Handshake) establish(conn *tls.Conn) (Info, *tlsrecord.Session, *Legacy
 		WriteSeq:    writeSeq,
 	})
 	if err != nil {
-		return info, nil, nil, nil, fmt.Errorf("tls handshake: %w", err)
+		return info, nil, nil, fmt.Errorf("tls handshake: %w", err)
 	}
-	// conn is dropped here: its buffers go with it.
-	return info, s, nil, append([]byte(nil), rest...), nil
+	// conn is dropped here: its buffers go with it. The bytes behind the
+	// Finished are taken by the loop when it sees the outcome (poll): it
+	// may still be feeding the pipe now.
+	return info, s, nil, nil
 }
 
 // poll collects output and, when the goroutine has finished, the outcome.
@@ -301,6 +301,10 @@ func (h *Handshake) poll() ([]byte, State, error) {
 	}
 	if h.info.Version == tls.VersionTLS13 {
 		h.srv.tls13.Add(1)
+		// The goroutine is gone: only this goroutine touches the pipe now.
+		if rest := h.p.pend[h.p.poff:]; len(rest) > 0 {
+			h.rest = append([]byte(nil), rest...)
+		}
 		h.p = nil // the pipe and its buffers go
 	} else {
 		h.srv.tls12.Add(1)
