@@ -132,7 +132,11 @@ func Probe(ctx context.Context, d *Dialer, path string, timeout time.Duration) e
 	defer cancel()
 	c, err := d.DialContext(ctx)
 	if err != nil {
-		return fmt.Errorf("health %s: %w", path, err)
+		var de *DialError
+		if errors.As(err, &de) {
+			err = de.Err
+		}
+		return fmt.Errorf("backend %s: health %s: connect: %w", d.addr, path, err)
 	}
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
