@@ -124,6 +124,7 @@ type SpecError struct {
 	Index int
 	Spec  string
 	Field string
+	Other int // index of the other route involved (a duplicate, a conflicting share), or -1
 	Err   error
 }
 
@@ -138,9 +139,10 @@ func (e *SpecError) Unwrap() error { return e.Err }
 // twice) and members shared by several routes with conflicting health or source settings.
 func Validate(specs []Spec) []error {
 	var errs []error
-	bad := func(i int, field string, err error) {
-		errs = append(errs, &SpecError{Index: i, Spec: specs[i].String(), Field: field, Err: err})
+	badOther := func(i int, field string, other int, err error) {
+		errs = append(errs, &SpecError{Index: i, Spec: specs[i].String(), Field: field, Other: other, Err: err})
 	}
+	bad := func(i int, field string, err error) { badOther(i, field, -1, err) }
 	seen := make(map[string]int)
 	type shared struct {
 		path, interval, sources int // index of the first route that set it, -1 = none
@@ -160,7 +162,7 @@ func Validate(specs []Spec) []error {
 		}
 		key := s.Host + s.Prefix
 		if j, ok := seen[key]; ok {
-			bad(i, "match", fmt.Errorf("duplicate route: %s is also route #%d", key, j+1))
+			badOther(i, "match", j, fmt.Errorf("duplicate route: %s is also route #%d", key, j+1))
 		} else {
 			seen[key] = i
 		}
@@ -210,21 +212,21 @@ func Validate(specs []Spec) []error {
 				if j := m.path; j < 0 {
 					m.path = i
 				} else if p := *specs[j].HealthPath; p != *s.HealthPath {
-					bad(i, "health_path", fmt.Errorf("backend %s is shared with route #%d, which probes %q; shared backends are one member: set the same health_path", a, j+1, p))
+					badOther(i, "health_path", j, fmt.Errorf("backend %s is shared with route #%d, which probes %q; shared backends are one member: set the same health_path", a, j+1, p))
 				}
 			}
 			if s.HealthInterval != nil {
 				if j := m.interval; j < 0 {
 					m.interval = i
 				} else if v := *specs[j].HealthInterval; v != *s.HealthInterval {
-					bad(i, "health_interval", fmt.Errorf("backend %s is shared with route #%d, which probes every %v; shared backends are one member: set the same health_interval", a, j+1, v))
+					badOther(i, "health_interval", j, fmt.Errorf("backend %s is shared with route #%d, which probes every %v; shared backends are one member: set the same health_interval", a, j+1, v))
 				}
 			}
 			if s.SourceAddrs != nil {
 				if j := m.sources; j < 0 {
 					m.sources = i
 				} else if !slices.Equal(specs[j].SourceAddrs, s.SourceAddrs) {
-					bad(i, "source_addresses", fmt.Errorf("backend %s is shared with route #%d, which dials from %v; shared backends are one member: set the same source_addresses", a, j+1, specs[j].SourceAddrs))
+					badOther(i, "source_addresses", j, fmt.Errorf("backend %s is shared with route #%d, which dials from %v; shared backends are one member: set the same source_addresses", a, j+1, specs[j].SourceAddrs))
 				}
 			}
 		}
