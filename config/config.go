@@ -428,7 +428,16 @@ func (l *loader) specError(err error) {
 	}
 	msg := se.Err.Error()
 	if o := se.Other; o >= 0 && o < len(l.origins) {
-		msg += " (" + l.origins[o] + ")"
+		// route.Validate numbers routes in the combined list; name the other one the way
+		// the operator wrote it, and where.
+		name, where := l.origins[o]+" "+l.routes[o].String(), ""
+		switch {
+		case l.fileIdx[o] >= 0:
+			name, where = fmt.Sprintf("route #%d", l.fileIdx[o]+1), " ("+l.origins[o]+")"
+		case l.lines[o] > 0:
+			name, where = "the backend key", " ("+l.origins[o]+")"
+		}
+		msg = strings.ReplaceAll(msg, fmt.Sprintf("route #%d", o+1), name) + where
 	}
 	i := se.Index
 	switch {

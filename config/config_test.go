@@ -280,6 +280,20 @@ backends = ["127.0.0.1:2"]
 match = "/loki/"
 backends = ["127.0.0.1:3"]
 `, []string{`F:10: route #3: match: duplicate route: /loki/ is also route #1 (F:1)`}},
+		{"duplicate after a broken route", `[[route]]
+match = "/broken"
+
+[[route]]
+match = "/loki/"
+backends = ["127.0.0.1:1"]
+
+[[route]]
+match = "/loki/"
+backends = ["127.0.0.1:3"]
+`, []string{
+			`F:1: route #1: no backends key (write backends = ["127.0.0.1:3000"])`,
+			`F:9: route #3: match: duplicate route: /loki/ is also route #2 (F:4)`,
+		}},
 		{"shared member conflict", `[[route]]
 match = "/a/"
 backends = ["127.0.0.1:1"]
@@ -360,7 +374,7 @@ backends = ["127.0.0.1:3100"]
 		}
 	}
 	fs, _ := newFlags(t, "-route", "/=127.0.0.1:5", "-backend", "127.0.0.1:4")
-	if _, err := Load("", fs); err == nil || err.Error() != "command line: -backend /=127.0.0.1:4: duplicate route: / is also route #1 (-route)" {
+	if _, err := Load("", fs); err == nil || err.Error() != "command line: -backend /=127.0.0.1:4: duplicate route: / is also -route /=127.0.0.1:5" {
 		t.Errorf("duplicate on the command line: %v", err)
 	}
 }

@@ -76,10 +76,15 @@ func BenchmarkPick(b *testing.B) {
 		h := HashClient([]byte("192.0.2.7"))
 		b.Run(bal.String(), func(b *testing.B) {
 			b.ReportAllocs()
-			for i := 0; b.Loop(); i++ {
-				m := p.Pick(int64(i), h, nil)
+			n := 0
+			start := processCPUNanos()
+			for ; b.Loop(); n++ {
+				m := p.Pick(int64(n), h, nil)
 				m.Acquire(Request)
 				m.Release(Request)
+			}
+			if end := processCPUNanos(); start >= 0 && n > 0 {
+				b.ReportMetric(float64(end-start)/float64(n), "cpu-ns/op")
 			}
 		})
 	}

@@ -188,6 +188,9 @@ func TestTableRouteOptions(t *testing.T) {
 	if ms[1] != m || ms[0].ID() != 2 || tb2.MemberIDLimit() != 3 {
 		t.Errorf("reload: members %v ids %d %d limit %d", ms, ms[0].ID(), ms[1].ID(), tb2.MemberIDLimit())
 	}
+	if !tb2.Has(m) || tb2.Has(r1.Pool.Members()[1]) || !tb.Has(r1.Pool.Members()[1]) {
+		t.Error("Has")
+	}
 	if _, tun := ms[1].Load(); tun != 1 {
 		t.Errorf("reload lost the open tunnel count: %d", tun)
 	}

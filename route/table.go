@@ -431,6 +431,13 @@ func (t *Table) Routes() []*Route { return t.routes }
 // Members returns the distinct members (one per backend address) in first-listed order.
 func (t *Table) Members() []*Member { return t.members }
 
+// Has reports whether m is a member of this table: after a reload, idle connections to members
+// the new table dropped can be closed.
+func (t *Table) Has(m *Member) bool {
+	_, ok := t.conf[m]
+	return ok
+}
+
 // MemberIDLimit is one more than the largest Member.ID of this table (and of every table it was
 // built from), for arrays indexed by member ID, such as a loop's idle connections per member.
 func (t *Table) MemberIDLimit() int { return t.nextID }
