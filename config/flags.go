@@ -24,7 +24,8 @@ type Repeatable interface {
 var CommandLineOnly = map[string]bool{"config": true, "check-config": true, "version": true, "help": true, "h": true}
 
 // RouteFlag is the -route flag: repeatable, [HOST]/PREFIX=ADDR[,ADDR...] (route.ParseSpec).
-// Define it with fs.Var(&routes, "route", usage).
+// Define it with fs.Var(&routes, "route", usage). It holds the command line's routes only: the
+// routes to serve are Config.Routes, which Load composes from it, -backend and the file.
 type RouteFlag []route.Spec
 
 func (r *RouteFlag) String() string {

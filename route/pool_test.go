@@ -208,3 +208,46 @@ func TestPickAllocs(t *testing.T) {
 		}
 	}
 }
+
+// Every loop uses the table, the pools and the members at once: under -race, Match, Pick,
+// the counters and the health reports from four goroutines leave consistent counts.
+func TestConcurrentUse(t *testing.T) {
+	tb := benchTable(t, 100)
+	reqs := benchRequests()
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(seed, 2))
+			for i := 0; i < 2000; i++ {
+				rq := reqs[r.IntN(len(reqs))]
+				rt := tb.Match(rq.host, rq.target)
+				now := int64(i) * int64(time.Millisecond)
+				m := rt.Pool.Pick(now, uint64(i), nil)
+				if m == nil {
+					continue
+				}
+				m.Acquire(Request)
+				if r.IntN(20) == 0 {
+					m.ReportFailure(now)
+				} else {
+					m.ReportSuccess()
+				}
+				if r.IntN(3) == 0 {
+					m.Upgraded()
+					m.Release(Tunnel)
+				} else {
+					m.Release(Request)
+				}
+				_ = m.Health()
+			}
+		}(uint64(g))
+	}
+	wg.Wait()
+	for _, m := range tb.Members() {
+		if req, tun := m.Load(); req != 0 || tun != 0 {
+			t.Errorf("%v: %d requests, %d tunnels left", m, req, tun)
+		}
+	}
+}

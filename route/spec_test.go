@@ -1,9 +1,11 @@
 package route
 
 import (
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -118,5 +120,16 @@ func TestValidateErrors(t *testing.T) {
 	}
 	if f := errs[2].(*SpecError).Field; f != "health_path" {
 		t.Errorf("field = %q", f)
+	}
+}
+
+func TestNewTableDefaultsErrors(t *testing.T) {
+	specs := []Spec{{Prefix: "/", Backends: []string{"127.0.0.1:1"}}}
+	_, err := NewTable(specs, Defaults{HealthPath: "ready", HealthInterval: time.Millisecond, SourceAddrs: []netip.Addr{netip.IPv4Unspecified()}}, nil)
+	want := "default health path: health path \"ready\": must start with '/'\n" +
+		"default source addresses: source address 0.0.0.0: unspecified (leave source_addresses out to let the kernel choose)\n" +
+		"default health interval 1ms: want 10ms or more"
+	if err == nil || err.Error() != want {
+		t.Errorf("NewTable = %v\nwant %s", err, want)
 	}
 }

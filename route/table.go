@@ -266,7 +266,21 @@ func checkSource(a netip.Addr) error {
 // of in-flight requests and open tunnels, passive health and member IDs carry over. Start the
 // table's probes with Start once it is the one in use.
 func NewTable(specs []Spec, d Defaults, prev *Table) (*Table, error) {
-	if errs := Validate(specs); len(errs) > 0 {
+	errs := Validate(specs)
+	if d.HealthPath != "" {
+		if err := checkHealthPath(d.HealthPath); err != nil {
+			errs = append(errs, fmt.Errorf("default health path: %w", err))
+		}
+	}
+	for _, a := range d.SourceAddrs {
+		if err := checkSource(a); err != nil {
+			errs = append(errs, fmt.Errorf("default source addresses: %w", err))
+		}
+	}
+	if d.HealthInterval != 0 && d.HealthInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("default health interval %v: want 10ms or more", d.HealthInterval))
+	}
+	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	if d.HealthInterval <= 0 {
