@@ -28,9 +28,9 @@ func lower(c byte) byte {
 // longer than maxHost: then only host-less routes can match. It returns a sub-slice.
 func trimHost(h []byte) (host []byte, upper, ok bool) {
 	// httpparse refuses '@' in Host (and an absolute-form authority must equal Host), so this
-	// is for other callers; IndexByte is vectorised and costs little.
-	if i := bytes.IndexByte(h, '@'); i >= 0 {
-		h = h[i+1:]
+	// is for other callers; IndexByte is vectorised and costs little when there is none.
+	if bytes.IndexByte(h, '@') >= 0 {
+		h = h[bytes.LastIndexByte(h, '@')+1:] // userinfo cannot hold an unencoded '@'
 	}
 	if len(h) > 0 && h[0] == '[' {
 		end := bytes.IndexByte(h, ']')
