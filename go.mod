@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/panjf2000/gnet/v2 v2.9.7
+	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
