@@ -151,7 +151,7 @@ func serveOne(srv *Server, c net.Conn, o harnessOpts) connResult {
 	go func() {
 		defer close(data)
 		for {
-			buf := make([]byte, 32<<10)
+			buf := make([]byte, 16<<10)
 			n, err := c.Read(buf)
 			if n > 0 {
 				data <- buf[:n]
