@@ -326,4 +326,14 @@ func (h *Handshake) Close() {
 	if h.state != StateEstablished && h.state != StateFailed {
 		h.fail(errors.New("tls handshake: closed"))
 	}
+	if h.state != StateEstablished {
+		// A session the goroutine built but the loop never took: wipe its keys.
+		h.p.mu.Lock()
+		s := h.session
+		h.session = nil
+		h.p.mu.Unlock()
+		if s != nil {
+			s.Close()
+		}
+	}
 }

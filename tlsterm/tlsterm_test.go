@@ -182,3 +182,26 @@ func TestServerCloseNotifyFirst(t *testing.T) {
 		t.Fatalf("server: %v %v %q", r.err, r.closeNotify, r.received)
 	}
 }
+
+// A HelloRetryRequest: the server prefers a group the client supports but
+// sent no key share for, so the client sends a second ClientHello, which
+// reaches crypto/tls like any other record. The session still starts at the
+// right sequence numbers.
+func TestHelloRetryRequest(t *testing.T) {
+	srv := newTestServer(t, Config{CurvePreferences: []tls.CurveID{tls.CurveP256}})
+	tl := listen(t, srv, harnessOpts{})
+	var kl keyLogBuf
+	cfg := clientConfig(t)
+	cfg.KeyLogWriter = &kl
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+	st := echo(t, tl.addr(), cfg, "after HRR")
+	r := tl.next(t)
+	if r.err != nil || st.CurveID != tls.CurveP256 || !st.HelloRetryRequest {
+		t.Fatalf("server %v, curve %v, HRR %v", r.err, st.CurveID, st.HelloRetryRequest)
+	}
+	// ClientHello, change_cipher_spec, second ClientHello, Finished.
+	if r.info.Records != 4 || r.info.WriteSeq != 1 {
+		t.Fatalf("%d client records, write sequence %d", r.info.Records, r.info.WriteSeq)
+	}
+	checkServerStream(t, r.wire, st.CipherSuite, secretFromLog(t, kl.b, "SERVER_TRAFFIC_SECRET_0"))
+}
