@@ -30,9 +30,9 @@ import (
 //   - every read goes through recvmsg with room for SCM_MAX_FD fds, so
 //     stray fds are never dropped silently: they are closed and reported.
 type link struct {
-	c   *net.UnixConn
-	oob []byte // room for MaxBatchFDs descriptors
-	hdr [headerLen]byte
+	c    *net.UnixConn
+	oob  []byte // room for MaxBatchFDs descriptors
+	hdr  [headerLen]byte
 	buf  []byte // frame being written
 	rbuf []byte // payload of the last non-batch frame read
 
