@@ -317,6 +317,9 @@ func decodeAck(p []byte, batchLen int) ([]reject, error) {
 		return nil, fmt.Errorf("%w: ACK payload of %d bytes", ErrProtocol, len(p))
 	}
 	n := int(binary.BigEndian.Uint16(p))
+	if binary.BigEndian.Uint16(p[2:]) != 0 {
+		return nil, fmt.Errorf("%w: reserved ACK bits set", ErrProtocol)
+	}
 	p = p[4:]
 	var out []reject
 	last := -1
