@@ -102,7 +102,7 @@ func (l *link) send(b []byte, typ msgType, seq uint32, fds []int, deadline time.
 	if len(fds) > 0 {
 		n, _, err := l.c.WriteMsgUnix(b, unix.UnixRights(fds...), nil)
 		if err != nil {
-			return err
+			return plain(err)
 		}
 		off = n // fds went with the first skb; the rest is plain bytes
 	}
@@ -110,7 +110,7 @@ func (l *link) send(b []byte, typ msgType, seq uint32, fds []int, deadline time.
 		n, err := l.c.Write(b[off:])
 		off += n
 		if err != nil {
-			return err
+			return plain(err)
 		}
 	}
 	return nil
@@ -133,7 +133,7 @@ func (l *link) sendTextNow(typ msgType, prefix []byte, text string) error {
 	l.buf = b[:0]
 	l.c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, err := l.c.Write(b)
-	return err
+	return plain(err)
 }
 
 // isPeerGone: the other end closed or shut its socket down.
@@ -178,6 +178,7 @@ func (l *link) recv(deadline time.Time) (f inFrame, err error) {
 		}
 		got += n
 		if err != nil {
+			err = plain(err)
 			if errors.Is(err, io.EOF) && got > 0 {
 				err = fmt.Errorf("%w: connection closed inside a frame header (%d of %d bytes)", io.ErrUnexpectedEOF, got, headerLen)
 			}
@@ -211,6 +212,7 @@ func (l *link) recv(deadline time.Time) (f inFrame, err error) {
 		}
 		got += n
 		if err != nil {
+			err = plain(err)
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("%w: connection closed inside a %v payload (%d of %d bytes)", io.ErrUnexpectedEOF, f.h.typ, got, len(f.payload))
 			}
@@ -254,6 +256,16 @@ func closeFDs(fds []int) {
 			unix.Close(fd)
 		}
 	}
+}
+
+// plain drops net.OpError's "read unix @->@:" wrapping; errno and
+// deadline errors stay reachable with errors.Is.
+func plain(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
 }
 
 // timeoutErr turns a deadline error into ErrTimeout with the duration.

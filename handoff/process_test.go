@@ -305,19 +305,36 @@ func startChild(t *testing.T, mode string, env []string, o Options) (*Sender, *c
 
 func (cp *childProc) expect(name string) event {
 	cp.t.Helper()
+	return cp.expectAll(name)[name]
+}
+
+// expectAll waits for one event of each name, in any order (the children
+// of one family write to one pipe).
+func (cp *childProc) expectAll(names ...string) map[string]event {
+	cp.t.Helper()
+	got := map[string]event{}
+	for len(got) < len(names) {
+		ev := cp.next(names)
+		got[ev.Event] = ev
+	}
+	return got
+}
+
+func (cp *childProc) next(names []string) event {
+	cp.t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
 		select {
 		case ev, ok := <-cp.events:
 			if !ok {
-				cp.t.Fatalf("child output closed while waiting for %q", name)
+				cp.t.Fatalf("child output closed while waiting for %q", names)
 			}
-			if ev.Event == name {
+			if slices.Contains(names, ev.Event) {
 				return ev
 			}
 			cp.t.Logf("child event %+v", ev)
 		case <-timeout:
-			cp.t.Fatalf("no %q event from the child", name)
+			cp.t.Fatalf("no %q event from the child", names)
 		}
 	}
 }

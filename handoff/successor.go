@@ -168,12 +168,16 @@ func (c *child) wait() {
 
 // status describes how the child ended if it has within d, else "".
 func (c *child) status(d time.Duration) string {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
 	case <-c.exited:
-	case <-t.C:
-		return ""
+	default:
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-c.exited:
+		case <-t.C:
+			return ""
+		}
 	}
 	if c.err == nil {
 		return "exited with status 0"
