@@ -1,3 +1,5 @@
+//go:build linux
+
 package handoff
 
 import (
@@ -58,8 +60,11 @@ func childMain(mode string) int {
 	os.Unsetenv("HANDOFF_TEST_DIE")
 	os.Unsetenv("HANDOFF_TEST_RLIMIT")
 	gen, _ := strconv.Atoi(os.Getenv("HANDOFF_TEST_GEN"))
-	if mode == "sender" {
+	switch mode {
+	case "sender":
 		return childSender(os.Getenv("HANDOFF_TEST_SENDER"))
+	case "migrate":
+		return childMigrate(os.Getenv("HANDOFF_TEST_MIGRATE"))
 	}
 	r, err := Inherited()
 	if err != nil || r == nil {
