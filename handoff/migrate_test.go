@@ -153,4 +153,3 @@ func reuseListener(port int) (int, int, error) {
 	}
 	return fd, sa.(*unix.SockaddrInet4).Port, nil
 }
-
