@@ -685,3 +685,40 @@ func TestCallsOutOfState(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// After an ABORT with keep-serving the successor takes over and says BYE;
+// the old process's Finish waits for that before it may exit.
+func TestAbortAfterSendWaitsForBye(t *testing.T) {
+	items, peers := sockItems(t, 20, 0)
+	defer closeFDs(peers)
+	sc, rc := unixPair(t)
+	s, r := NewSender(sc, Options{}), NewReceiver(rc, Options{})
+	a := newRecAdopter()
+	defer a.closeAll()
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(context.Background(), a)
+		var ae *AbortError
+		if !errors.As(err, &ae) || !ae.KeepServing || ae.Reason != "operator changed their mind" {
+			got <- fmt.Errorf("receive: %v", err)
+			return
+		}
+		got <- r.Finish() // after telling systemd MAINPID
+	}()
+	if _, err := s.Send(context.Background(), seqOf(items), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Abort("operator changed their mind"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if len(a.committed) != 20 {
+		t.Fatalf("committed %d", len(a.committed))
+	}
+	s.Close()
+}

@@ -115,6 +115,10 @@ func TestSuccessorRlimitTruncates(t *testing.T) {
 	if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "RLIMIT_NOFILE soft") {
 		t.Fatalf("err %v", err)
 	}
+	// The successor keeps serving and confirms it took over.
+	if err := s.Finish(context.Background()); err != nil {
+		t.Fatalf("finish after a partial hand-off: %v", err)
+	}
 	rv := cp.expect("received")
 	t.Logf("sender: %v; stats %+v; successor: %s %+v", err, st, rv.Err, rv.Recv)
 	if st.Transferred != 126 || rv.Recv.Committed != 126 || rv.Recv.Refused == 0 || !strings.Contains(rv.Err, "keep serving") {
@@ -201,6 +205,9 @@ func TestSuccessorDies(t *testing.T) {
 			t.Logf("%v; %+v", err, st)
 			if err == nil || !strings.Contains(err.Error(), "exit status 7") {
 				t.Fatalf("err %v", err)
+			}
+			if ferr := s.Finish(context.Background()); ferr == nil {
+				t.Fatal("Finish confirmed a dead successor")
 			}
 			if st.Transferred != c.transferred || len(out.transferred) != c.transferred || st.Kept != st.Items-c.transferred {
 				t.Fatalf("stats %+v, %d transferred", st, len(out.transferred))

@@ -123,15 +123,18 @@ func childMain(mode string) int {
 	}
 	st, err := r.Receive(context.Background(), rel.adopter())
 	ev := event{Event: "received", Gen: gen, Recv: st}
-	if err == nil {
-		err = r.Finish()
+	var ae *AbortError
+	if err == nil || errors.As(err, &ae) && ae.KeepServing {
+		// (here wsgate sends MAINPID to systemd) then BYE
+		if ferr := r.Finish(); ferr != nil && err == nil {
+			err = ferr
+		}
 	}
 	if err != nil {
 		ev.Err = err.Error()
 	}
 	emit(ev)
-	var ae *AbortError
-	if errors.As(err, &ae) && !ae.KeepServing {
+	if ae != nil && !ae.KeepServing {
 		rel.stop()
 		return 0 // the upgrade was cancelled before anything moved
 	}

@@ -35,7 +35,7 @@ const (
 	receiverIdle      receiverState = iota // inherited; READY not sent
 	receiverReady                          // READY sent
 	receiverReceiving                      // inside Receive
-	receiverDone                           // DONE read; Finish may follow
+	receiverDone                           // DONE (or ABORT keep-serving) read; Finish may follow
 	receiverFinished                       // BYE sent
 	receiverFailed                         // link closed
 )
@@ -141,7 +141,9 @@ func (r *Receiver) Fail(why error) {
 // Receive takes items until the old process says DONE (nil error: Finish
 // next), ABORT (an error wrapping *AbortError) or fails. Whatever the
 // outcome, items committed stay the adopter's and every other fd that
-// arrived has been closed.
+// arrived has been closed. After an ABORT with KeepServing this process is
+// in charge of new connections: take over (MAINPID) and call Finish, which
+// the old process waits for before it exits.
 func (r *Receiver) Receive(ctx context.Context, a Adopter) (RecvStats, error) {
 	if r.st != receiverIdle && r.st != receiverReady {
 		return r.stats, r.errf("receive", fmt.Errorf("%w: receiver is %v", ErrState, r.st))
@@ -175,8 +177,12 @@ func (r *Receiver) Receive(ctx context.Context, a Adopter) (RecvStats, error) {
 				ae.Reason = string(f.payload[1:])
 			}
 			r.cancelPending(a)
-			r.l.close()
-			r.st = receiverFailed
+			if ae.KeepServing {
+				r.st = receiverDone // the old process waits for our BYE
+			} else {
+				r.l.close()
+				r.st = receiverFailed
+			}
 			return r.stats, r.errf("abort", ae)
 		case msgFail:
 			return r.stats, r.fail(a, phase, fmt.Errorf("%w: %s", ErrPeerFail, f.payload))

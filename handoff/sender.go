@@ -17,11 +17,12 @@ const (
 	senderReady     senderState = iota // the successor said READY; nothing sent yet
 	senderStreaming                    // inside Send
 	senderSent                         // Send finished cleanly; Finish may follow
+	senderAborted                      // ABORT (keep serving) sent after streaming began; Finish waits for BYE
 	senderFinished                     // BYE received: the successor has taken over
 	senderFailed                       // the link is closed; kept items are the caller's
 )
 
-var senderNames = [...]string{"ready", "streaming", "sent", "finished", "failed"}
+var senderNames = [...]string{"ready", "streaming", "sent", "aborted", "finished", "failed"}
 
 func (s senderState) String() string { return senderNames[s] }
 
@@ -90,8 +91,11 @@ func (s *Sender) errf(phase string, err error) error {
 // An item and its FDs and State must not change until done runs for it.
 //
 // After the first failure Send stops pulling, keeps every batch not yet
-// committed, tells the successor (ABORT: keep serving what you committed),
-// closes the link and returns the error. Committed items stay committed.
+// committed, tells the successor (ABORT: keep serving what you committed)
+// and returns the error. Committed items stay committed. The old process
+// has stopped accepting by then, so the successor stays in charge of new
+// connections: call Finish to wait until it has taken over (MAINPID) before
+// exiting; Finish fails when the successor is gone (re-open the listeners).
 func (s *Sender) Send(ctx context.Context, items iter.Seq[*Item], done func(*Item, error)) (SendStats, error) {
 	if s.st != senderReady {
 		return s.stats, s.errf("send", fmt.Errorf("%w: sender is %v", ErrState, s.st))
@@ -277,8 +281,9 @@ func (s *Sender) keep(it *Item, err error) {
 	}
 }
 
-// fail keeps every batch not yet committed, tells the successor to keep
-// serving what it committed, and closes the link.
+// fail keeps every batch not yet committed and tells the successor to keep
+// serving what it committed (it answers with BYE once it took over, which
+// Finish waits for). If even that cannot be said, the link is closed.
 func (s *Sender) fail(phase string, err error) error {
 	e := s.errf(phase, err)
 	for _, b := range s.inflight {
@@ -288,9 +293,12 @@ func (s *Sender) fail(phase string, err error) error {
 		}
 	}
 	s.inflight = nil
-	s.l.sendTextNow(msgAbort, []byte{abortKeepServing}, e.Error())
-	s.l.close()
-	s.st = senderFailed
+	if werr := s.l.sendTextNow(msgAbort, []byte{abortKeepServing}, e.Error()); werr != nil {
+		s.l.close()
+		s.st = senderFailed
+	} else {
+		s.st = senderAborted
+	}
 	return e
 }
 
@@ -311,30 +319,43 @@ func (s *Sender) ioErr(ctx context.Context, err error, d time.Duration) error {
 
 // Finish tells the successor everything was sent (DONE) and waits for its
 // BYE: after that the successor is in charge (it told systemd MAINPID) and
-// the old process may exit once it holds nothing. An error means the
-// successor did not confirm: the items already committed are its, but the
-// old process should keep (or resume) serving new connections.
+// the old process may exit once it holds nothing. After a failed Send (or
+// an Abort after Send) it sends nothing and only waits for the BYE. An
+// error means the successor did not confirm: the items already committed
+// are its, but the old process should keep (or resume) serving new
+// connections.
 func (s *Sender) Finish(ctx context.Context) error {
-	if s.st != senderSent {
+	if s.st != senderSent && s.st != senderAborted {
 		return s.errf("done", fmt.Errorf("%w: sender is %v", ErrState, s.st))
 	}
 	stop := context.AfterFunc(ctx, s.l.stop)
 	defer stop()
-	p := s.l.frame()
-	p = binary.BigEndian.AppendUint32(p, uint32(s.stats.Batches))
-	p = binary.BigEndian.AppendUint64(p, uint64(s.stats.Transferred))
-	if err := s.l.send(p, msgDone, 0, nil, deadline(ctx, s.o.FinishTimeout)); err != nil {
-		return s.finishFail("done", s.ioErr(ctx, err, s.o.FinishTimeout))
+	if s.st == senderSent {
+		p := s.l.frame()
+		p = binary.BigEndian.AppendUint32(p, uint32(s.stats.Batches))
+		p = binary.BigEndian.AppendUint64(p, uint64(s.stats.Transferred))
+		if err := s.l.send(p, msgDone, 0, nil, deadline(ctx, s.o.FinishTimeout)); err != nil {
+			return s.finishFail("done", s.ioErr(ctx, err, s.o.FinishTimeout))
+		}
 	}
-	f, err := s.l.recv(deadline(ctx, s.o.FinishTimeout))
-	if err != nil {
-		return s.finishFail("bye", s.ioErr(ctx, err, s.o.FinishTimeout))
+	end := deadline(ctx, s.o.FinishTimeout)
+	var f inFrame
+	for {
+		var err error
+		f, err = s.l.recv(end)
+		if err != nil {
+			return s.finishFail("bye", s.ioErr(ctx, err, s.o.FinishTimeout))
+		}
+		closeFDs(f.fds)
+		if s.st == senderAborted && (f.h.typ == msgAck || f.h.typ == msgNack) {
+			continue // answers to batches in flight when we aborted
+		}
+		break
 	}
-	closeFDs(f.fds)
 	switch {
 	case f.h.typ == msgFail:
 		return s.finishFail("bye", fmt.Errorf("%w: %s", ErrPeerFail, f.payload))
-	case f.h.typ != msgBye || len(f.payload) != 8 || len(f.fds) > 0:
+	case f.h.typ != msgBye || len(f.payload) != 8:
 		return s.finishFail("bye", fmt.Errorf("%w: %v (%d bytes) instead of BYE", ErrProtocol, f.h.typ, len(f.payload)))
 	case binary.BigEndian.Uint64(f.payload) != uint64(s.stats.Transferred):
 		return s.finishFail("bye", fmt.Errorf("%w: successor counts %d items, we committed %d", ErrProtocol, binary.BigEndian.Uint64(f.payload), s.stats.Transferred))
@@ -353,11 +374,11 @@ func (s *Sender) finishFail(phase string, err error) error {
 // Abort gives up. Before Send it cancels the upgrade: the successor is told
 // to exit (ABORT without keep-serving), and a successor started by
 // StartSuccessor is waited for (FinishTimeout) and then killed. After Send
-// the successor keeps what it has committed. Abort after Finish or a
-// failure does nothing.
+// the successor keeps what it has committed and stays in charge: Finish
+// then waits for its BYE. Abort after Finish or a failure does nothing.
 func (s *Sender) Abort(reason string) error {
 	switch s.st {
-	case senderFinished, senderFailed:
+	case senderFinished, senderFailed, senderAborted:
 		return nil
 	}
 	flags := uint8(0)
@@ -365,11 +386,14 @@ func (s *Sender) Abort(reason string) error {
 		flags = abortKeepServing
 	}
 	werr := s.l.sendTextNow(msgAbort, []byte{flags}, reason)
-	s.l.close()
-	cancelled := s.st == senderReady
-	s.st = senderFailed
-	if cancelled && s.child != nil {
-		s.child.stop(s.o.FinishTimeout)
+	if s.st == senderReady || werr != nil {
+		s.l.close()
+		if s.st == senderReady && s.child != nil {
+			s.child.stop(s.o.FinishTimeout)
+		}
+		s.st = senderFailed
+	} else {
+		s.st = senderAborted
 	}
 	if werr != nil && !isPeerGone(werr) {
 		return s.errf("abort", werr)
@@ -377,5 +401,13 @@ func (s *Sender) Abort(reason string) error {
 	return nil
 }
 
-// Close is Abort("closed") unless the hand-off finished or failed.
-func (s *Sender) Close() error { return s.Abort("closed by the old process") }
+// Close releases the link: Abort("closed") unless the hand-off finished or
+// failed, and no more waiting for a BYE.
+func (s *Sender) Close() error {
+	err := s.Abort("closed by the old process")
+	s.l.close()
+	if s.st == senderAborted {
+		s.st = senderFailed
+	}
+	return err
+}
