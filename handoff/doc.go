@@ -13,6 +13,11 @@
 //	new: r.Finish()
 //	old: exits once it holds nothing
 //
+// If Send fails part-way (the successor refused a batch, timed out...), the
+// old process keeps what was not committed and the successor, told to keep
+// serving, still takes over and says BYE: the old process calls Finish in
+// that case too, and re-opens its listeners only if Finish fails.
+//
 // Ownership: an item is the sender's until the COMMIT of its batch is
 // written; then the sender closes its copies and the receiver's Adopter
 // starts serving it. Nothing is served before the COMMIT, so whichever side

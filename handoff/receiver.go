@@ -103,7 +103,8 @@ func NewReceiver(c *net.UnixConn, o Options) *Receiver {
 func (r *Receiver) ParentPID() int { return r.ppid }
 
 // File returns the inherited file passed under name by StartSuccessor's
-// Files (e.g. "lock"), or nil. The caller owns it.
+// Files (e.g. "lock"), or nil. The caller owns it; keep the *os.File (its
+// finalizer closes the fd once it is unreachable).
 func (r *Receiver) File(name string) *os.File { return r.files[name] }
 
 func (r *Receiver) errf(phase string, err error) error {

@@ -236,6 +236,10 @@ var inherited struct {
 //
 // The successor then binds its listeners and calls Ready (or Fail), then
 // Receive, tells systemd MAINPID, and calls Finish.
+//
+// An error means this process was started as a successor but cannot talk
+// to its predecessor (say it died meanwhile, so SO_PEERCRED no longer names
+// our parent): exit non-zero; the predecessor, if alive, keeps serving.
 func Inherited() (*Receiver, error) {
 	inherited.once.Do(func() {
 		spec, ok := os.LookupEnv(EnvVar)
