@@ -582,11 +582,17 @@ func TestReceiverCommitTimeoutBothAgree(t *testing.T) {
 	defer closeFDs(peers)
 	before := targetsOf(items)
 	a := newRecAdopter()
-	res := transfer(t, Options{AckTimeout: 300 * time.Millisecond, Window: 1}, items, a, func(s *Sender, r *Receiver) {
-		s.o.AckTimeout = 5 * time.Second
+	gaveUp := make(chan struct{})
+	res := transfer(t, Options{Window: 1}, items, a, func(s *Sender, r *Receiver) {
+		r.hookAfterAck = func(seq uint32) {
+			if seq == 2 {
+				r.o.AckTimeout = 100 * time.Millisecond // only the wait for COMMIT 2 is short
+			}
+		}
+		r.hookGaveUp = func() { close(gaveUp) }
 		s.hookBeforeCommit = func(seq uint32) {
 			if seq == 2 {
-				time.Sleep(time.Second)
+				<-gaveUp // the COMMIT comes after the receiver gave up
 			}
 		}
 	})

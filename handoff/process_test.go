@@ -41,6 +41,7 @@ type event struct {
 	Send    SendStats            `json:",omitempty"`
 	Targets map[string]int       `json:",omitempty"`
 	Moved   map[uint64][2]uint64 `json:",omitempty"`
+	FDs     int                  `json:",omitempty"`
 }
 
 func emit(ev event) {
@@ -143,7 +144,7 @@ func childMain(mode string) int {
 	for sc.Scan() {
 		switch sc.Text() {
 		case "report":
-			emit(event{Event: "report", Gen: gen, Targets: openTargets(), Moved: rel.counters()})
+			emit(event{Event: "report", Gen: gen, Targets: openTargets(), Moved: rel.counters(), FDs: openFDs()})
 		case "upgrade":
 			emit(upgrade(rel, ctl, gen))
 			if len(rel.ids()) == 0 {
@@ -410,6 +411,7 @@ func runLive(t *testing.T, cfg liveCfg) {
 	for i, e := range ts.eps {
 		txBefore[i] = e.tx.Load()
 	}
+	fdsBefore, pidfdsBefore := openFDs(), openTargets()["anon_inode:[pidfd]"]
 	t0 := time.Now()
 	s, cp, err := startChild(t, "relay", nil, Options{})
 	if err != nil {
@@ -539,6 +541,14 @@ func runLive(t *testing.T, cfg liveCfg) {
 	if childSockets != 2*cfg.tunnels {
 		t.Fatalf("child holds %d sockets, want %d", childSockets, 2*cfg.tunnels)
 	}
+	// /proc/self/fd counts: the parent let go of 2 fds per tunnel (it keeps
+	// the test's two pipes to the child, and os/exec a pidfd for it); the
+	// child holds 2 per tunnel on top of its runtime's few.
+	pidfds := openTargets()["anon_inode:[pidfd]"] - pidfdsBefore
+	if got, want := openFDs(), fdsBefore-2*cfg.tunnels+2+pidfds; got != want {
+		t.Fatalf("parent holds %d fds, want %d (%d before the hand-off)", got, want, fdsBefore)
+	}
+	t.Logf("open fds: parent %d before, %d after; child %d (%d sockets)", fdsBefore, openFDs(), rep.FDs, childSockets)
 
 	cp.cmd("exit")
 	waitGone(t, s.PID(), 30*time.Second)

@@ -91,6 +91,7 @@ type Receiver struct {
 	hookBeforeAck   func(seq uint32)
 	hookAfterAck    func(seq uint32)
 	hookAfterCommit func(seq uint32)
+	hookGaveUp      func()
 }
 
 // NewReceiver wraps a connected unix stream socket whose peer runs a
@@ -327,6 +328,9 @@ func (r *Receiver) Close() error {
 // honoured, so both sides reach the same verdict.
 func (r *Receiver) giveUp(a Adopter) {
 	r.l.c.CloseRead()
+	if r.hookGaveUp != nil {
+		r.hookGaveUp()
+	}
 	for len(r.pending) > 0 {
 		f, err := r.l.recv(time.Now().Add(time.Second))
 		if err != nil {
