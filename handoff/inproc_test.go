@@ -728,3 +728,43 @@ func TestAbortAfterSendWaitsForBye(t *testing.T) {
 	}
 	s.Close()
 }
+
+// A Send cancelled by its ctx still lets Finish (with a fresh ctx) wait for
+// the successor's BYE: the cancellation belongs to the Send only.
+func TestCtxCancelThenFinish(t *testing.T) {
+	items, peers := sockItems(t, 10, 0)
+	defer closeFDs(peers)
+	before := targetsOf(items)
+	sc, rc := unixPair(t)
+	s, r := NewSender(sc, Options{}), NewReceiver(rc, Options{})
+	defer s.Close()
+	a := newRecAdopter()
+	a.reject = func(*Item) error { time.Sleep(30 * time.Millisecond); return nil } // a slow Prepare
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(context.Background(), a)
+		var ae *AbortError
+		if !errors.As(err, &ae) || !ae.KeepServing {
+			got <- fmt.Errorf("receive: %v", err)
+			return
+		}
+		got <- r.Finish()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	out := newOutcome()
+	if _, err := s.Send(ctx, seqOf(items), out.done); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("send: %v", err)
+	}
+	if err := s.Finish(context.Background()); err != nil {
+		t.Fatalf("finish: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if len(a.committed) != 0 || len(a.cancelled) != 10 {
+		t.Fatalf("committed %d cancelled %d", len(a.committed), len(a.cancelled))
+	}
+	expectKeptAll(t, items, before, out, context.DeadlineExceeded)
+	closeItems(items, out)
+}

@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,25 @@ func (l *link) stop() {
 	l.interrupt = true
 	l.mu.Unlock()
 	l.c.SetDeadline(time.Unix(1, 0))
+}
+
+// watch makes ctx's end interrupt the link's reads and writes for one
+// operation. The returned func ends the watch and, if the interruption has
+// started, waits for it, so it can never leak into the next operation.
+func (l *link) watch(ctx context.Context) (end func()) {
+	l.mu.Lock()
+	l.interrupt = false
+	l.mu.Unlock()
+	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		l.stop()
+		close(done)
+	})
+	return func() {
+		if !stop() {
+			<-done
+		}
+	}
 }
 
 func (l *link) setDeadline(set func(time.Time) error, t time.Time) {

@@ -64,3 +64,15 @@ func deadline(ctx context.Context, d time.Duration) time.Time {
 	}
 	return t
 }
+
+// ctxErr is ctx.Err(), also when ctx's deadline has passed but its timer
+// has not fired yet (a read with that deadline can return first).
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}

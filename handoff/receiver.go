@@ -151,8 +151,7 @@ func (r *Receiver) Receive(ctx context.Context, a Adopter) (RecvStats, error) {
 		return r.stats, r.errf("receive", fmt.Errorf("%w: receiver is %v", ErrState, r.st))
 	}
 	r.st = receiverReceiving
-	stop := context.AfterFunc(ctx, r.l.stop)
-	defer stop()
+	defer r.l.watch(ctx)()
 	for {
 		d, phase := r.o.IdleTimeout, fmt.Sprintf("waiting for batch %d", r.expect)
 		if len(r.pending) > 0 {
@@ -160,8 +159,8 @@ func (r *Receiver) Receive(ctx context.Context, a Adopter) (RecvStats, error) {
 		}
 		f, err := r.l.recv(deadline(ctx, d))
 		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
+			if cerr := ctxErr(ctx); cerr != nil {
+				err = cerr
 			} else if errors.Is(err, os.ErrDeadlineExceeded) && len(r.pending) > 0 {
 				r.giveUp(a)
 			}
@@ -243,8 +242,8 @@ func (r *Receiver) batch(ctx context.Context, a Adopter, f inFrame) error {
 	}
 	if err := r.l.send(appendAck(r.l.frame(), rejects), msgAck, b.seq, nil, deadline(ctx, r.o.AckTimeout)); err != nil {
 		r.cancel(a, b)
-		if ctx.Err() != nil {
-			err = ctx.Err()
+		if cerr := ctxErr(ctx); cerr != nil {
+			err = cerr
 		}
 		return r.fail(a, "ack of "+phase, timeoutErr(err, r.o.AckTimeout))
 	}

@@ -102,8 +102,7 @@ func (s *Sender) Send(ctx context.Context, items iter.Seq[*Item], done func(*Ite
 	}
 	s.st = senderStreaming
 	s.done = done
-	stop := context.AfterFunc(ctx, s.l.stop)
-	defer stop()
+	defer s.l.watch(ctx)()
 
 	var err error
 	cur := s.newBatch()
@@ -305,8 +304,8 @@ func (s *Sender) fail(phase string, err error) error {
 // ioErr explains a failed read or write: ctx, timeout, or the successor
 // gone (with its exit status when it has exited).
 func (s *Sender) ioErr(ctx context.Context, err error, d time.Duration) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
+	if cerr := ctxErr(ctx); cerr != nil {
+		return cerr
 	}
 	err = timeoutErr(err, d)
 	if s.child != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isPeerGone(err)) {
@@ -328,8 +327,7 @@ func (s *Sender) Finish(ctx context.Context) error {
 	if s.st != senderSent && s.st != senderAborted {
 		return s.errf("done", fmt.Errorf("%w: sender is %v", ErrState, s.st))
 	}
-	stop := context.AfterFunc(ctx, s.l.stop)
-	defer stop()
+	defer s.l.watch(ctx)()
 	if s.st == senderSent {
 		p := s.l.frame()
 		p = binary.BigEndian.AppendUint32(p, uint32(s.stats.Batches))

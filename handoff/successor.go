@@ -122,8 +122,7 @@ func StartSuccessor(ctx context.Context, cfg SuccessorConfig) (*Sender, error) {
 	peer := "successor pid " + strconv.Itoa(cmd.Process.Pid)
 	s := &Sender{l: l, o: o, peer: peer, child: ch}
 
-	stop := context.AfterFunc(ctx, l.stop)
-	defer stop()
+	defer l.watch(ctx)()
 	f, err := l.recv(deadline(ctx, o.ReadyTimeout))
 	if err == nil {
 		closeFDs(f.fds)
