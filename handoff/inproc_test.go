@@ -768,3 +768,11 @@ func TestCtxCancelThenFinish(t *testing.T) {
 	expectKeptAll(t, items, before, out, context.DeadlineExceeded)
 	closeItems(items, out)
 }
+
+// Nothing to hand over: no batch, DONE(0, 0), BYE.
+func TestEmptyHandoff(t *testing.T) {
+	res := transfer(t, Options{}, nil, newRecAdopter(), nil)
+	if res.sendErr != nil || res.finishErr != nil || res.recvErr != nil || res.rFinishErr != nil || res.ss.Batches != 0 {
+		t.Fatalf("%+v", res)
+	}
+}
