@@ -651,3 +651,56 @@ func TestShardAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per event batch, want 0", allocs)
 	}
 }
+
+// TestTunnelBytesMoveWhileOpen: bytes show in a scrape as the tunnel loop counts them, long
+// before the tunnel closes.
+func TestTunnelBytesMoveWhileOpen(t *testing.T) {
+	r := NewRegistry()
+	route := r.Route("/")
+	httpLoop, tunnelLoop := r.NewShard(), r.NewShard()
+	httpLoop.Accepted()
+	httpLoop.Upgrade(route, UpgradeOK)
+	httpLoop.TunnelOpened(route)
+	var up, down float64
+	for i := 1; i <= 3; i++ {
+		tunnelLoop.TunnelBytes(route, Up, 1000)
+		tunnelLoop.TunnelBytes(route, Down, 65536)
+		up, down = up+1000, down+65536
+		f := scrape(t, r)
+		wantValue(t, f, NameTunnelBytes, "direction=up,route=/", up)
+		wantValue(t, f, NameTunnelBytes, "direction=down,route=/", down)
+		wantValue(t, f, NameTunnelsActive, "route=/", 1)
+		wantValue(t, f, NameConnsActive, "phase=tunnel", 1)
+		wantValue(t, f, NameConnsActive, "phase=http", 0)
+		wantValue(t, f, NameTunnelCloses, "reason=client,route=/", 0)
+	}
+	tunnelLoop.TunnelClosed(route, CloseBackend, 90*time.Second)
+	f := scrape(t, r)
+	wantValue(t, f, NameTunnelsActive, "route=/", 0)
+	wantValue(t, f, NameConnsActive, "phase=tunnel", 0)
+	wantValue(t, f, NameTunnelCloses, "reason=backend,route=/", 1)
+	wantHist(t, f, NameTunnelDuration, "route=/", 1, 90, map[float64]uint64{60: 0, 300: 1})
+}
+
+// TestNilIsOff: a nil registry hands out nil shards, and nothing panics.
+func TestNilIsOff(t *testing.T) {
+	var r *Registry
+	s := r.NewShard()
+	if s != nil || r.Route("/") != 0 || r.Backend("x:1") != 0 {
+		t.Fatal("nil registry")
+	}
+	r.Reloaded(ReloadOK)
+	r.SetAccessLogDropped(func() uint64 { return 1 })
+	s.Accepted()
+	s.Rejected(RejectMaxConns)
+	s.Closed()
+	s.Request(0, 200, time.Second)
+	s.Upgrade(0, UpgradeOK)
+	s.TunnelOpened(0)
+	s.TunnelBytes(0, Up, 1)
+	s.TunnelClosed(0, CloseClient, time.Second)
+	s.UpstreamConnected(0, time.Second)
+	s.UpstreamError(0, UpstreamReset)
+	s.Pipes(PipeBusy, 1)
+	s.BodyOffloaded()
+}

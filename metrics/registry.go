@@ -15,8 +15,9 @@ const NoRoute = 0
 const NoRouteName = "none"
 
 // Registry names routes and backends, hands out shards and sums them when scraped. Its methods
-// other than the Shard ones may be called from any goroutine; they are meant for configuration
-// time and scrapes, not for the request path.
+// may be called from any goroutine; they are meant for configuration time and scrapes, not for
+// the request path. A nil *Registry means metrics are off: Route and Backend return 0,
+// NewShard returns a nil *Shard, whose methods do nothing.
 type Registry struct {
 	mu           sync.Mutex
 	routeNames   []string
@@ -48,6 +49,9 @@ func NewRegistry() *Registry {
 // so a reload that keeps a route keeps its series; a route dropped by a reload keeps its index
 // and its series simply stop moving. Every shard, existing and future, can count it at once.
 func (r *Registry) Route(name string) int {
+	if r == nil {
+		return 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if i, ok := r.routeIndex[name]; ok {
@@ -67,6 +71,9 @@ func (r *Registry) Route(name string) int {
 // Backend returns the index of backend address addr ("127.0.0.1:3000"), registering it on first
 // use; the same rules as Route. Two routes that share an address share its series.
 func (r *Registry) Backend(addr string) int {
+	if r == nil {
+		return 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if i, ok := r.backendIndex[addr]; ok {
@@ -87,6 +94,9 @@ func (r *Registry) Backend(addr string) int {
 // and, through Route and Backend, later. Shards live as long as the registry: the counts of a
 // loop that stopped remain in the sums, so counters never go backwards.
 func (r *Registry) NewShard() *Shard {
+	if r == nil {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := new(Shard)
@@ -107,11 +117,15 @@ func (r *Registry) NewShard() *Shard {
 // Reloaded counts a configuration reload (wsgate_reloads_total{result}). Rare and process-wide,
 // so it is a plain atomic on the registry rather than a shard cell.
 func (r *Registry) Reloaded(res ReloadResult) {
-	if res < numReloadResults {
+	if r != nil && res < numReloadResults {
 		r.reloads[res].Add(1)
 	}
 }
 
 // SetAccessLogDropped sets the function whose value is wsgate_access_log_dropped_total (the
 // access log's own count: accesslog.Log.Dropped). Without it the counter reads 0.
-func (r *Registry) SetAccessLogDropped(f func() uint64) { r.dropped.Store(&f) }
+func (r *Registry) SetAccessLogDropped(f func() uint64) {
+	if r != nil {
+		r.dropped.Store(&f)
+	}
+}
