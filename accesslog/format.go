@@ -144,22 +144,41 @@ func (l *line) begin(f Format) {
 	}
 }
 
-func (l *line) key(k string) {
-	switch {
-	case l.json && l.first:
-		l.b = append(l.b, '"')
-	case l.json:
-		l.b = append(l.b, ',', '"')
-	case !l.first:
-		l.b = append(l.b, ' ')
-	}
-	l.first = false
-	l.b = append(l.b, k...)
+// fieldKey is a key with its separator, prebuilt for both formats, so that a key costs one
+// append: `,"status":` or ` status=` (the first key of a line skips the separator).
+type fieldKey struct{ json, text string }
+
+func mkKey(k string) fieldKey { return fieldKey{json: `,"` + k + `":`, text: " " + k + "="} }
+
+var (
+	kTime      = mkKey("time")
+	kMsg       = mkKey("msg")
+	kClient    = mkKey("client")
+	kMethod    = mkKey("method")
+	kTarget    = mkKey("target")
+	kStatus    = mkKey("status")
+	kBytesIn   = mkKey("bytes_in")
+	kBytesOut  = mkKey("bytes_out")
+	kDuration  = mkKey("duration")
+	kRoute     = mkKey("route")
+	kBackend   = mkKey("backend")
+	kConnect   = mkKey("connect")
+	kAnswered  = mkKey("answered")
+	kDetail    = mkKey("detail")
+	kBytesUp   = mkKey("bytes_up")
+	kBytesDown = mkKey("bytes_down")
+	kReason    = mkKey("reason")
+)
+
+func (l *line) key(k fieldKey) {
+	s := k.text
 	if l.json {
-		l.b = append(l.b, '"', ':')
-	} else {
-		l.b = append(l.b, '=')
+		s = k.json
 	}
+	if l.first {
+		s, l.first = s[1:], false
+	}
+	l.b = append(l.b, s...)
 }
 
 func (l *line) end() {
@@ -169,7 +188,7 @@ func (l *line) end() {
 	l.b = append(l.b, '\n')
 }
 
-func strField[T text](l *line, k string, v T) {
+func strField[T text](l *line, k fieldKey, v T) {
 	l.key(k)
 	if l.json {
 		l.b = appendJSONString(l.b, v)
@@ -178,18 +197,18 @@ func strField[T text](l *line, k string, v T) {
 	}
 }
 
-func (l *line) int(k string, v int64) {
+func (l *line) int(k fieldKey, v int64) {
 	l.key(k)
 	l.b = strconv.AppendInt(l.b, v, 10)
 }
 
-func (l *line) seconds(k string, d time.Duration) {
+func (l *line) seconds(k fieldKey, d time.Duration) {
 	l.key(k)
 	l.b = appendSeconds(l.b, d)
 }
 
 func (l *line) time(c *clock, t time.Time) {
-	l.key("time")
+	l.key(kTime)
 	if l.json {
 		l.b = append(l.b, '"')
 	}
@@ -199,7 +218,7 @@ func (l *line) time(c *clock, t time.Time) {
 	}
 }
 
-func (l *line) addr(k string, a netip.AddrPort) {
+func (l *line) addr(k fieldKey, a netip.AddrPort) {
 	l.key(k)
 	if l.json {
 		l.b = append(l.b, '"')
@@ -218,22 +237,22 @@ func (l *line) addr(k string, a netip.AddrPort) {
 func (l *line) request(f Format, c *clock, r *Request) {
 	l.begin(f)
 	l.time(c, r.Time)
-	strField(l, "msg", "request")
-	l.addr("client", r.Client)
-	strField(l, "method", r.Method)
-	strField(l, "target", r.Target)
-	l.int("status", int64(r.Status))
-	l.int("bytes_in", r.BytesIn)
-	l.int("bytes_out", r.BytesOut)
-	l.seconds("duration", r.Duration)
-	strField(l, "route", r.Route)
-	strField(l, "backend", r.Backend)
-	l.seconds("connect", r.Connect)
+	strField(l, kMsg, "request")
+	l.addr(kClient, r.Client)
+	strField(l, kMethod, r.Method)
+	strField(l, kTarget, r.Target)
+	l.int(kStatus, int64(r.Status))
+	l.int(kBytesIn, r.BytesIn)
+	l.int(kBytesOut, r.BytesOut)
+	l.seconds(kDuration, r.Duration)
+	strField(l, kRoute, r.Route)
+	strField(l, kBackend, r.Backend)
+	l.seconds(kConnect, r.Connect)
 	if r.Answered != Relayed {
-		strField(l, "answered", r.Answered.String())
+		strField(l, kAnswered, r.Answered.String())
 	}
 	if r.Detail != "" {
-		strField(l, "detail", r.Detail)
+		strField(l, kDetail, r.Detail)
 	}
 	l.end()
 }
@@ -241,14 +260,14 @@ func (l *line) request(f Format, c *clock, r *Request) {
 func (l *line) tunnel(f Format, c *clock, t *Tunnel) {
 	l.begin(f)
 	l.time(c, t.Time)
-	strField(l, "msg", "tunnel")
-	l.addr("client", t.Client)
-	strField(l, "target", t.Target)
-	strField(l, "route", t.Route)
-	strField(l, "backend", t.Backend)
-	l.seconds("duration", t.Duration)
-	l.int("bytes_up", t.BytesUp)
-	l.int("bytes_down", t.BytesDown)
-	strField(l, "reason", t.Reason)
+	strField(l, kMsg, "tunnel")
+	l.addr(kClient, t.Client)
+	strField(l, kTarget, t.Target)
+	strField(l, kRoute, t.Route)
+	strField(l, kBackend, t.Backend)
+	l.seconds(kDuration, t.Duration)
+	l.int(kBytesUp, t.BytesUp)
+	l.int(kBytesDown, t.BytesDown)
+	strField(l, kReason, t.Reason)
 	l.end()
 }

@@ -432,3 +432,20 @@ func cpuNow() int64 {
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkFormat is the formatting alone (no ring, no goroutine), per format.
+func BenchmarkFormat(b *testing.B) {
+	for _, f := range []Format{Text, JSON} {
+		b.Run(f.String(), func(b *testing.B) {
+			var l line
+			var c clock
+			l.b = make([]byte, 0, 1024)
+			b.ReportAllocs()
+			start := cpuNow()
+			for b.Loop() {
+				l.request(f, &c, &relayed)
+			}
+			b.ReportMetric(float64(cpuNow()-start)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
