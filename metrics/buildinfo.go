@@ -18,9 +18,12 @@ var buildVersion = sync.OnceValue(func() string {
 })
 
 // BuildVersion is wsgate's version as wsgate_build_info and `wsgate -version` report it: the
-// module version when the binary was built from a tagged module (go install ...@v1.2.3), else
-// the VCS revision it was built from (first 12 hex digits, "+dirty" with uncommitted changes),
-// else "(devel)" (a build with -buildvcs=false or outside a repository).
+// main module's version from the build info. That is the tag for `go install ...@v1.2.3`, and
+// for a build in a git checkout Go (1.24 on) stamps a pseudo-version from the commit, e.g.
+// "v0.0.0-20261207014711-f1a81f852d81+dirty". When the build info has no version but has VCS
+// settings, the revision (first 12 hex digits, "+dirty" with uncommitted changes); else
+// "(devel)" (-buildvcs=false, no repository, or a git worktree, where the go command stamps
+// nothing).
 func BuildVersion() string { return buildVersion() }
 
 func versionFrom(bi *debug.BuildInfo) string {
