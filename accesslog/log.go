@@ -48,7 +48,8 @@ type Log struct {
 }
 
 // Open opens the destination of -access-log: "off" (returns a nil *Log), "stdout", "stderr",
-// or a file path (created 0640 if missing, appended to).
+// or a file path (created 0640 if missing, appended to; a file named like a keyword is
+// written ./stdout).
 func Open(dest string, cfg Config) (*Log, error) {
 	switch dest {
 	case "off":
