@@ -449,3 +449,57 @@ func BenchmarkFormat(b *testing.B) {
 		})
 	}
 }
+
+// TestReopenWhileLogging: loops keep logging while the file is rotated twenty times; every
+// accepted line is in exactly one of the files, whole.
+func TestReopenWhileLogging(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access.log")
+	l, err := Open(path, Config{RingSize: 1 << 20, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const W, N = 3, 3000
+	var wg sync.WaitGroup
+	writers := make([]*Writer, W)
+	for w := range W {
+		writers[w] = l.NewWriter()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range N {
+				writers[w].Request(fixedRequest(fmt.Sprint(w), n))
+			}
+		}()
+	}
+	for i := range 20 {
+		if err := os.Rename(path, fmt.Sprintf("%s.%d", path, i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(path + "*")
+	seen := map[string]bool{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range lines(string(data)) {
+			target := targetOf(t, line)
+			if seen[target] {
+				t.Fatalf("%s twice", target)
+			}
+			seen[target] = true
+		}
+	}
+	if want := uint64(W*N) - l.Dropped(); uint64(len(seen)) != want {
+		t.Fatalf("%d distinct lines in %d files, want %d (dropped %d)", len(seen), len(files), want, l.Dropped())
+	}
+}
