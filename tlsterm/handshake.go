@@ -127,7 +127,9 @@ func (h *Handshake) Rest() []byte { return h.rest }
 // Feed gives the driver bytes read from the socket (all of them are taken;
 // nil just polls). It returns bytes to write to the socket (possibly
 // with an error: crypto/tls's alert), and the new state. In StateFailed the
-// error says why, naming the phase.
+// error says why, naming the phase. Once it has returned StateEstablished,
+// later bytes belong to the session (after Rest), never to Feed: a loop that
+// feeds a read in pieces must hand the remaining pieces to the session.
 func (h *Handshake) Feed(in []byte) (out []byte, st State, err error) {
 	switch h.state {
 	case StateNeedHello:

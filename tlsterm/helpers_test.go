@@ -178,20 +178,35 @@ func serveOne(srv *Server, c net.Conn, o harnessOpts) connResult {
 		return ps
 	}
 	deadline := time.After(20 * time.Second)
+	var leftover []byte // bytes of the last chunk read after the handshake completed in it
 	for h.State() < StateEstablished {
 		var out []byte
 		var err error
 		select {
 		case b, ok := <-data:
 			if !ok {
-				res.err = errors.New("client closed during the handshake")
+				// The handshake may have failed just before: report that.
+				if _, st, ferr := h.Feed(nil); st == StateFailed {
+					res.err = ferr
+				} else {
+					res.err = errors.New("client closed during the handshake")
+				}
 				return res
 			}
-			for _, p := range pieces(b) {
+			ps := pieces(b)
+			for i, p := range ps {
 				var o2 []byte
-				o2, _, err = h.Feed(p)
+				var st State
+				o2, st, err = h.Feed(p)
 				out = append(out, o2...)
 				if err != nil {
+					break
+				}
+				if st == StateEstablished {
+					// What follows in this chunk belongs to the session.
+					for _, q := range ps[i+1:] {
+						leftover = append(leftover, q...)
+					}
 					break
 				}
 			}
@@ -209,6 +224,7 @@ func serveOne(srv *Server, c net.Conn, o harnessOpts) connResult {
 	}
 	res.info = h.Info()
 	if l := h.Legacy(); l != nil {
+		l.Feed(leftover)
 		return serveLegacy(l, c, data, write, pieces, res, o)
 	}
 	s := h.Session()
@@ -264,6 +280,7 @@ func serveOne(srv *Server, c net.Conn, o harnessOpts) connResult {
 		}
 	}
 	process(rest)
+	process(leftover)
 	for b := range data {
 		if done {
 			continue

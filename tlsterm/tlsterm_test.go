@@ -155,8 +155,14 @@ func TestMinVersion13RefusesTLS12(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "protocol version") {
 		t.Fatalf("TLS 1.2 client against min 1.3: %v", err)
 	}
-	if r := tl.next(t); r.err == nil || !strings.Contains(r.err.Error(), "tls handshake") {
-		t.Fatalf("server: %v", r.err)
+	// The server failed the handshake (its protocol_version alert is what
+	// the client reported above); the client may close before the loop
+	// has collected the outcome, so only the failure is asserted.
+	if r := tl.next(t); r.err == nil {
+		t.Fatal("server: no error")
+	}
+	if st := srv.Stats(); st.Established != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
