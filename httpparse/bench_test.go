@@ -312,3 +312,36 @@ func BenchmarkAppendAccept(b *testing.B) {
 		dst = AppendAccept(dst[:0], key)
 	}
 }
+
+// BenchmarkParseSplit parses the browser GET arriving in two reads, so the
+// resumable path (not the one-read fast path) does the work.
+func BenchmarkParseSplit(b *testing.B) {
+	var p Parser
+	req := new(Request)
+	b.SetBytes(int64(len(browserGET)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ParseRequest(browserGET[:300], req); err != ErrNeedMore {
+			b.Fatal(err)
+		}
+		if _, err := p.ParseRequest(browserGET, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseResponseSplit is BenchmarkParseSplit for a response head.
+func BenchmarkParseResponseSplit(b *testing.B) {
+	var p Parser
+	resp := new(Response)
+	b.SetBytes(int64(len(response200)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ParseResponse(response200[:100], resp, false); err != ErrNeedMore {
+			b.Fatal(err)
+		}
+		if _, err := p.ParseResponse(response200, resp, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -157,3 +157,35 @@ func TestCannedErrors(t *testing.T) {
 		}
 	}
 }
+
+// rewriteBenchGET is a browser page load as it reaches wsgate.
+const rewriteBenchGET = "GET /app/dashboard?tab=overview HTTP/1.1\r\nHost: app.example.com\r\n" +
+	"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n" +
+	"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\nAccept-Language: en-US,en;q=0.5\r\n" +
+	"Accept-Encoding: gzip, deflate, br, zstd\r\nConnection: keep-alive\r\n" +
+	"Cookie: session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark\r\nUpgrade-Insecure-Requests: 1\r\n" +
+	"Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nPriority: u=0, i\r\n\r\n"
+
+// BenchmarkRewriteRequest rebuilds a browser GET head for the backend.
+func BenchmarkRewriteRequest(b *testing.B) {
+	req := parseReq(b, rewriteBenchGET)
+	o := reqHeadOpts{backendHost: []byte("127.0.0.1:3000"), clientIP: []byte("10.0.0.1"), preserveHost: true, forwarded: true}
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendRequestHead(buf[:0], req, &o)
+	}
+}
+
+// BenchmarkRewriteResponse rebuilds a typical backend answer head for the client.
+func BenchmarkRewriteResponse(b *testing.B) {
+	resp := parseResp(b, "HTTP/1.1 200 OK\r\nDate: Tue, 24 Nov 2026 22:00:00 GMT\r\nContent-Type: text/html; charset=utf-8\r\n"+
+		"Content-Length: 5120\r\nCache-Control: no-cache, private\r\nVary: Accept-Encoding\r\n"+
+		"X-Request-Id: 4f3c2a1b-9d8e-4c7b-a6f5-e4d3c2b1a098\r\nServer: backend/1.0\r\n\r\n")
+	o := respHeadOpts{backendHost: []byte("127.0.0.1:3000"), clientHost: []byte("app.example.com")}
+	buf := make([]byte, 0, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendResponseHead(buf[:0], resp, &o)
+	}
+}
