@@ -91,6 +91,8 @@ func TestZeroAllocs(t *testing.T) {
 	var d ChunkedDecoder
 	dst := make([]byte, 0, 64)
 	bad := []byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+	absoluteOdd := []byte("POST http://a.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\nX_Forwarded_For: 1\r\nContent-Length: 5, 5\r\n\r\n")
+	badPartial := []byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n")
 	cases := map[string]func(){
 		"BrowserGET": func() {
 			if _, err := p.ParseRequest(browserGET, req); err != nil {
@@ -134,6 +136,16 @@ func TestZeroAllocs(t *testing.T) {
 			}
 			if !d.Done() {
 				panic("not done")
+			}
+		},
+		"AbsoluteFormOddNames": func() {
+			if _, err := p.ParseRequest(absoluteOdd, req); err != nil || req.OddNames != 1 || req.Authority == nil {
+				panic(err)
+			}
+		},
+		"FailFastPartialHead": func() {
+			if _, err := p.ParseRequest(badPartial, req); StatusOf(err) != 400 {
+				panic(err)
 			}
 		},
 		"ErrorPath": func() {

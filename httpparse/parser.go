@@ -1,7 +1,5 @@
 package httpparse
 
-import "bytes"
-
 // MaxHeadersCap is the size of the fixed header table inside Request and
 // Response; Limits.MaxHeaders is clamped to it.
 const MaxHeadersCap = 256
@@ -70,35 +68,66 @@ func (f Framing) String() string {
 // again (with more appended) after ErrNeedMore, and call Reset if it moves
 // or discards them before the head completes. The state resets itself after
 // a complete head or an error; calling Reset then is harmless.
+//
+// Every byte is judged when it arrives: the start line and each field line
+// are checked as they grow, and each complete field line is applied at once
+// (a second Host, a Content-Length that disagrees with an earlier one,
+// Transfer-Encoding next to Content-Length, a Connection option naming a
+// framing field...). A head that can no longer become valid is refused at
+// its first impossible byte, not when the blank line arrives, which a
+// client that stalls would otherwise postpone until the server's head
+// timeout. The outcome never depends on how the bytes were split.
 type Parser struct {
 	Limits Limits
 
 	scan     int // first byte not yet examined
-	line     int // start of the line being scanned
 	start    int // start of the request or status line (after skipped empty lines)
 	hdrStart int // first byte after the start line; 0 while it is incomplete
+	line     int // start of the field line being scanned
 	hdrs     int // complete field lines seen
 
-	// Request-line progress, checked byte by byte as it arrives so that
-	// garbage (a TLS ClientHello on the plain port, say) is refused at once
-	// instead of waiting for a line end that never comes.
-	phase uint8 // 0 method, 1 target, 2 version
+	// Start-line progress.
+	phase uint8 // request line: phMethod, phTarget or phVersion
 	cr    bool  // the last byte was CR, so the next one must be LF
-	plen  int   // bytes in the current phase
+	plen  int   // bytes in the current phase (status line: bytes so far)
 	mEnd  int   // index of the SP after the method
 	tEnd  int   // index of the SP after the target
 	minor int
+	code  int // status code digits so far
+	ts    targetScan
+
+	// Field-line progress.
+	fl       uint8 // flStart, flName, flValue, flLF or flEndLF
+	nameBits uint8 // tcharBit of the current name's bytes, and-ed
+	colon    int   // index of the current line's colon
+	f        fieldScan
 }
+
+// Request-line phases.
+const (
+	phMethod uint8 = iota
+	phTarget
+	phVersion
+)
+
+// Field-line states.
+const (
+	flStart uint8 = iota // first byte of a field line, or CR of the blank line
+	flName               // in the name
+	flValue              // after the colon
+	flLF                 // CR ended the value; LF must follow
+	flEndLF              // CR of the blank line; LF ends the head
+)
 
 // Reset forgets any partial head.
 func (p *Parser) Reset() {
 	*p = Parser{Limits: p.Limits}
 }
 
-// scanHead finds the end of the head in buf, resuming where the previous
-// call stopped. It returns the head length, or 0 and no error kind when more
-// bytes are needed. Every check fires at a fixed byte position, so the
-// outcome does not depend on how the bytes were split across calls.
+// scanHead validates buf up to the end of the head, resuming where the
+// previous call stopped. It returns the head length, or 0 and no error kind
+// when more bytes are needed. Every check fires at a fixed byte position, so
+// the outcome does not depend on how the bytes were split across calls.
 func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
 	if p.scan > len(buf) {
 		p.Reset() // the caller handed over a different buffer
@@ -110,57 +139,26 @@ func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
 	if p.scan > limit { // Limits lowered while a head was in progress
 		return 0, p.limitKind(isReq)
 	}
-	for {
-		rest := buf[p.scan:limit]
-		i := bytes.IndexByte(rest, '\n')
-		if isReq && p.hdrStart == 0 {
-			seg := rest
-			if i >= 0 {
-				seg = rest[:i]
-			}
-			if k := p.scanRequestLine(seg, maxTarget); k != 0 {
-				return 0, k
-			}
+	if p.hdrStart == 0 {
+		var k errKind
+		if isReq {
+			k = p.scanRequestLine(buf, limit, maxTarget)
+		} else {
+			k = p.scanStatusLine(buf, limit)
 		}
-		if i < 0 {
-			if len(buf) > maxHead {
-				return 0, p.limitKind(isReq)
-			}
-			p.scan = len(buf)
-			return 0, 0
-		}
-		lf := p.scan + i
-		if lf == 0 || buf[lf-1] != '\r' {
-			return 0, kBareLF
-		}
-		p.scan = lf + 1
-		empty := lf-1 == p.line
-		switch {
-		case p.hdrStart == 0 && empty:
-			// RFC 9112 section 2.2: a server SHOULD ignore empty lines
-			// before the request line (old clients send CRLF after a body).
-			if !isReq {
-				return 0, kBadStatusLine
-			}
-			p.line, p.start = lf+1, lf+1
-			p.phase, p.plen, p.cr = 0, 0, false
-		case p.hdrStart == 0:
-			if isReq {
-				if k := p.parseRequestLine(buf[p.start : lf-1]); k != 0 {
-					return 0, k
-				}
-			}
-			p.hdrStart, p.line = lf+1, lf+1
-		case empty:
-			return lf + 1, 0
-		default:
-			p.hdrs++
-			if p.hdrs > maxHeaders {
-				return 0, kTooManyHeaders
-			}
-			p.line = lf + 1
+		if k != 0 {
+			return 0, k
 		}
 	}
+	if p.hdrStart != 0 {
+		if end, k := p.scanFields(buf, limit, maxHeaders); end != 0 || k != 0 {
+			return end, k
+		}
+	}
+	if len(buf) > maxHead {
+		return 0, p.limitKind(isReq)
+	}
+	return 0, 0
 }
 
 func (p *Parser) limitKind(isReq bool) errKind {
@@ -172,49 +170,96 @@ func (p *Parser) limitKind(isReq bool) errKind {
 
 const httpVersionPrefix = "HTTP/"
 
-// scanRequestLine checks request-line bytes as they arrive (the LF excluded).
-func (p *Parser) scanRequestLine(seg []byte, maxTarget int) errKind {
-	for _, c := range seg {
+// scanRequestLine follows request-line = method SP request-target SP
+// HTTP-version CRLF from p.scan to limit. Empty lines before it are skipped
+// (RFC 9112 section 2.2: old clients send CRLF after a body).
+func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
+	for i := p.scan; i < limit; i++ {
+		c := buf[i]
 		if p.cr {
-			return kBareCR
+			if c != '\n' {
+				return kBareCR
+			}
+			p.cr = false
+			if p.phase == phMethod {
+				p.start = i + 1 // an empty line
+				continue
+			}
+			p.scan, p.hdrStart, p.line = i+1, i+1, i+1
+			p.f = fieldScan{req: true, minor: p.minor, authS: p.ts.authS, authE: p.ts.authE}
+			return 0
 		}
-		if c == '\r' {
-			p.cr = true
-			continue
+		if c == '\n' {
+			return kBareLF
 		}
 		switch p.phase {
-		case 0:
-			if c == ' ' {
-				if p.plen == 0 {
-					return kBadMethod
-				}
-				p.phase, p.plen = 1, 0
-			} else if !isTchar[c] {
-				return kBadMethod
-			} else {
+		case phMethod:
+			switch {
+			case isTchar[c]:
 				p.plen++
+			case c == ' ' && p.plen > 0:
+				if string(buf[p.start:i]) == "CONNECT" {
+					return kConnect
+				}
+				p.mEnd, p.phase, p.plen = i, phTarget, 0
+			case c == '\r' && p.plen == 0:
+				p.cr = true
+			case c == '\r':
+				return kBadRequestLine
+			default:
+				return kBadMethod
 			}
-		case 1:
-			if c == ' ' {
+		case phTarget:
+			switch {
+			case c == ' ':
 				if p.plen == 0 {
 					return kBadTarget
 				}
-				p.phase, p.plen = 2, 0
-			} else if c <= ' ' || c >= 0x7f {
+				if k := p.ts.end(i); k != 0 {
+					return k
+				}
+				p.tEnd, p.phase, p.plen = i, phVersion, 0
+			case c == '\r':
+				return kBadRequestLine
+			case c < ' ' || c >= 0x7f:
 				return kBadTarget
-			} else {
+			default:
 				p.plen++
 				if p.plen > maxTarget {
 					return kTargetTooLong
 				}
+				if p.ts.st != tsPath {
+					if k := p.ts.step(c, i); k != 0 {
+						return k
+					}
+				}
 			}
 		default:
+			if c == '\r' {
+				if p.plen != len("HTTP/1.1") {
+					return kBadVersion
+				}
+				// Checked last so that the HTTP/2 preface ("PRI * HTTP/2.0")
+				// is told it speaks the wrong version.
+				if p.ts.st == tsStar && string(buf[p.start:p.mEnd]) != "OPTIONS" {
+					return kAsterisk
+				}
+				p.cr = true
+				continue
+			}
 			if !versionByteOK(p.plen, c) {
 				return kBadVersion
+			}
+			if p.plen == 7 {
+				if buf[i-2] != '1' || (c != '0' && c != '1') {
+					return kVersion
+				}
+				p.minor = int(c - '0')
 			}
 			p.plen++
 		}
 	}
+	p.scan = limit
 	return 0
 }
 
@@ -231,83 +276,156 @@ func versionByteOK(pos int, c byte) bool {
 	return false
 }
 
-// parseRequestLine runs on the complete line (CRLF excluded); its bytes have
-// passed scanRequestLine, so only the structure is left to check.
-func (p *Parser) parseRequestLine(line []byte) errKind {
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 {
-		return kBadRequestLine
+// scanStatusLine follows status-line = HTTP-version SP 3DIGIT [ SP
+// reason-phrase ] CRLF from p.scan to limit, accepting exactly what
+// parseStatusLine accepts.
+func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
+	for i := p.scan; i < limit; i++ {
+		c := buf[i]
+		if p.cr {
+			if c != '\n' {
+				return kBareCR
+			}
+			p.cr = false
+			p.scan, p.hdrStart, p.line = i+1, i+1, i+1
+			p.f = fieldScan{minor: p.minor}
+			return 0
+		}
+		pos := p.plen
+		p.plen++
+		switch {
+		case c == '\n':
+			return kBareLF
+		case pos < 8:
+			if !versionByteOK(pos, c) {
+				return kBadStatusLine
+			}
+			if pos == 7 {
+				if buf[i-2] != '1' || (c != '0' && c != '1') {
+					return kVersion
+				}
+				p.minor = int(c - '0')
+			}
+		case pos == 8:
+			if c != ' ' {
+				return kBadStatusLine
+			}
+		case pos < 12:
+			if c < '0' || c > '9' {
+				return kBadStatusLine
+			}
+			p.code = p.code*10 + int(c-'0')
+			if pos == 11 && (p.code < 100 || p.code > 599) {
+				return kBadStatus
+			}
+		case c == '\r':
+			p.cr = true
+		case pos == 12:
+			if c != ' ' {
+				return kBadStatusLine
+			}
+		case !isValueByte[c]:
+			return kBadStatusLine
+		}
 	}
-	method, rest := line[:sp1], line[sp1+1:]
-	sp2 := bytes.IndexByte(rest, ' ')
-	if sp2 <= 0 {
-		return kBadRequestLine
-	}
-	target, ver := rest[:sp2], rest[sp2+1:]
-	if len(ver) != len("HTTP/1.1") {
-		return kBadVersion
-	}
-	if ver[5] != '1' || (ver[7] != '0' && ver[7] != '1') {
-		return kVersion
-	}
-	if k := targetFormKind(method, target); k != 0 {
-		return k
-	}
-	p.mEnd = p.start + sp1
-	p.tEnd = p.mEnd + 1 + sp2
-	p.minor = int(ver[7] - '0')
+	p.scan = limit
 	return 0
 }
 
-// targetFormKind checks the request-target form against the method (RFC
-// 9112 section 3.2).
-func targetFormKind(method, target []byte) errKind {
-	switch {
-	case string(method) == "CONNECT":
-		return kConnect
-	case target[0] == '/':
-	case len(target) == 1 && target[0] == '*':
-		if string(method) != "OPTIONS" {
-			return kAsterisk
+// scanFields follows the field lines from p.scan to limit and applies each
+// complete one. It returns the head length once the blank line has ended.
+func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
+	b := buf[:limit]
+	i := p.scan
+	for i < limit {
+		switch p.fl {
+		case flStart:
+			c := b[i]
+			switch {
+			case isTchar[c]:
+				if p.hdrs >= maxHeaders {
+					return 0, kTooManyHeaders
+				}
+				p.fl, p.nameBits = flName, bitTchar|bitPlain
+			case c == '\r':
+				p.fl = flEndLF
+				i++
+			case c == ' ' || c == '\t':
+				return 0, kObsFold
+			case c == '\n':
+				return 0, kBareLF
+			default:
+				return 0, kBadFieldName
+			}
+		case flName:
+			var bits uint8
+			i, bits = skipName(b, i)
+			p.nameBits &= bits
+			if i == limit {
+				break
+			}
+			switch b[i] {
+			case ':':
+				p.colon, p.fl = i, flValue
+				i++
+			case ' ', '\t':
+				return 0, kSpaceBeforeColon
+			case '\n':
+				return 0, kBareLF
+			default:
+				return 0, kBadFieldName
+			}
+		case flValue:
+			if i = skipValueBytes(b, i); i == limit {
+				break
+			}
+			switch b[i] {
+			case '\r':
+				p.fl = flLF
+				i++
+			case '\n':
+				return 0, kBareLF
+			default:
+				return 0, kBadFieldValue
+			}
+		case flLF:
+			if b[i] != '\n' {
+				return 0, kBareCR
+			}
+			if k := p.fieldLine(b, i-1); k != 0 {
+				return 0, k
+			}
+			p.hdrs++
+			i++
+			p.line, p.fl = i, flStart
+		default: // flEndLF
+			if b[i] != '\n' {
+				return 0, kBareCR
+			}
+			return i + 1, 0
 		}
-	case !isAbsoluteForm(target):
-		return kBadTargetForm
 	}
-	return 0
+	p.scan = i
+	return 0, 0
 }
 
-// targetAuthority returns the authority of an absolute-form target.
-func targetAuthority(t []byte) []byte {
-	i := bytes.Index(t, []byte("://"))
-	if i < 0 {
-		return nil
+// fieldLine applies the complete field line from p.line to the CR at cr.
+func (p *Parser) fieldLine(b []byte, cr int) errKind {
+	vs, ve := trimValue(b, p.colon+1, cr)
+	if p.nameBits&bitPlain == 0 {
+		p.f.odd++
 	}
-	a := t[i+3:]
-	for j, c := range a {
-		if c == '/' || c == '?' || c == '#' {
-			return a[:j]
-		}
-	}
-	return a
+	return p.f.field(b, p.line, p.colon, vs, ve)
 }
 
-// isAbsoluteForm accepts scheme "://" authority [path...]. Requiring the
-// "//" keeps "host:port" (authority-form, CONNECT only) from passing as a
-// URI with scheme "host".
-func isAbsoluteForm(t []byte) bool {
-	i := 0
-	for ; i < len(t); i++ {
-		c := t[i] | 0x20
-		if c >= 'a' && c <= 'z' {
-			continue
-		}
-		if i > 0 && ((t[i] >= '0' && t[i] <= '9') || t[i] == '+' || t[i] == '-' || t[i] == '.') {
-			continue
-		}
-		break
+// trimValue returns the bounds of b[vs:ve] without leading and trailing
+// SP and HTAB.
+func trimValue(b []byte, vs, ve int) (int, int) {
+	for vs < ve && (b[vs] == ' ' || b[vs] == '\t') {
+		vs++
 	}
-	if i == 0 || len(t) < i+4 || t[i] != ':' || t[i+1] != '/' || t[i+2] != '/' {
-		return false
+	for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
+		ve--
 	}
-	return t[i+3] != '/'
+	return vs, ve
 }
