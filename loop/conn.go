@@ -230,6 +230,9 @@ func (cc *clientConn) readHead() bool {
 		return false
 	}
 	cc.parser.Reset()
+	if err == nil {
+		err = checkFieldNames(req, s.cfg.HeaderNames)
+	}
 	if err != nil {
 		cc.reject(err)
 		return false
@@ -273,10 +276,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 	cc.respParser.Reset()
 	cc.respPhase = respHead
 	cc.respStarted, cc.respFinal, cc.backendReuse = false, false, false
-	cc.host = append(cc.host[:0], req.Host...)
-	if auth, _, ok := splitAbsolute(req.Target); ok {
-		cc.host = append(cc.host[:0], auth...)
-	}
+	cc.host = append(cc.host[:0], requestHost(req)...)
 	cc.wsKey = cc.wsKey[:0]
 	if upgrade {
 		cc.wsKey = append(cc.wsKey, req.Header("Sec-WebSocket-Key")...)
