@@ -220,3 +220,31 @@ func TestFailFastKeepsNeedMore(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeWithSharedScratchAndMovedBuffer: an event loop parses many
+// connections' heads into one scratch Request, and a connection's bytes may
+// move to a bigger buffer between reads. A head resumed after both must come
+// out whole, every slice pointing into the final buffer.
+func TestResumeWithSharedScratchAndMovedBuffer(t *testing.T) {
+	head := "POST /a HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nX_Two: 2\r\nContent-Length: 3\r\n\r\n"
+	for cut := 1; cut < len(head); cut++ {
+		var scratch Request
+		var pa, pb Parser
+		if _, err := pa.ParseRequest([]byte(head[:cut]), &scratch); err != ErrNeedMore {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		other := []byte("GET /other HTTP/1.1\r\nHost: b\r\nY: 1\r\nZ: 2\r\nW: 3\r\nV: 4\r\n\r\n")
+		if _, err := pb.ParseRequest(other, &scratch); err != nil {
+			t.Fatal(err)
+		}
+		moved := []byte(head) // the same bytes at a new address
+		if _, err := pa.ParseRequest(moved, &scratch); err != nil {
+			t.Fatalf("cut %d: %v", cut, err)
+		}
+		want := oneShotRequest(Limits{}, []byte(head))
+		if got := requestOutcome(len(head), nil, &scratch); got != want {
+			t.Fatalf("cut %d:\n%+v\nwant\n%+v", cut, got, want)
+		}
+		checkAliases(t, moved, &scratch)
+	}
+}

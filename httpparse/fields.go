@@ -1,27 +1,22 @@
 package httpparse
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 )
 
-// splitFields fills t with the field lines of a head that scanFields has
-// validated line by line, from i to the blank line, and returns their count.
-func splitFields(buf []byte, i int, t *[MaxHeadersCap]Header) int {
-	n := 0
-	for n < len(t) && buf[i] != '\r' {
-		j := skipToken(buf, i)
-		name := buf[i:j:j]
-		vs, ve := trimValue(buf, j+1, skipValueBytes(buf, j+1))
-		t[n] = Header{Name: name, Value: buf[vs:ve:ve]}
-		n++
-		i = ve
-		for buf[i] != '\n' {
-			i++
-		}
-		i++
+// splitFields stores the first n field lines of a head that scanFields has
+// validated, starting at i, in t. Validation is done, so only the colon and
+// the CR are looked for.
+func splitFields(buf []byte, i int, t *[MaxHeadersCap]Header, n int) {
+	for k := range n {
+		j := i + bytes.IndexByte(buf[i:], ':')
+		cr := j + bytes.IndexByte(buf[j:], '\r')
+		vs, ve := trimValue(buf, j+1, cr)
+		t[k] = Header{Name: buf[i:j:j], Value: buf[vs:ve:ve]}
+		i = cr + 2
 	}
-	return n
 }
 
 // skipValueBytes returns the index of the first byte at or after j that is
@@ -106,11 +101,10 @@ type fieldScan struct {
 	odd          int // field names with a byte outside [A-Za-z0-9-]
 }
 
-// field applies the field line whose name is buf[ns:ne] and whose trimmed
-// value is buf[vs:ve]. Names are told apart by length first, so the common
-// uninteresting field costs one switch.
-func (f *fieldScan) field(buf []byte, ns, ne, vs, ve int) errKind {
-	name, value := buf[ns:ne], buf[vs:ve]
+// field applies one field line of buf: its name, and its trimmed value,
+// which starts at buf[vs]. Names are told apart by length first, so the
+// common uninteresting field costs one switch.
+func (f *fieldScan) field(buf, name, value []byte, vs int) errKind {
 	switch len(name) {
 	case 4:
 		if f.req && EqualFold(name, "host") {
@@ -127,7 +121,7 @@ func (f *fieldScan) field(buf []byte, ns, ne, vs, ve int) errKind {
 			case f.authE != 0 && !equalFold(buf[f.authS:f.authE], value):
 				return kHostMismatch
 			}
-			f.hostS, f.hostE = vs, ve
+			f.hostS, f.hostE = vs, vs+len(value)
 		}
 	case 6:
 		if f.req && EqualFold(name, "expect") && EqualFold(value, "100-continue") {

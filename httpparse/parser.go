@@ -101,6 +101,13 @@ type Parser struct {
 	nameBits uint8 // tcharBit of the current name's bytes, and-ed
 	colon    int   // index of the current line's colon
 	f        fieldScan
+
+	// Field lines completed by this call are stored in the caller's table at
+	// once; those completed by earlier calls (tabFrom of them) are split
+	// again at the end, because the table may have been used for another
+	// message in between and the buffer may have moved.
+	tab     *[MaxHeadersCap]Header
+	tabFrom int
 }
 
 // Request-line phases.
@@ -128,10 +135,11 @@ func (p *Parser) Reset() {
 // previous call stopped. It returns the head length, or 0 and no error kind
 // when more bytes are needed. Every check fires at a fixed byte position, so
 // the outcome does not depend on how the bytes were split across calls.
-func (p *Parser) scanHead(buf []byte, isReq bool) (int, errKind) {
+func (p *Parser) scanHead(buf []byte, isReq bool, t *[MaxHeadersCap]Header) (int, errKind) {
 	if p.scan > len(buf) {
 		p.Reset() // the caller handed over a different buffer
 	}
+	p.tab, p.tabFrom = t, p.hdrs
 	maxHead, maxHeaders, maxTarget := p.Limits.norm()
 	// Bytes at or past maxHead can never be part of an acceptable head, so
 	// they are not even looked at: a megabyte read costs what 16 KiB does.
@@ -223,15 +231,24 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 				return kBadRequestLine
 			case c < ' ' || c >= 0x7f:
 				return kBadTarget
+			case p.ts.st == tsPath:
+				// Past the form-deciding prefix only the byte class matters:
+				// step over the run of visible ASCII at once.
+				j := i + 1
+				for j < limit && buf[j] > ' ' && buf[j] < 0x7f {
+					j++
+				}
+				if p.plen += j - i; p.plen > maxTarget {
+					return kTargetTooLong
+				}
+				i = j - 1
 			default:
 				p.plen++
 				if p.plen > maxTarget {
 					return kTargetTooLong
 				}
-				if p.ts.st != tsPath {
-					if k := p.ts.step(c, i); k != 0 {
-						return k
-					}
+				if k := p.ts.step(c, i); k != 0 {
+					return k
 				}
 			}
 		default:
@@ -280,7 +297,17 @@ func versionByteOK(pos int, c byte) bool {
 // reason-phrase ] CRLF from p.scan to limit, accepting exactly what
 // parseStatusLine accepts.
 func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
-	for i := p.scan; i < limit; i++ {
+	i := p.scan
+	// The common case has the whole fixed part at hand and valid: take it in
+	// one step. Anything else goes byte by byte, which finds the same first
+	// offending byte as ever.
+	if p.plen == 0 && limit-i >= 12 {
+		if minor, code, ok := statusPrefix(buf[i : i+12]); ok {
+			p.minor, p.code, p.plen = minor, code, 12
+			i += 12
+		}
+	}
+	for ; i < limit; i++ {
 		c := buf[i]
 		if p.cr {
 			if c != '\n' {
@@ -326,22 +353,44 @@ func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
 			}
 		case !isValueByte[c]:
 			return kBadStatusLine
+		default:
+			// Reason phrase: step over the run of value bytes at once.
+			j := skipValueBytes(buf[:limit], i+1)
+			p.plen += j - i - 1
+			i = j - 1
 		}
 	}
 	p.scan = limit
 	return 0
 }
 
+// statusPrefix accepts exactly the 12-byte prefixes "HTTP/1.x ddd" in which
+// scanStatusLine would find no fault.
+func statusPrefix(b []byte) (minor, code int, ok bool) {
+	if string(b[:7]) != "HTTP/1." || (b[7] != '0' && b[7] != '1') || b[8] != ' ' {
+		return 0, 0, false
+	}
+	d0, d1, d2 := b[9]-'0', b[10]-'0', b[11]-'0'
+	if d0 > 9 || d1 > 9 || d2 > 9 {
+		return 0, 0, false
+	}
+	code = int(d0)*100 + int(d1)*10 + int(d2)
+	if code < 100 || code > 599 {
+		return 0, 0, false
+	}
+	return int(b[7] - '0'), code, true
+}
+
 // scanFields follows the field lines from p.scan to limit and applies each
 // complete one. It returns the head length once the blank line has ended.
+// The states follow each other in line order, so a line that is all there
+// goes through them in one pass of the loop.
 func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 	b := buf[:limit]
 	i := p.scan
 	for i < limit {
-		switch p.fl {
-		case flStart:
-			c := b[i]
-			switch {
+		if p.fl == flStart {
+			switch c := b[i]; {
 			case isTchar[c]:
 				if p.hdrs >= maxHeaders {
 					return 0, kTooManyHeaders
@@ -357,7 +406,8 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 			default:
 				return 0, kBadFieldName
 			}
-		case flName:
+		}
+		if p.fl == flName {
 			var bits uint8
 			i, bits = skipName(b, i)
 			p.nameBits &= bits
@@ -375,7 +425,8 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 			default:
 				return 0, kBadFieldName
 			}
-		case flValue:
+		}
+		if p.fl == flValue {
 			if i = skipValueBytes(b, i); i == limit {
 				break
 			}
@@ -388,6 +439,11 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 			default:
 				return 0, kBadFieldValue
 			}
+		}
+		if i == limit {
+			break
+		}
+		switch p.fl {
 		case flLF:
 			if b[i] != '\n' {
 				return 0, kBareCR
@@ -398,7 +454,7 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 			p.hdrs++
 			i++
 			p.line, p.fl = i, flStart
-		default: // flEndLF
+		case flEndLF:
 			if b[i] != '\n' {
 				return 0, kBareCR
 			}
@@ -409,13 +465,17 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 	return 0, 0
 }
 
-// fieldLine applies the complete field line from p.line to the CR at cr.
+// fieldLine applies the complete field line from p.line to the CR at cr and
+// stores it as entry p.hdrs of the table (scanFields has checked that
+// p.hdrs is below maxHeaders, itself at most the table size).
 func (p *Parser) fieldLine(b []byte, cr int) errKind {
 	vs, ve := trimValue(b, p.colon+1, cr)
 	if p.nameBits&bitPlain == 0 {
 		p.f.odd++
 	}
-	return p.f.field(b, p.line, p.colon, vs, ve)
+	h := &p.tab[p.hdrs]
+	h.Name, h.Value = b[p.line:p.colon:p.colon], b[vs:ve:ve]
+	return p.f.field(b, h.Name, h.Value, vs)
 }
 
 // trimValue returns the bounds of b[vs:ve] without leading and trailing

@@ -61,7 +61,7 @@ func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, true)
+	end, k := p.scanHead(buf, true, &req.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
@@ -137,11 +137,24 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 			}
 			return 0, 0
 		}
-		j, bits := skipName(b, i)
+		// skipName, written out: a call per field line costs more than the scan.
+		j, bits := i, uint8(bitTchar|bitPlain)
+		for j+4 <= len(b) {
+			a := tcharBit[b[j]] & tcharBit[b[j+1]] & tcharBit[b[j+2]] & tcharBit[b[j+3]]
+			if a&bitTchar == 0 {
+				break
+			}
+			bits &= a
+			j += 4
+		}
+		for j < len(b) && tcharBit[b[j]]&bitTchar != 0 {
+			bits &= tcharBit[b[j]]
+			j++
+		}
 		if j == i || j >= len(b) || b[j] != ':' {
 			return 0, 0
 		}
-		name, ne := b[i:j:j], j
+		name := b[i:j:j]
 		j++
 		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
 			j++
@@ -158,11 +171,11 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 		if bits&bitPlain == 0 {
 			f.odd++
 		}
-		if f.field(b, i, ne, vs, ve) != 0 {
-			return 0, 0
-		}
 		h := &t[n]
 		h.Name, h.Value = name, b[vs:ve:ve]
+		if f.field(b, name, h.Value, vs) != 0 {
+			return 0, 0
+		}
 		n++
 		i = j + 2
 	}
@@ -170,7 +183,8 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 }
 
 func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
-	n := splitFields(buf, p.hdrStart, &req.table)
+	n := p.hdrs
+	splitFields(buf, p.hdrStart, &req.table, p.tabFrom)
 	req.Headers = req.table[:n:n]
 	req.Method = buf[p.start:p.mEnd:p.mEnd]
 	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]

@@ -38,7 +38,7 @@ func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD boo
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, false)
+	end, k := p.scanHead(buf, false, &resp.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
@@ -123,11 +123,12 @@ func parseStatusLine(line []byte) (status, minor int, reason []byte, k errKind) 
 }
 
 func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
-	status, minor, reason, k := parseStatusLine(buf[p.start : p.hdrStart-2])
-	if k != 0 {
-		return k // cannot happen: scanStatusLine accepts the same lines
-	}
-	n := splitFields(buf, p.hdrStart, &resp.table)
+	// scanStatusLine has checked the line and kept the version and the code;
+	// the reason phrase is what follows "HTTP/1.1 200 ".
+	line := buf[p.start : p.hdrStart-2]
+	status, minor, reason := p.code, p.minor, line[min(len(line), 13):len(line):len(line)]
+	n := p.hdrs
+	splitFields(buf, p.hdrStart, &resp.table, p.tabFrom)
 	resp.Headers = resp.table[:n:n]
 	resp.Reason = reason
 	return setResponse(resp, &p.f, status, minor, head)
