@@ -84,21 +84,21 @@ func skipName(b []byte, j int) (int, uint8) {
 // being parsed, because a resumed parse may be handed the same bytes at a
 // new address.
 type fieldScan struct {
-	req          bool // Host and Expect only mean something in a request
-	minor        int  // HTTP/1.<minor> of the message
-	authS, authE int  // authority of an absolute-form target; authE == 0 when none
-	hosts        int
-	hostS, hostE int // the Host value
 	cl           int64
+	authS, authE int32 // authority of an absolute-form target; authE == 0 when none
+	hostS, hostE int32 // the Host value
+	hosts        int32
+	teElems      int32
+	teChunked    int32
+	odd          int32 // field names with a byte outside [A-Za-z0-9-]
+	minor        uint8 // HTTP/1.<minor> of the message
+	req          bool  // Host and Expect only mean something in a request
 	clSeen       bool
 	teSeen       bool
-	teElems      int
-	teChunked    int
 	teLast       bool // last coding seen is chunked
 	close        bool
 	keepAlive    bool
 	expect100    bool
-	odd          int // field names with a byte outside [A-Za-z0-9-]
 }
 
 // field applies one field line of buf: its name, and its trimmed value,
@@ -121,7 +121,7 @@ func (f *fieldScan) field(buf, name, value []byte, vs int) errKind {
 			case f.authE != 0 && !equalFold(buf[f.authS:f.authE], value):
 				return kHostMismatch
 			}
-			f.hostS, f.hostE = vs, vs+len(value)
+			f.hostS, f.hostE = int32(vs), int32(vs+len(value))
 		}
 	case 6:
 		if f.req && EqualFold(name, "expect") && EqualFold(value, "100-continue") {

@@ -4,8 +4,12 @@ package httpparse
 // Response; Limits.MaxHeaders is clamped to it.
 const MaxHeadersCap = 256
 
+// maxHeadCap bounds Limits.MaxHeadBytes so that offsets fit the parser's
+// int32 fields.
+const maxHeadCap = 1 << 30
+
 // Limits bound what a peer may make the parser look at. Zero fields take
-// the defaults of DefaultLimits.
+// the defaults of DefaultLimits; MaxHeadBytes is capped at 1 GiB.
 type Limits struct {
 	MaxHeadBytes   int // default 16 << 10; head longer -> 431 (or 414 when the request line alone is too long)
 	MaxHeaders     int // default 100, clamped to MaxHeadersCap; more -> 431
@@ -21,6 +25,9 @@ func (l *Limits) norm() (head, headers, target int) {
 	head, headers, target = l.MaxHeadBytes, l.MaxHeaders, l.MaxTargetBytes
 	if head <= 0 {
 		head = 16 << 10
+	}
+	if head > maxHeadCap {
+		head = maxHeadCap
 	}
 	if headers <= 0 {
 		headers = 100
@@ -80,34 +87,25 @@ func (f Framing) String() string {
 type Parser struct {
 	Limits Limits
 
-	scan     int // first byte not yet examined
-	start    int // start of the request or status line (after skipped empty lines)
-	hdrStart int // first byte after the start line; 0 while it is incomplete
-	line     int // start of the field line being scanned
-	hdrs     int // complete field lines seen
-
-	// Start-line progress.
-	phase uint8 // request line: phMethod, phTarget or phVersion
-	cr    bool  // the last byte was CR, so the next one must be LF
-	plen  int   // bytes in the current phase (status line: bytes so far)
-	mEnd  int   // index of the SP after the method
-	tEnd  int   // index of the SP after the target
-	minor int
-	code  int // status code digits so far
-	ts    targetScan
-
-	// Field-line progress.
-	fl       uint8 // flStart, flName, flValue, flLF or flEndLF
+	// Offsets are int32: norm caps the head at 1 GiB, and a parser lives in
+	// every connection twice (request and response side), so its size counts.
+	scan     int32 // first byte not yet examined
+	start    int32 // start of the request or status line (after skipped empty lines)
+	hdrStart int32 // first byte after the start line; 0 while it is incomplete
+	line     int32 // start of the field line being scanned
+	hdrs     int32 // complete field lines seen
+	plen     int32 // bytes in the current start-line phase (status line: bytes so far)
+	mEnd     int32 // index of the SP after the method
+	tEnd     int32 // index of the SP after the target
+	colon    int32 // index of the current field line's colon
+	code     int16 // status code digits so far
+	minor    uint8
+	phase    uint8 // request line: phMethod, phTarget or phVersion
+	cr       bool  // the last byte was CR, so the next one must be LF
+	fl       uint8 // field line: flStart, flName, flValue, flLF or flEndLF
 	nameBits uint8 // tcharBit of the current name's bytes, and-ed
-	colon    int   // index of the current line's colon
+	ts       targetScan
 	f        fieldScan
-
-	// Field lines completed by this call are stored in the caller's table at
-	// once; those completed by earlier calls (tabFrom of them) are split
-	// again at the end, because the table may have been used for another
-	// message in between and the buffer may have moved.
-	tab     *[MaxHeadersCap]Header
-	tabFrom int
 }
 
 // Request-line phases.
@@ -135,38 +133,42 @@ func (p *Parser) Reset() {
 // previous call stopped. It returns the head length, or 0 and no error kind
 // when more bytes are needed. Every check fires at a fixed byte position, so
 // the outcome does not depend on how the bytes were split across calls.
-func (p *Parser) scanHead(buf []byte, isReq bool, t *[MaxHeadersCap]Header) (int, errKind) {
-	if p.scan > len(buf) {
+//
+// Field lines completed by this call are stored in t at once; from is the
+// number of lines completed by earlier calls, which the caller splits again
+// at the end: t may have served another message in between (an event loop
+// shares one), and the buffer may have moved.
+func (p *Parser) scanHead(buf []byte, isReq bool, t *[MaxHeadersCap]Header) (end, from int, k errKind) {
+	if int(p.scan) > len(buf) {
 		p.Reset() // the caller handed over a different buffer
 	}
-	p.tab, p.tabFrom = t, p.hdrs
+	from = int(p.hdrs)
 	maxHead, maxHeaders, maxTarget := p.Limits.norm()
 	// Bytes at or past maxHead can never be part of an acceptable head, so
 	// they are not even looked at: a megabyte read costs what 16 KiB does.
 	limit := min(len(buf), maxHead)
-	if p.scan > limit { // Limits lowered while a head was in progress
-		return 0, p.limitKind(isReq)
+	if int(p.scan) > limit { // Limits lowered while a head was in progress
+		return 0, from, p.limitKind(isReq)
 	}
 	if p.hdrStart == 0 {
-		var k errKind
 		if isReq {
 			k = p.scanRequestLine(buf, limit, maxTarget)
 		} else {
 			k = p.scanStatusLine(buf, limit)
 		}
 		if k != 0 {
-			return 0, k
+			return 0, from, k
 		}
 	}
 	if p.hdrStart != 0 {
-		if end, k := p.scanFields(buf, limit, maxHeaders); end != 0 || k != 0 {
-			return end, k
+		if end, k = p.scanFields(buf, limit, maxHeaders, t); end != 0 || k != 0 {
+			return end, from, k
 		}
 	}
 	if len(buf) > maxHead {
-		return 0, p.limitKind(isReq)
+		return 0, from, p.limitKind(isReq)
 	}
-	return 0, 0
+	return 0, from, 0
 }
 
 func (p *Parser) limitKind(isReq bool) errKind {
@@ -182,7 +184,7 @@ const httpVersionPrefix = "HTTP/"
 // HTTP-version CRLF from p.scan to limit. Empty lines before it are skipped
 // (RFC 9112 section 2.2: old clients send CRLF after a body).
 func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
-	for i := p.scan; i < limit; i++ {
+	for i := int(p.scan); i < limit; i++ {
 		c := buf[i]
 		if p.cr {
 			if c != '\n' {
@@ -190,10 +192,10 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 			}
 			p.cr = false
 			if p.phase == phMethod {
-				p.start = i + 1 // an empty line
+				p.start = int32(i + 1) // an empty line
 				continue
 			}
-			p.scan, p.hdrStart, p.line = i+1, i+1, i+1
+			p.scan, p.hdrStart, p.line = int32(i+1), int32(i+1), int32(i+1)
 			p.f = fieldScan{req: true, minor: p.minor, authS: p.ts.authS, authE: p.ts.authE}
 			return 0
 		}
@@ -209,7 +211,7 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 				if string(buf[p.start:i]) == "CONNECT" {
 					return kConnect
 				}
-				p.mEnd, p.phase, p.plen = i, phTarget, 0
+				p.mEnd, p.phase, p.plen = int32(i), phTarget, 0
 			case c == '\r' && p.plen == 0:
 				p.cr = true
 			case c == '\r':
@@ -226,7 +228,7 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 				if k := p.ts.end(i); k != 0 {
 					return k
 				}
-				p.tEnd, p.phase, p.plen = i, phVersion, 0
+				p.tEnd, p.phase, p.plen = int32(i), phVersion, 0
 			case c == '\r':
 				return kBadRequestLine
 			case c < ' ' || c >= 0x7f:
@@ -238,13 +240,13 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 				for j < limit && buf[j] > ' ' && buf[j] < 0x7f {
 					j++
 				}
-				if p.plen += j - i; p.plen > maxTarget {
+				if p.plen += int32(j - i); int(p.plen) > maxTarget {
 					return kTargetTooLong
 				}
 				i = j - 1
 			default:
 				p.plen++
-				if p.plen > maxTarget {
+				if int(p.plen) > maxTarget {
 					return kTargetTooLong
 				}
 				if k := p.ts.step(c, i); k != 0 {
@@ -253,7 +255,7 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 			}
 		default:
 			if c == '\r' {
-				if p.plen != len("HTTP/1.1") {
+				if p.plen != int32(len("HTTP/1.1")) {
 					return kBadVersion
 				}
 				// Checked last so that the HTTP/2 preface ("PRI * HTTP/2.0")
@@ -264,19 +266,19 @@ func (p *Parser) scanRequestLine(buf []byte, limit, maxTarget int) errKind {
 				p.cr = true
 				continue
 			}
-			if !versionByteOK(p.plen, c) {
+			if !versionByteOK(int(p.plen), c) {
 				return kBadVersion
 			}
 			if p.plen == 7 {
 				if buf[i-2] != '1' || (c != '0' && c != '1') {
 					return kVersion
 				}
-				p.minor = int(c - '0')
+				p.minor = c - '0'
 			}
 			p.plen++
 		}
 	}
-	p.scan = limit
+	p.scan = int32(limit)
 	return 0
 }
 
@@ -297,7 +299,7 @@ func versionByteOK(pos int, c byte) bool {
 // reason-phrase ] CRLF from p.scan to limit, accepting exactly what
 // parseStatusLine accepts.
 func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
-	i := p.scan
+	i := int(p.scan)
 	// The common case has the whole fixed part at hand and valid: take it in
 	// one step. Anything else goes byte by byte, which finds the same first
 	// offending byte as ever.
@@ -314,11 +316,11 @@ func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
 				return kBareCR
 			}
 			p.cr = false
-			p.scan, p.hdrStart, p.line = i+1, i+1, i+1
+			p.scan, p.hdrStart, p.line = int32(i+1), int32(i+1), int32(i+1)
 			p.f = fieldScan{minor: p.minor}
 			return 0
 		}
-		pos := p.plen
+		pos := int(p.plen)
 		p.plen++
 		switch {
 		case c == '\n':
@@ -331,7 +333,7 @@ func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
 				if buf[i-2] != '1' || (c != '0' && c != '1') {
 					return kVersion
 				}
-				p.minor = int(c - '0')
+				p.minor = c - '0'
 			}
 		case pos == 8:
 			if c != ' ' {
@@ -341,7 +343,7 @@ func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
 			if c < '0' || c > '9' {
 				return kBadStatusLine
 			}
-			p.code = p.code*10 + int(c-'0')
+			p.code = p.code*10 + int16(c-'0')
 			if pos == 11 && (p.code < 100 || p.code > 599) {
 				return kBadStatus
 			}
@@ -356,17 +358,17 @@ func (p *Parser) scanStatusLine(buf []byte, limit int) errKind {
 		default:
 			// Reason phrase: step over the run of value bytes at once.
 			j := skipValueBytes(buf[:limit], i+1)
-			p.plen += j - i - 1
+			p.plen += int32(j - i - 1)
 			i = j - 1
 		}
 	}
-	p.scan = limit
+	p.scan = int32(limit)
 	return 0
 }
 
 // statusPrefix accepts exactly the 12-byte prefixes "HTTP/1.x ddd" in which
 // scanStatusLine would find no fault.
-func statusPrefix(b []byte) (minor, code int, ok bool) {
+func statusPrefix(b []byte) (minor uint8, code int16, ok bool) {
 	if string(b[:7]) != "HTTP/1." || (b[7] != '0' && b[7] != '1') || b[8] != ' ' {
 		return 0, 0, false
 	}
@@ -374,30 +376,32 @@ func statusPrefix(b []byte) (minor, code int, ok bool) {
 	if d0 > 9 || d1 > 9 || d2 > 9 {
 		return 0, 0, false
 	}
-	code = int(d0)*100 + int(d1)*10 + int(d2)
+	code = int16(d0)*100 + int16(d1)*10 + int16(d2)
 	if code < 100 || code > 599 {
 		return 0, 0, false
 	}
-	return int(b[7] - '0'), code, true
+	return b[7] - '0', code, true
 }
 
 // scanFields follows the field lines from p.scan to limit and applies each
 // complete one. It returns the head length once the blank line has ended.
 // The states follow each other in line order, so a line that is all there
-// goes through them in one pass of the loop.
-func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
+// goes through them in one pass of the loop. The progress is kept in locals
+// and stored back when the bytes run out (after an error or a complete head
+// the caller resets the parser anyway).
+func (p *Parser) scanFields(buf []byte, limit, maxHeaders int, t *[MaxHeadersCap]Header) (int, errKind) {
 	b := buf[:limit]
-	i := p.scan
+	i, fl, nameBits := int(p.scan), p.fl, p.nameBits
 	for i < limit {
-		if p.fl == flStart {
+		if fl == flStart {
 			switch c := b[i]; {
 			case isTchar[c]:
-				if p.hdrs >= maxHeaders {
+				if int(p.hdrs) >= maxHeaders {
 					return 0, kTooManyHeaders
 				}
-				p.fl, p.nameBits = flName, bitTchar|bitPlain
+				fl, nameBits = flName, bitTchar|bitPlain
 			case c == '\r':
-				p.fl = flEndLF
+				fl = flEndLF
 				i++
 			case c == ' ' || c == '\t':
 				return 0, kObsFold
@@ -407,16 +411,16 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 				return 0, kBadFieldName
 			}
 		}
-		if p.fl == flName {
+		if fl == flName {
 			var bits uint8
 			i, bits = skipName(b, i)
-			p.nameBits &= bits
+			nameBits &= bits
 			if i == limit {
 				break
 			}
 			switch b[i] {
 			case ':':
-				p.colon, p.fl = i, flValue
+				p.colon, fl = int32(i), flValue
 				i++
 			case ' ', '\t':
 				return 0, kSpaceBeforeColon
@@ -426,13 +430,13 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 				return 0, kBadFieldName
 			}
 		}
-		if p.fl == flValue {
+		if fl == flValue {
 			if i = skipValueBytes(b, i); i == limit {
 				break
 			}
 			switch b[i] {
 			case '\r':
-				p.fl = flLF
+				fl = flLF
 				i++
 			case '\n':
 				return 0, kBareLF
@@ -443,37 +447,36 @@ func (p *Parser) scanFields(buf []byte, limit, maxHeaders int) (int, errKind) {
 		if i == limit {
 			break
 		}
-		switch p.fl {
-		case flLF:
-			if b[i] != '\n' {
-				return 0, kBareCR
-			}
-			if k := p.fieldLine(b, i-1); k != 0 {
-				return 0, k
-			}
-			p.hdrs++
-			i++
-			p.line, p.fl = i, flStart
-		case flEndLF:
+		if fl == flEndLF {
 			if b[i] != '\n' {
 				return 0, kBareCR
 			}
 			return i + 1, 0
 		}
+		// flLF
+		if b[i] != '\n' {
+			return 0, kBareCR
+		}
+		if k := p.fieldLine(b, i-1, nameBits, t); k != 0 {
+			return 0, k
+		}
+		p.hdrs++
+		i++
+		p.line, fl = int32(i), flStart
 	}
-	p.scan = i
+	p.scan, p.fl, p.nameBits = int32(i), fl, nameBits
 	return 0, 0
 }
 
 // fieldLine applies the complete field line from p.line to the CR at cr and
-// stores it as entry p.hdrs of the table (scanFields has checked that
-// p.hdrs is below maxHeaders, itself at most the table size).
-func (p *Parser) fieldLine(b []byte, cr int) errKind {
-	vs, ve := trimValue(b, p.colon+1, cr)
-	if p.nameBits&bitPlain == 0 {
+// stores it as entry p.hdrs of t (scanFields has checked that p.hdrs is
+// below maxHeaders, itself at most the table size).
+func (p *Parser) fieldLine(b []byte, cr int, nameBits uint8, t *[MaxHeadersCap]Header) errKind {
+	vs, ve := trimValue(b, int(p.colon)+1, cr)
+	if nameBits&bitPlain == 0 {
 		p.f.odd++
 	}
-	h := &p.tab[p.hdrs]
+	h := &t[p.hdrs]
 	h.Name, h.Value = b[p.line:p.colon:p.colon], b[vs:ve:ve]
 	return p.f.field(b, h.Name, h.Value, vs)
 }

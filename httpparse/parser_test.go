@@ -842,7 +842,7 @@ func TestResumeOffset(t *testing.T) {
 		if err != ErrNeedMore {
 			t.Fatal(err)
 		}
-		if p.scan != i {
+		if int(p.scan) != i {
 			t.Fatalf("after %d bytes the scan offset is %d", i, p.scan)
 		}
 	}

@@ -61,12 +61,12 @@ func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, true, &req.table)
+	end, from, k := p.scanHead(buf, true, &req.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
 	if k == 0 {
-		k = p.finishRequest(buf[:end], req)
+		k = p.finishRequest(buf[:end], req, from)
 	}
 	p.Reset()
 	if k != 0 {
@@ -112,7 +112,7 @@ func (p *Parser) fastRequest(buf []byte, req *Request) int {
 		return 0
 	}
 	minor := int(v[7] - '0')
-	f := fieldScan{req: true, minor: minor, authS: t.authS, authE: t.authE}
+	f := fieldScan{req: true, minor: uint8(minor), authS: t.authS, authE: t.authE}
 	end, n := fastFields(b, i+11, &req.table, maxHeaders, &f)
 	if end == 0 {
 		return 0
@@ -182,13 +182,15 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 	return 0, 0
 }
 
-func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
+// finishRequest fills req from a head scanHead has accepted; the first from
+// field lines were completed by earlier calls and are split again.
+func (p *Parser) finishRequest(buf []byte, req *Request, from int) errKind {
 	n := p.hdrs
-	splitFields(buf, p.hdrStart, &req.table, p.tabFrom)
+	splitFields(buf, int(p.hdrStart), &req.table, from)
 	req.Headers = req.table[:n:n]
 	req.Method = buf[p.start:p.mEnd:p.mEnd]
 	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]
-	return setRequest(req, &p.f, buf, p.minor, &p.ts, p.tEnd)
+	return setRequest(req, &p.f, buf, int(p.minor), &p.ts, int(p.tEnd))
 }
 
 // setRequest derives Host, Authority, Path, persistence and framing (RFC
@@ -207,7 +209,7 @@ func setRequest(req *Request, f *fieldScan, buf []byte, minor int, t *targetScan
 	}
 	req.Path = buf[t.path:tEnd:tEnd]
 	req.Expect100 = f.expect100
-	req.OddNames = f.odd
+	req.OddNames = int(f.odd)
 	req.ContentLength = 0
 	if minor == 1 {
 		req.KeepAlive = !f.close

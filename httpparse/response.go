@@ -38,12 +38,12 @@ func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD boo
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, false, &resp.table)
+	end, from, k := p.scanHead(buf, false, &resp.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
 	if k == 0 {
-		k = p.finishResponse(buf[:end], resp, requestMethodHEAD)
+		k = p.finishResponse(buf[:end], resp, requestMethodHEAD, from)
 	}
 	p.Reset()
 	if k != 0 {
@@ -67,7 +67,7 @@ func (p *Parser) fastResponse(buf []byte, resp *Response, head bool) int {
 	if k != 0 {
 		return 0
 	}
-	f := fieldScan{minor: minor}
+	f := fieldScan{minor: uint8(minor)}
 	end, n := fastFields(b, lf+1, &resp.table, maxHeaders, &f)
 	if end == 0 {
 		return 0
@@ -122,13 +122,14 @@ func parseStatusLine(line []byte) (status, minor int, reason []byte, k errKind) 
 	return status, int(line[7] - '0'), reason[:len(reason):len(reason)], 0
 }
 
-func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
+// finishResponse is finishRequest for a response head.
+func (p *Parser) finishResponse(buf []byte, resp *Response, head bool, from int) errKind {
 	// scanStatusLine has checked the line and kept the version and the code;
 	// the reason phrase is what follows "HTTP/1.1 200 ".
 	line := buf[p.start : p.hdrStart-2]
-	status, minor, reason := p.code, p.minor, line[min(len(line), 13):len(line):len(line)]
+	status, minor, reason := int(p.code), int(p.minor), line[min(len(line), 13):len(line):len(line)]
 	n := p.hdrs
-	splitFields(buf, p.hdrStart, &resp.table, p.tabFrom)
+	splitFields(buf, int(p.hdrStart), &resp.table, from)
 	resp.Headers = resp.table[:n:n]
 	resp.Reason = reason
 	return setResponse(resp, &p.f, status, minor, head)

@@ -30,10 +30,10 @@ const (
 type targetScan struct {
 	st    uint8
 	auth  uint8 // authority state while st == tsAuth
-	n     int   // scheme bytes so far
-	authS int   // first byte of the authority
-	authE int   // just after the authority; 0 when the target has none
-	path  int   // first byte of the path-and-query (origin-form: the target's first byte)
+	n     uint8 // scheme bytes so far
+	authS int32 // first byte of the authority
+	authE int32 // just after the authority; 0 when the target has none
+	path  int32 // first byte of the path-and-query (origin-form: the target's first byte)
 }
 
 // step looks at target byte c at offset i. The caller has checked that c is
@@ -44,9 +44,9 @@ func (t *targetScan) step(c byte, i int) errKind {
 	case tsStart:
 		switch {
 		case c == '/':
-			t.st, t.path = tsPath, i
+			t.st, t.path = tsPath, int32(i)
 		case c == '*':
-			t.st, t.path = tsStar, i
+			t.st, t.path = tsStar, int32(i)
 		case c|0x20 == 'h':
 			t.st, t.n = tsScheme, 1
 		default:
@@ -57,9 +57,9 @@ func (t *targetScan) step(c byte, i int) errKind {
 	case tsScheme:
 		// c|0x20 matches a letter only: no other byte ORs to 'h', 't', 'p' or 's'.
 		switch {
-		case c == ':' && t.n >= len("http"):
+		case c == ':' && t.n >= 4: // "http" or "https"
 			t.st = tsSlash1
-		case t.n < len("http") && c|0x20 == "http"[t.n], t.n == len("http") && c|0x20 == 's':
+		case t.n < 4 && c|0x20 == "http"[t.n], t.n == 4 && c|0x20 == 's':
 			t.n++
 		default:
 			return kBadTargetForm
@@ -73,7 +73,7 @@ func (t *targetScan) step(c byte, i int) errKind {
 		if c != '/' {
 			return kBadTargetForm
 		}
-		t.st, t.auth, t.authS = tsAuth, aStart, i+1
+		t.st, t.auth, t.authS = tsAuth, aStart, int32(i+1)
 	case tsAuth:
 		if c == '/' || c == '?' {
 			return t.endAuthority(i)
@@ -89,7 +89,7 @@ func (t *targetScan) endAuthority(i int) errKind {
 	if !authComplete(t.auth) {
 		return kBadAuthority
 	}
-	t.st, t.authE, t.path = tsPath, i, i
+	t.st, t.authE, t.path = tsPath, int32(i), int32(i)
 	return 0
 }
 
