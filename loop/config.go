@@ -30,6 +30,11 @@ type Config struct {
 	BodyHighWater      int           // bytes queued toward a slow peer before the body moves to the tunnel plane, default 1 MiB
 	Tunnel             splice.Config // tunnel plane config (-tunnel-loops, -splice, -pipe-size, ...)
 	Logger             *slog.Logger
+
+	// HeaderNames is what happens to a request field whose name holds a byte outside
+	// [A-Za-z0-9-]: HeaderNamesDrop (the zero value and default) leaves the field out,
+	// HeaderNamesReject answers 400 (-header-names).
+	HeaderNames HeaderNamePolicy
 }
 
 // DefaultConfig returns the documented defaults with Listen and Backend empty.

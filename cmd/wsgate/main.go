@@ -115,6 +115,7 @@ func parseCommandLine(args []string, stderr io.Writer) (loop.Config, slog.Level,
 	fs.IntVar(&cfg.Tunnel.PipePoolMax, "pipe-pool-max", cfg.Tunnel.PipePoolMax, "idle pipes kept per tunnel loop")
 	fs.DurationVar(&cfg.Tunnel.IdleTimeout, "tunnel-idle-timeout", cfg.Tunnel.IdleTimeout, "close a tunnel quiet both ways this long (0 = never: tails are quiet for hours)")
 	fs.DurationVar(&cfg.Tunnel.FinTimeout, "tunnel-fin-timeout", cfg.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
+	headerNames := fs.String("header-names", cfg.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	memEvery := fs.Duration("memory-return", 10*time.Second, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
 
@@ -127,6 +128,9 @@ func parseCommandLine(args []string, stderr io.Writer) (loop.Config, slog.Level,
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*levelName)); err != nil {
 		return cfg, 0, 0, fmt.Errorf("-log-level %q: want debug, info, warn or error", *levelName)
+	}
+	if err := cfg.HeaderNames.UnmarshalText([]byte(*headerNames)); err != nil {
+		return cfg, 0, 0, fmt.Errorf("-header-names %q: want drop or reject", *headerNames)
 	}
 	if err := validate(cfg); err != nil {
 		return cfg, 0, 0, err
