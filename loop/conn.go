@@ -334,11 +334,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 		return
 	}
 	cc.dialing = false
-	status := 502
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		status = 504
-	}
+	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
 	cc.srv.backendWarn.warn(cc.srv.log, time.Now().UnixNano(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }
