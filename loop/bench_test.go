@@ -1,4 +1,4 @@
-package loop
+package loop_test
 
 import (
 	"bytes"
@@ -129,8 +129,8 @@ func benchGET(b *testing.B, addr string) {
 // BenchmarkProxyGET: requests/s through wsgate, keep-alive on both sides.
 func BenchmarkProxyGET(b *testing.B) {
 	be := benchBackend(b)
-	s := startTestProxy(b, be)
-	benchGET(b, s.Addr())
+	_, addr := startProxy(b, be)
+	benchGET(b, addr)
 }
 
 // BenchmarkDirectGET: the same client against the same backend, no proxy.

@@ -13,17 +13,32 @@ import (
 	"github.com/wsgate/wsgate/splice"
 )
 
+// Offloading a body to the tunnel plane and taking both sockets back.
+//
+// Invariant: while a body is offloaded gnet holds neither socket and the exchange is frozen
+// (stateOffloaded); it resumes only when every socket the plane hands back is enrolled again on
+// this loop, and a socket that cannot resume the exchange is closed, never left behind.
+
 // detachedFD marks an outq whose socket is in the tunnel plane: writes queue, flushes wait.
 const detachedFD = -2
+
+// offloadState is an exchange's bookkeeping while a body is in the tunnel plane.
+type offloadState struct {
+	req     bool // the request body is offloaded (else the response body)
+	pending int  // conns still to re-enroll
+	failed  bool
+	eof     bool // a close-delimited body ended in the plane: only the client comes back
+	extra   []byte
+}
 
 // offloadRequest moves the rest of the request body to the tunnel plane, where readiness gives
 // real backpressure. It reports false when the hand-off is not clean right now (the backend has
 // started answering): the caller then keeps queueing up to a hard cap.
 func (cc *clientConn) offloadRequest() bool {
-	bc := cc.bc
+	bc := cc.ex.bc
 	// Interim answers (100 Continue) already relayed are fine; a final one or unparsed response
 	// bytes are not, since the response side cannot run while the backend fd is away.
-	if cc.respFinal || bc.c.InboundBuffered() > 0 || cc.inboundLen() > 0 {
+	if cc.ex.respFinal || bc.c.InboundBuffered() > 0 || cc.inboundLen() > 0 {
 		return false
 	}
 	return cc.offload(true)
@@ -31,15 +46,16 @@ func (cc *clientConn) offloadRequest() bool {
 
 // offloadResponse moves the rest of the response body to the tunnel plane.
 func (cc *clientConn) offloadResponse() bool {
-	bc := cc.bc
-	if !cc.reqDone || bc.out.pending() > 0 || bc.c.InboundBuffered() > 0 {
+	bc := cc.ex.bc
+	if !cc.ex.reqDone || bc.out.pending() > 0 || bc.c.InboundBuffered() > 0 {
 		return false
 	}
 	return cc.offload(false)
 }
 
 func (cc *clientConn) offload(req bool) bool {
-	s, ls, bc := cc.srv, cc.ls, cc.bc
+	s, ls, ex := cc.srv, cc.ls, &cc.ex
+	bc := ex.bc
 	cfd, err := cc.c.Dup()
 	if err != nil {
 		return false
@@ -50,19 +66,13 @@ func (cc *clientConn) offload(req bool) bool {
 		return false
 	}
 	// Client bytes gnet already read (pipelined requests) must survive the close of gnet's copy.
-	if cc.c.InboundBuffered() > 0 {
-		if cc.held == nil {
-			cc.held = bytebufferpool.Get()
-		}
-		b, _ := cc.c.Next(-1)
-		cc.held.B = append(cc.held.B, b...)
-	}
+	cc.holdInbound()
 	x := splice.Transfer{IdleTimeout: s.cfg.IdleTimeout}
-	framing, left, dec := cc.respFraming, cc.respLeft, &cc.respChunk
+	framing, left, dec := ex.respFraming, ex.respLeft, &ex.respChunk
 	q := &cc.out
 	x.Src, x.Dst = bfd, cfd
 	if req {
-		framing, left, dec = cc.reqFraming, cc.reqLeft, &cc.reqChunk
+		framing, left, dec = ex.reqFraming, ex.reqLeft, &ex.reqChunk
 		q = &bc.out
 		x.Src, x.Dst = cfd, bfd
 	}
@@ -76,11 +86,7 @@ func (cc *clientConn) offload(req bool) bool {
 		x.Length = left
 	}
 	cc.state = stateOffloaded
-	cc.offReq = req
-	cc.offPending = 2
-	cc.offFailed = false
-	cc.offEOF = false
-	cc.offExtra = nil
+	ex.off = offloadState{req: req, pending: 2}
 	cc.deadline = 0
 	// gnet's copies go now, synchronously, so gnet never reads or writes these sockets again.
 	// Our outqs are the only write path, so gnet's outbound buffers are empty and its close
@@ -88,15 +94,15 @@ func (cc *clientConn) offload(req bool) bool {
 	oc, ob := cc.c, bc.c
 	cc.c, bc.c = nil, nil
 	cc.out.fd, bc.out.fd = detachedFD, detachedFD
-	_ = ls.el.Close(oc)
-	_ = ls.el.Close(ob)
+	ls.loop.closeConn(oc)
+	ls.loop.closeConn(ob)
 	x.Done = func(r splice.TransferResult) { cc.transferDone(r) }
 	if err := s.plane.Transfer(x); err != nil {
 		// Ownership did not pass: the fds are still ours.
 		s.log.Warn("body offload refused", "backend", s.cfg.Backend, "phase", "offload", "err", err)
 		_ = unix.Close(cfd)
 		_ = unix.Close(bfd)
-		cc.bc, bc.cc = nil, nil
+		ex.bc, bc.cc = nil, nil
 		cc.teardown()
 		return true
 	}
@@ -118,20 +124,20 @@ func (cc *clientConn) transferDone(r splice.TransferResult) {
 }
 
 func (cc *clientConn) afterTransfer(r splice.TransferResult) {
-	s := cc.srv
+	s, ex := cc.srv, &cc.ex
 	cfd, bfd := r.Dst, r.Src
-	if cc.offReq {
+	if ex.off.req {
 		cfd, bfd = r.Src, r.Dst
 	}
-	if r.Err != nil && !cc.offReq && cc.respFraming == httpparse.FramingUntilClose {
+	if r.Err != nil && !ex.off.req && ex.respFraming == httpparse.FramingUntilClose {
 		// A close-delimited body ends when the backend closes; the plane drained everything to the
 		// client before reporting the end. Only the client comes back, to be closed gracefully.
 		_ = unix.Close(bfd)
-		if bc := cc.bc; bc != nil {
-			bc.cc, cc.bc = nil, nil
+		if bc := ex.bc; bc != nil {
+			bc.cc, ex.bc = nil, nil
 		}
-		cc.offEOF = true
-		cc.offPending = 1
+		ex.off.eof = true
+		ex.off.pending = 1
 		go s.reenroll(cc.ls, cfd, cc, cc)
 		return
 	}
@@ -139,14 +145,14 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
 		_ = unix.Close(cfd)
 		_ = unix.Close(bfd)
-		if bc := cc.bc; bc != nil {
-			bc.cc, cc.bc = nil, nil
+		if bc := ex.bc; bc != nil {
+			bc.cc, ex.bc = nil, nil
 		}
 		cc.teardown()
 		return
 	}
-	cc.offExtra = r.Extra
-	bc := cc.bc
+	ex.off.extra = r.Extra
+	bc := ex.bc
 	go s.reenroll(cc.ls, cfd, cc, cc)
 	go s.reenroll(cc.ls, bfd, bc, cc)
 }
@@ -167,7 +173,7 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 	if err != nil {
 		s.log.Debug("re-enroll after offload failed", "phase", "re-enroll", "err", err)
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			cc.offFailed = true
+			cc.ex.off.failed = true
 			cc.reattachDone()
 			return nil
 		}))
@@ -175,7 +181,7 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 }
 
 // reattached is OnOpen for a client conn coming back from the tunnel plane.
-func (cc *clientConn) reattached(c gnet.Conn) {
+func (cc *clientConn) reattached(c wire) {
 	cc.c = c
 	cc.out.fd = c.Fd()
 	cc.reattachDone()
@@ -183,36 +189,37 @@ func (cc *clientConn) reattached(c gnet.Conn) {
 
 // reattachDone counts the halves back; once both are, the exchange resumes.
 func (cc *clientConn) reattachDone() {
-	cc.offPending--
-	if cc.offPending > 0 {
+	ex := &cc.ex
+	ex.off.pending--
+	if ex.off.pending > 0 {
 		return
 	}
-	bc := cc.bc
-	if cc.offFailed || cc.c == nil || (bc == nil) != cc.offEOF || (bc != nil && bc.c == nil) {
+	bc := ex.bc
+	if ex.off.failed || cc.c == nil || (bc == nil) != ex.off.eof || (bc != nil && bc.c == nil) {
 		if bc != nil {
-			cc.bc, bc.cc = nil, nil
+			ex.bc, bc.cc = nil, nil
 			bc.close()
 		}
 		cc.abort()
 		return
 	}
-	if len(cc.offExtra) > 0 {
-		if cc.offReq {
+	if len(ex.off.extra) > 0 {
+		if ex.off.req {
 			held := bytebufferpool.Get()
-			held.B = append(held.B, cc.offExtra...)
+			held.B = append(held.B, ex.off.extra...)
 			if cc.held != nil {
 				held.B = append(held.B, cc.held.B[cc.heldOff:]...)
 				bytebufferpool.Put(cc.held)
 			}
 			cc.held, cc.heldOff = held, 0
 		} else {
-			cc.backendReuse = false // the backend sent bytes beyond the body: the conn is out of sync
+			ex.backendReuse = false // the backend sent bytes beyond the body: the conn is out of sync
 		}
 	}
-	cc.offExtra = nil
-	if cc.offReq {
-		cc.reqDone = true
-		cc.reqLeft = 0
+	ex.off.extra = nil
+	if ex.off.req {
+		ex.reqDone = true
+		ex.reqLeft = 0
 		cc.state = stateAwaitingResponse
 		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
 		cc.noteQueued(&cc.out)
@@ -223,7 +230,7 @@ func (cc *clientConn) reattachDone() {
 		return
 	}
 	cc.state = stateStreamingResponse
-	cc.respLeft = 0
+	ex.respLeft = 0
 	cc.noteQueued(&cc.out)
 	cc.respComplete()
 }
@@ -235,62 +242,3 @@ type untilClose struct{}
 func (untilClose) Feed(p []byte) (int, bool, error) { return len(p), false, nil }
 func (untilClose) DataLeft() int64                  { return 1 << 62 }
 func (untilClose) Skip(int64)                       {}
-
-// switchProtocols handles a 101. Only a verified WebSocket switch is tunnelled.
-func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {
-	s, ls := cc.srv, cc.ls
-	if !cc.upgrade || !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
-		!httpparse.VerifyAccept(cc.wsKey, resp.Header("Sec-WebSocket-Accept")) {
-		s.log.Debug("backend sent an unverified 101", "backend", s.cfg.Backend, "phase", "upgrade")
-		cc.fail(502)
-		return
-	}
-	o := respHeadOpts{backendHost: s.backend, clientHost: cc.host, websocket: true}
-	head := appendResponseHead(ls.scratch[:0], resp, &o)
-	ls.scratch = head[:0]
-	_, _ = bc.c.Discard(n)
-
-	// Everything gnet or our queues hold goes to the plane as pending, ahead of any spliced byte:
-	// to the client, older queued bytes, the 101, frames the backend sent right behind it; to the
-	// backend, any unsent request bytes, then frames the client sent before the 101.
-	toClient := bytebufferpool.Get()
-	toClient.B = append(toClient.B, cc.out.bytes()...)
-	toClient.B = append(toClient.B, head...)
-	if bc.c.InboundBuffered() > 0 {
-		b, _ := bc.c.Next(-1)
-		toClient.B = append(toClient.B, b...)
-	}
-	toBackend := bytebufferpool.Get()
-	toBackend.B = append(toBackend.B, bc.out.bytes()...)
-	toBackend.B = append(toBackend.B, cc.inbound()...)
-
-	cfd, err := cc.c.Dup()
-	if err != nil {
-		bytebufferpool.Put(toClient)
-		bytebufferpool.Put(toBackend)
-		cc.fail(502)
-		return
-	}
-	bfd, err := bc.c.Dup()
-	if err != nil {
-		_ = unix.Close(cfd)
-		bytebufferpool.Put(toClient)
-		bytebufferpool.Put(toBackend)
-		cc.fail(502)
-		return
-	}
-	oc, ob := cc.c, bc.c
-	cc.c, bc.c = nil, nil
-	cc.bc, bc.cc = nil, nil
-	_ = ls.el.Close(oc)
-	_ = ls.el.Close(ob)
-	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B})
-	bytebufferpool.Put(toClient)
-	bytebufferpool.Put(toBackend)
-	if err != nil {
-		s.log.Warn("tunnel refused", "backend", s.cfg.Backend, "phase", "tunnel", "err", err)
-	} else {
-		s.tunnelsTotal.Add(1)
-	}
-	cc.teardown()
-}

@@ -1,10 +1,11 @@
-package loop
+package loop_test
 
 import (
 	"bufio"
 	"bytes"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/loop"
 )
 
 // On a shared 2-core box wall-clock req/s swings 2x between runs; CPU time per operation does not.
@@ -30,9 +33,9 @@ func reportCPU(b *testing.B, start time.Duration) {
 
 func BenchmarkPerfProxyGETCPU(b *testing.B) {
 	be := benchBackend(b)
-	s := startTestProxy(b, be)
+	_, addr := startProxy(b, be)
 	cpu := processCPU()
-	benchGET(b, s.Addr())
+	benchGET(b, addr)
 	reportCPU(b, cpu)
 }
 
@@ -43,6 +46,8 @@ func BenchmarkPerfDirectGETCPU(b *testing.B) {
 	reportCPU(b, cpu)
 }
 
+const benchWSKey = "dGhlIHNhbXBsZSBub25jZQ=="
+
 // upgradeBackend answers every WebSocket upgrade with a verified 101 and then waits for EOF.
 func upgradeBackend(b *testing.B) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,7 +57,7 @@ func upgradeBackend(b *testing.B) string {
 	var wg sync.WaitGroup
 	b.Cleanup(func() { ln.Close(); wg.Wait() })
 	resp := []byte("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Accept: " + accept(wsKeyValue) + "\r\n\r\n")
+		"Sec-WebSocket-Accept: " + wsAccept(benchWSKey) + "\r\n\r\n")
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -67,7 +72,7 @@ func upgradeBackend(b *testing.B) string {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 				br := bufio.NewReader(c)
-				if _, err := readHead(br); err != nil {
+				if _, err := http.ReadRequest(br); err != nil {
 					return
 				}
 				if _, err := c.Write(resp); err != nil {
@@ -84,8 +89,8 @@ func upgradeBackend(b *testing.B) string {
 // hand-off to the tunnel plane), read the 101, reset.
 func BenchmarkPerfUpgrade(b *testing.B) {
 	be := upgradeBackend(b)
-	s := startTestProxy(b, be, func(c *Config) { c.BackendIdle = -1 })
-	req := []byte(wsRequest())
+	_, addr := startProxy(b, be, func(c *loop.Config) { c.BackendIdle = -1 })
+	req := []byte(upgradeRequest("h", "/ws", benchWSKey, ""))
 	var fails atomic.Int64
 	b.SetParallelism(8)
 	cpu := processCPU()
@@ -93,7 +98,7 @@ func BenchmarkPerfUpgrade(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		buf := make([]byte, 4096)
 		for pb.Next() {
-			c, err := net.Dial("tcp", s.Addr())
+			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				fails.Add(1)
 				continue

@@ -1,49 +1,14 @@
 package loop
 
 import (
-	"bufio"
 	"bytes"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsgate/wsgate/httpparse"
 )
-
-// A refused request is answered with the parser's status and reason, so whoever sent it can tell
-// what to fix, and the backend sees nothing.
-func TestRejectNamesTheReason(t *testing.T) {
-	var mu sync.Mutex
-	seen := 0
-	be := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		mu.Lock()
-		seen++
-		mu.Unlock()
-	})
-	s := startTestProxy(t, be)
-	for _, tc := range []struct{ req, status, reason string }{
-		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400 Bad Request", "Host"},
-		{"GET / HTTP/2.0\r\nHost: a\r\n\r\n", "505 HTTP Version Not Supported", "version"},
-		{"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "400 Bad Request", "Content-Length"},
-	} {
-		c := dial(t, s.Addr())
-		resp, body := c.roundTrip(t, tc.req, "GET")
-		if resp.Status != tc.status || !resp.Close {
-			t.Fatalf("%q: got %q close=%v, want %q and close", tc.req, resp.Status, resp.Close, tc.status)
-		}
-		if !bytes.HasPrefix(body, []byte(tc.status+": ")) || !strings.Contains(strings.ToLower(string(body)), strings.ToLower(tc.reason)) {
-			t.Fatalf("%q: body %q does not name the reason (%q)", tc.req, body, tc.reason)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if seen != 0 {
-		t.Fatalf("backend accepted %d connections for refused requests", seen)
-	}
-}
 
 func TestRejectResponseAllocatesOncePerKind(t *testing.T) {
 	var p httpparse.Parser

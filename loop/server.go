@@ -68,6 +68,7 @@ type Server struct {
 type loopState struct {
 	srv       *Server
 	el        gnet.EventLoop
+	loop      netLoop // el as the state machine sees it (wire.go)
 	clients   map[*clientConn]struct{}
 	queued    map[*clientConn]struct{} // clients whose exchange has bytes waiting for a slow peer
 	pool      []*backendConn           // idle backend conns, LIFO so the warmest is reused first
@@ -81,21 +82,6 @@ type loopState struct {
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
 }
 
-// now is the wall clock in unix nanos for deadlines. Inside one OnTraffic callback it is read
-// once: a callback lasts microseconds and deadlines are enforced by a 200 ms sweep, while reading
-// the clock four times per proxied request cost about 2% of the proxy's CPU (vdso + TSC read).
-func (ls *loopState) now() int64 {
-	if !ls.inTraffic {
-		return time.Now().UnixNano()
-	}
-	if ls.nowNs == 0 {
-		ls.nowNs = time.Now().UnixNano()
-	}
-	return ls.nowNs
-}
-
-func (ls *loopState) enterTraffic() { ls.inTraffic, ls.nowNs = true, 0 }
-func (ls *loopState) leaveTraffic() { ls.inTraffic, ls.nowNs = false, 0 }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
@@ -122,7 +108,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 	defer s.loopsMu.Unlock()
 	ls := s.loops[el]
 	if ls == nil {
-		ls = &loopState{srv: s, el: el, clients: make(map[*clientConn]struct{}), queued: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
+		ls = &loopState{srv: s, el: el, loop: gnetLoop{el}, clients: make(map[*clientConn]struct{}), queued: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
 		ls.flushFn = func(context.Context) error { ls.tick(false); return nil }
 		ls.sweepFn = func(context.Context) error { ls.tick(true); return nil }
 		s.loops[el] = ls
@@ -160,74 +146,6 @@ func (s *Server) ticker() {
 	}
 }
 
-// tick runs on the loop: flush queues toward slow peers, then (every sweepEvery) enforce timeouts.
-func (ls *loopState) tick(sweep bool) {
-	for cc := range ls.queued {
-		if !cc.flushQueues() {
-			delete(ls.queued, cc)
-		}
-	}
-	ls.hasQueued.Store(len(ls.queued) > 0)
-	if !sweep {
-		return
-	}
-	now := time.Now().UnixNano()
-	for cc := range ls.clients {
-		if cc.deadline != 0 && now >= cc.deadline {
-			cc.expire()
-		}
-	}
-	idleLimit := now - int64(ls.srv.cfg.BackendIdleTimeout)
-	for i := 0; i < len(ls.pool); {
-		if bc := ls.pool[i]; bc.idleSince < idleLimit {
-			ls.removeIdle(bc)
-			bc.close()
-			continue
-		}
-		i++
-	}
-}
-
-func (ls *loopState) putIdle(bc *backendConn) {
-	if bc.c == nil || len(ls.pool) >= ls.srv.cfg.BackendIdle {
-		bc.close()
-		return
-	}
-	bc.cc = nil
-	bc.inPool = true
-	bc.reused = true
-	bc.idleSince = ls.now()
-	ls.pool = append(ls.pool, bc)
-	ls.srv.idle.Add(1)
-}
-
-func (ls *loopState) popIdle() *backendConn {
-	for len(ls.pool) > 0 {
-		bc := ls.pool[len(ls.pool)-1]
-		ls.pool[len(ls.pool)-1] = nil
-		ls.pool = ls.pool[:len(ls.pool)-1]
-		ls.srv.idle.Add(-1)
-		bc.inPool = false
-		if bc.c != nil {
-			return bc
-		}
-	}
-	return nil
-}
-
-func (ls *loopState) removeIdle(bc *backendConn) {
-	for i, b := range ls.pool {
-		if b == bc {
-			copy(ls.pool[i:], ls.pool[i+1:])
-			ls.pool[len(ls.pool)-1] = nil
-			ls.pool = ls.pool[:len(ls.pool)-1]
-			ls.srv.idle.Add(-1)
-			bc.inPool = false
-			return
-		}
-	}
-}
-
 // handler adapts gnet's callbacks to the per-connection state machines.
 type handler struct {
 	gnet.BuiltinEventEngine
@@ -246,41 +164,23 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go
 			return errorResponse(503), gnet.Close
 		}
-		newClientConn(s.loopFor(c.EventLoop()), c)
+		var ip []byte
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = []byte(a.IP.String())
+		}
+		c.SetContext(newClientConn(s.loopFor(c.EventLoop()), c, ip))
 	}
 	return nil, gnet.None
 }
 
 func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
-	switch v := c.Context().(type) {
-	case *clientConn:
-		if v.c == c {
-			v.ls.enterTraffic()
-			v.process()
-			v.ls.leaveTraffic()
-		}
-	case *backendConn:
-		if v.c == c {
-			v.ls.enterTraffic()
-			v.process()
-			v.ls.leaveTraffic()
-		}
-	}
+	onTraffic(c, c.Context())
 	return gnet.None
 }
 
 func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
-	h.s.fds.Release(1)
-	switch v := c.Context().(type) {
-	case *clientConn:
-		if v.c == c {
-			v.closed()
-		}
-	case *backendConn:
-		if v.c == c {
-			v.closed(err)
-		}
-	}
+	h.s.fds.Release(1) // every conn gnet holds is counted from OnOpen to OnClose
+	onClosed(c, c.Context(), err)
 	return gnet.None
 }
 

@@ -1,0 +1,150 @@
+package loop
+
+import "github.com/wsgate/wsgate/httpparse"
+
+// Backend connections and the per-loop idle pool.
+//
+// Invariant: a backend conn serves at most one exchange at a time (bc.cc), lives on its client's
+// loop, and is in the pool only with no client, nothing queued and nothing unread.
+
+// backendConn is one backend connection; cc is the client it serves (nil when idle).
+type backendConn struct {
+	srv       *Server
+	ls        *loopState
+	c         wire
+	out       outq
+	cc        *clientConn
+	gen       uint32
+	reused    bool
+	inPool    bool
+	idleSince int64
+}
+
+func (bc *backendConn) inbound() []byte {
+	b, _ := bc.c.Peek(-1)
+	return b
+}
+
+// opened runs when a conn we enrolled is registered: a fresh dial or an offload coming back.
+func (bc *backendConn) opened(c wire) {
+	if bc.c == nil && bc.out.fd == detachedFD { // coming back from the tunnel plane
+		bc.c = c
+		bc.out.fd = c.Fd()
+		if cc := bc.cc; cc != nil {
+			cc.reattachDone()
+		}
+		return
+	}
+	bc.c = c
+	bc.out.fd = c.Fd()
+	cc := bc.cc
+	if cc == nil || cc.gen != bc.gen || !cc.ex.dialing || cc.state == stateClosed {
+		bc.cc = nil
+		bc.ls.putIdle(bc) // the client left while we dialled: the conn is still good
+		return
+	}
+	cc.attach(bc)
+	if cc.state == stateForwardingBody {
+		cc.process()
+	}
+}
+
+// process advances the response side.
+func (bc *backendConn) process() {
+	cc := bc.cc
+	if cc == nil {
+		bc.close() // a backend may not talk on an idle connection; we cannot frame what it says
+		return
+	}
+	if cc.state == stateOffloaded {
+		return // the client half is still coming back from the tunnel plane
+	}
+	cc.relayResponse(bc)
+}
+
+// closed runs from gnet's OnClose for the live backend conn.
+func (bc *backendConn) closed(err error) {
+	bc.c = nil
+	bc.out.release()
+	if bc.inPool {
+		bc.ls.removeIdle(bc)
+		return
+	}
+	cc := bc.cc
+	if cc == nil {
+		return
+	}
+	ex := &cc.ex
+	bc.cc = nil
+	ex.bc = nil
+	switch {
+	case cc.state == stateClosed || cc.state == stateClosing:
+	case ex.respPhase == respBody && ex.respFraming == httpparse.FramingUntilClose:
+		ex.backendReuse = false
+		ex.closeAfter = true
+		ex.respPhase = respDone
+		cc.finishExchange()
+	case !ex.respStarted && bc.reused && !ex.retried && ex.idempotent && !ex.reqBodySent && ex.fwd != nil:
+		// A pooled conn the backend had already closed: resend once on a fresh one.
+		ex.retried = true
+		cc.srv.retries.Add(1)
+		cc.dial()
+	case !ex.respFinal:
+		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
+		cc.fail(502)
+	default:
+		// Mid-body: closing the client is the only way it can tell the body is truncated.
+		cc.abort()
+	}
+}
+
+func (bc *backendConn) close() {
+	if bc.inPool {
+		bc.ls.removeIdle(bc)
+	}
+	if bc.c != nil {
+		bc.ls.loop.closeConn(bc.c)
+	}
+}
+
+// putIdle pools bc, or closes it when the pool is full.
+func (ls *loopState) putIdle(bc *backendConn) {
+	if bc.c == nil || len(ls.pool) >= ls.srv.cfg.BackendIdle {
+		bc.close()
+		return
+	}
+	bc.cc = nil
+	bc.inPool = true
+	bc.reused = true
+	bc.idleSince = ls.now()
+	ls.pool = append(ls.pool, bc)
+	ls.srv.idle.Add(1)
+}
+
+// popIdle takes the warmest pooled conn (LIFO), or nil.
+func (ls *loopState) popIdle() *backendConn {
+	for len(ls.pool) > 0 {
+		bc := ls.pool[len(ls.pool)-1]
+		ls.pool[len(ls.pool)-1] = nil
+		ls.pool = ls.pool[:len(ls.pool)-1]
+		ls.srv.idle.Add(-1)
+		bc.inPool = false
+		if bc.c != nil {
+			return bc
+		}
+	}
+	return nil
+}
+
+func (ls *loopState) removeIdle(bc *backendConn) {
+	for i, b := range ls.pool {
+		if b == bc {
+			copy(ls.pool[i:], ls.pool[i+1:])
+			ls.pool[len(ls.pool)-1] = nil
+			ls.pool = ls.pool[:len(ls.pool)-1]
+			ls.srv.idle.Add(-1)
+			bc.inPool = false
+			return
+		}
+	}
+}

@@ -1,0 +1,258 @@
+package loop
+
+import (
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/wsgate/wsgate/httpparse"
+)
+
+// The client connection: reading request heads and starting exchanges.
+//
+// Invariant: one exchange is in flight per client connection, and the client's bytes are parsed
+// only in stateReadingHead. Everything else that arrives meanwhile (pipelined requests, frames
+// sent before a 101) stays in gnet's inbound buffer or in held, untouched, under a cap, so answers
+// leave in request order and nothing sent behind an upgrade is ever read as a request.
+
+// state is where a client connection is in its exchange. The request side drives it; the
+// response side's progress is exchange.respPhase, because a backend may answer before the body
+// is in.
+type state uint8
+
+const (
+	stateReadingHead       state = iota // waiting for / parsing a request head
+	stateForwardingBody                 // request body bytes go to the backend as they arrive
+	stateAwaitingResponse               // request sent; client bytes are the next pipelined request
+	stateStreamingResponse              // final response head forwarded, body streaming
+	stateUpgrading                      // WebSocket request sent; waiting for a verified 101
+	stateOffloaded                      // a body is in the tunnel plane; gnet holds neither fd
+	stateClosing                        // answer queued, then shutdown(SHUT_WR) and a short linger
+	stateClosed
+)
+
+// Caps on bytes we must hold because gnet cannot stop reading.
+const (
+	upgradeHoldCap  = 64 << 10 // client bytes sent before the 101 arrives
+	pipelineHoldCap = 1 << 20  // pipelined requests behind the one in flight
+	dialHoldFloor   = 8 << 20  // request body bytes held while the backend conn is being dialled
+	headScratchCap  = 32 << 10 // a response head and the body bytes behind it go out in one write up to this
+)
+
+// clientConn is one client connection's state machine. It lives in the gnet conn's context and,
+// across an offload, in the context of the re-enrolled conn.
+type clientConn struct {
+	srv *Server
+	ls  *loopState
+	c   wire // nil while offloaded or after close
+	out outq
+	ip  []byte
+
+	state       state
+	parser      httpparse.Parser
+	headStarted bool
+	deadline    int64 // nanotime; what it means depends on state
+	busy        bool  // process() is on the stack: nested calls just let it loop
+	held        *bytebufferpool.ByteBuffer
+	heldOff     int
+
+	gen uint32   // exchange generation: a dial result for an older exchange is ignored
+	ex  exchange // the exchange in flight; a new one starts from a zero value
+}
+
+func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
+	s := ls.srv
+	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd()}, ip: ip}
+	lim := httpparse.DefaultLimits()
+	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
+	cc.parser.Limits = lim
+	cc.deadline = ls.now() + int64(s.cfg.HeaderTimeout)
+	ls.clients[cc] = struct{}{}
+	return cc
+}
+
+// inbound returns the client bytes not yet consumed: bytes handed back by the tunnel plane first.
+func (cc *clientConn) inbound() []byte {
+	if cc.held != nil {
+		if cc.c != nil && cc.c.InboundBuffered() > 0 {
+			b, _ := cc.c.Next(-1)
+			cc.held.B = append(cc.held.B, b...)
+		}
+		return cc.held.B[cc.heldOff:]
+	}
+	if cc.c == nil {
+		return nil
+	}
+	b, _ := cc.c.Peek(-1)
+	return b
+}
+
+func (cc *clientConn) inboundLen() int {
+	n := 0
+	if cc.held != nil {
+		n = len(cc.held.B) - cc.heldOff
+	}
+	if cc.c != nil {
+		n += cc.c.InboundBuffered()
+	}
+	return n
+}
+
+func (cc *clientConn) consume(n int) {
+	if cc.held != nil {
+		cc.heldOff += n
+		if cc.heldOff >= len(cc.held.B) {
+			bytebufferpool.Put(cc.held)
+			cc.held, cc.heldOff = nil, 0
+		}
+		return
+	}
+	if cc.c != nil {
+		_, _ = cc.c.Discard(n)
+	}
+}
+
+// holdInbound moves the bytes gnet has buffered for this client into held, so they survive the
+// close of gnet's copy of the socket (offload, half-close).
+func (cc *clientConn) holdInbound() {
+	if cc.c == nil || cc.c.InboundBuffered() == 0 {
+		return
+	}
+	if cc.held == nil {
+		cc.held = bytebufferpool.Get()
+	}
+	b, _ := cc.c.Next(-1)
+	cc.held.B = append(cc.held.B, b...)
+}
+
+func (cc *clientConn) discardInbound() {
+	if cc.held != nil {
+		bytebufferpool.Put(cc.held)
+		cc.held, cc.heldOff = nil, 0
+	}
+	if cc.c != nil {
+		_, _ = cc.c.Discard(-1)
+	}
+}
+
+// process advances the client side as far as the bytes at hand allow.
+func (cc *clientConn) process() {
+	if cc.busy {
+		return
+	}
+	cc.busy = true
+	defer func() { cc.busy = false }()
+	for {
+		var more bool
+		switch cc.state {
+		case stateReadingHead:
+			more = cc.readHead()
+		case stateForwardingBody:
+			more = cc.forwardBody()
+		case stateAwaitingResponse, stateStreamingResponse:
+			if cc.inboundLen() > pipelineHoldCap {
+				cc.abort()
+			}
+		case stateUpgrading:
+			// Frames sent before the 101 wait here; they become Tunnel.ToBackend, never a request.
+			if cc.inboundLen() > upgradeHoldCap {
+				cc.fail(502)
+			}
+		case stateClosing:
+			cc.discardInbound()
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+func (cc *clientConn) readHead() bool {
+	buf := cc.inbound()
+	if len(buf) == 0 {
+		return false
+	}
+	s := cc.srv
+	if !cc.headStarted {
+		cc.headStarted = true
+		cc.deadline = cc.ls.now() + int64(s.cfg.HeaderTimeout)
+	}
+	req := &cc.ls.req
+	n, err := cc.parser.ParseRequest(buf, req)
+	if err == httpparse.ErrNeedMore {
+		return false
+	}
+	cc.parser.Reset()
+	if err != nil {
+		cc.reject(err)
+		return false
+	}
+	upgrade := false
+	if req.IsWebSocketUpgrade() {
+		if err := httpparse.CheckWebSocketRequest(req); err != nil {
+			cc.reject(err)
+			return false
+		}
+		if req.Framing != httpparse.FramingNone {
+			cc.fail(400)
+			return false
+		}
+		upgrade = true
+	}
+	cc.beginExchange(req, upgrade)
+	cc.consume(n)
+	s.requests.Add(1)
+	if bc := cc.ls.popIdle(); bc != nil {
+		cc.attach(bc)
+	} else {
+		cc.dial()
+	}
+	return cc.state != stateClosing && cc.state != stateClosed
+}
+
+// beginExchange starts the exchange for req from a zero value; only the buffers whose capacity
+// is worth keeping (host, wsKey) carry over.
+func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
+	s := cc.srv
+	cc.gen++
+	host := append(cc.ex.host[:0], req.Host...)
+	if auth, _, ok := splitAbsolute(req.Target); ok {
+		host = append(host[:0], auth...)
+	}
+	wsKey := cc.ex.wsKey[:0]
+	if upgrade {
+		wsKey = append(wsKey, req.Header("Sec-WebSocket-Key")...)
+	}
+	cc.ex = exchange{
+		isHEAD:     httpparse.EqualFold(req.Method, "HEAD"),
+		idempotent: isIdempotent(req.Method),
+		closeAfter: !req.KeepAlive,
+		upgrade:    upgrade,
+		reqFraming: req.Framing,
+		reqLeft:    req.ContentLength,
+		reqDone:    req.Framing == httpparse.FramingNone || (req.Framing == httpparse.FramingLength && req.ContentLength == 0),
+		host:       host,
+		wsKey:      wsKey,
+		respParser: httpparse.Parser{Limits: respLimits},
+		fwd:        bytebufferpool.Get(),
+	}
+	ex := &cc.ex
+	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade}
+	ex.fwd.B = appendRequestHead(ex.fwd.B[:0], req, &o)
+	cc.deadline = 0
+	switch {
+	case upgrade:
+		cc.state = stateUpgrading
+	case ex.reqDone:
+		cc.state = stateAwaitingResponse
+	default:
+		cc.state = stateForwardingBody
+		cc.deadline = cc.ls.now() + int64(s.cfg.IdleTimeout)
+	}
+}
+
+func isIdempotent(m []byte) bool {
+	switch string(m) { // the compiler does not allocate for a switch on string(bytes)
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,404 @@
+package loop
+
+import (
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/wsgate/wsgate/httpparse"
+)
+
+// The exchange: one request and its response, relayed between the client and a backend conn.
+//
+// Invariant: bytes are relayed only inside their message's framing (Content-Length countdown or
+// the chunked decoder), so what reaches a peer is exactly one message per exchange; an exchange
+// ends when both the request and the response are done, and only then can the client's next
+// request be parsed and the backend conn be reused.
+
+type respPhase uint8
+
+const (
+	respHead respPhase = iota // waiting for the (next) response head
+	respBody                  // final head forwarded, body streaming
+	respDone
+)
+
+// respLimits bound a backend's response head.
+var respLimits = httpparse.Limits{MaxHeadBytes: 64 << 10, MaxHeaders: httpparse.MaxHeadersCap}
+
+// exchange is the per-request state of a client connection. A new exchange starts from a zero
+// value (clientConn.beginExchange), so nothing of the previous one can leak into it.
+type exchange struct {
+	bc         *backendConn
+	dialing    bool
+	fwd        *bytebufferpool.ByteBuffer // forwarded head, kept for one retry until the first response byte
+	isHEAD     bool
+	idempotent bool
+	closeAfter bool
+	upgrade    bool
+	retried    bool
+	host       []byte // the Host the client used (for Location rewrites); capacity carries over
+	wsKey      []byte // Sec-WebSocket-Key of an upgrade; capacity carries over
+
+	// request framing
+	reqFraming  httpparse.Framing
+	reqLeft     int64
+	reqChunk    httpparse.ChunkedDecoder
+	reqDone     bool
+	reqBodySent bool
+
+	// response framing
+	respParser   httpparse.Parser
+	respPhase    respPhase
+	respStarted  bool // a byte arrived from the backend
+	respFinal    bool // the final head went to the client
+	respFraming  httpparse.Framing
+	respLeft     int64
+	respChunk    httpparse.ChunkedDecoder
+	backendReuse bool
+
+	off offloadState
+}
+
+// frameRequest says how many bytes of buf belong to the request body and whether it ended.
+func (ex *exchange) frameRequest(buf []byte) (n int, done bool, err error) {
+	switch ex.reqFraming {
+	case httpparse.FramingLength:
+		n = len(buf)
+		if int64(n) > ex.reqLeft {
+			n = int(ex.reqLeft)
+		}
+		ex.reqLeft -= int64(n)
+		return n, ex.reqLeft == 0, nil
+	case httpparse.FramingChunked:
+		return ex.reqChunk.Feed(buf)
+	}
+	return 0, true, nil
+}
+
+// frameResponse says how many bytes of buf belong to the response body and whether it ended.
+// ok is false for a malformed chunked body.
+func (ex *exchange) frameResponse(buf []byte) (n int, done, ok bool) {
+	switch ex.respFraming {
+	case httpparse.FramingLength:
+		n = len(buf)
+		if int64(n) > ex.respLeft {
+			n = int(ex.respLeft)
+		}
+		ex.respLeft -= int64(n)
+		return n, ex.respLeft == 0, true
+	case httpparse.FramingChunked:
+		var err error
+		n, done, err = ex.respChunk.Feed(buf)
+		return n, done, err == nil
+	case httpparse.FramingUntilClose:
+		return len(buf), false, true
+	}
+	return 0, true, true
+}
+
+// startResponse records a final response head's framing and decides what happens to both
+// connections after it.
+func (ex *exchange) startResponse(resp *httpparse.Response) {
+	ex.closeAfter = ex.closeAfter || ex.upgrade || resp.Framing == httpparse.FramingUntilClose || !ex.reqDone
+	ex.backendReuse = resp.KeepAlive && resp.Framing != httpparse.FramingUntilClose && !ex.upgrade
+	ex.respFinal = true
+	ex.respFraming = resp.Framing
+	ex.respLeft = resp.ContentLength
+	ex.respPhase = respBody
+}
+
+// releaseHead returns the forwarded head's buffer once no retry can need it.
+func (ex *exchange) releaseHead() {
+	if ex.fwd != nil {
+		bytebufferpool.Put(ex.fwd)
+		ex.fwd = nil
+	}
+}
+
+// attach pairs the exchange with a connected backend and sends the head.
+func (cc *clientConn) attach(bc *backendConn) {
+	ex := &cc.ex
+	ex.dialing = false
+	ex.bc = bc
+	bc.cc = cc
+	bc.gen = cc.gen
+	if ex.reqDone {
+		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
+	}
+	if err := bc.out.write(ex.fwd.B); err != nil {
+		bc.close() // closed() decides: retry on a fresh conn or 502
+		return
+	}
+	cc.noteQueued(&bc.out)
+}
+
+// dial connects a fresh backend conn off the loop (dialPool) and enrolls it on this loop.
+func (cc *clientConn) dial() {
+	cc.ex.dialing = true
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1}}
+	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen})
+}
+
+func (cc *clientConn) dialFailed(gen uint32, err error) {
+	if cc.gen != gen || !cc.ex.dialing || cc.state == stateClosed {
+		return
+	}
+	cc.ex.dialing = false
+	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
+	cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
+	cc.fail(status)
+}
+
+func (cc *clientConn) forwardBody() bool {
+	ex := &cc.ex
+	bc := ex.bc
+	if bc == nil || bc.c == nil {
+		// Still dialling: gnet keeps reading the body into its inbound buffer, so bound it. A
+		// loopback client can send megabytes during one dial, hence the floor.
+		if cc.inboundLen() > max(4*cc.srv.cfg.BodyHighWater, dialHoldFloor) {
+			cc.fail(503)
+		}
+		return false
+	}
+	buf := cc.inbound()
+	if len(buf) == 0 {
+		return false
+	}
+	n, done, err := ex.frameRequest(buf)
+	if err != nil {
+		cc.abort() // the head is already at the backend: no clean answer is possible
+		return false
+	}
+	err = bc.out.write(buf[:n])
+	cc.consume(n)
+	ex.reqBodySent = true
+	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout) // a body that stalls this long is dropped
+	if err != nil {
+		cc.srv.log.Debug("backend write failed", "backend", cc.srv.cfg.Backend, "phase", "request body", "err", err)
+		if ex.respFinal {
+			cc.abort()
+		} else {
+			cc.fail(502)
+		}
+		return false
+	}
+	cc.noteQueued(&bc.out)
+	if done {
+		ex.reqDone = true
+		if ex.respPhase == respDone {
+			cc.finishExchange()
+			return true
+		}
+		if ex.respFinal {
+			cc.state = stateStreamingResponse
+		} else {
+			cc.state = stateAwaitingResponse
+			cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
+		}
+		return true
+	}
+	return !cc.pastHighWater(&bc.out, false)
+}
+
+// pastHighWater applies the bounded-memory rule to the queue a body just grew (gnet cannot pause
+// reading; docs/architecture.md): past BodyHighWater the rest of the body moves to the tunnel
+// plane, and when that cannot be done cleanly the queue may grow to 4x before the exchange is
+// aborted. It reports whether q is past high water, so the caller stops feeding it.
+func (cc *clientConn) pastHighWater(q *outq, response bool) bool {
+	hw := cc.srv.cfg.BodyHighWater
+	if q.pending() <= hw {
+		return false
+	}
+	var offloaded bool
+	if response {
+		offloaded = cc.offloadResponse()
+	} else {
+		offloaded = cc.offloadRequest()
+	}
+	if !offloaded && q.pending() > 4*hw {
+		cc.abort()
+	}
+	return true
+}
+
+// relayResponse advances the response side with the bytes bc has read.
+func (cc *clientConn) relayResponse(bc *backendConn) {
+	ls, s, ex := cc.ls, cc.srv, &cc.ex
+	for {
+		buf := bc.inbound()
+		if len(buf) == 0 {
+			return
+		}
+		if !ex.respStarted {
+			ex.respStarted = true
+			ex.releaseHead()
+		}
+		switch ex.respPhase {
+		case respHead:
+			resp := &ls.resp
+			n, err := ex.respParser.ParseResponse(buf, resp, ex.isHEAD)
+			if err == httpparse.ErrNeedMore {
+				return
+			}
+			ex.respParser.Reset()
+			if err != nil {
+				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "err", err)
+				cc.fail(502)
+				return
+			}
+			if resp.Status == 101 {
+				cc.switchProtocols(bc, resp, n)
+				return
+			}
+			o := respHeadOpts{backendHost: s.backend, clientHost: ex.host}
+			if resp.Status < 200 {
+				o.interim = true
+				head := appendResponseHead(ls.scratch[:0], resp, &o)
+				ls.scratch = head[:0]
+				_, _ = bc.c.Discard(n)
+				if err := cc.out.write(head); err != nil {
+					cc.abort()
+					return
+				}
+				cc.noteQueued(&cc.out)
+				continue
+			}
+			ex.startResponse(resp)
+			o.close = ex.closeAfter
+			head := appendResponseHead(ls.scratch[:0], resp, &o)
+			_, _ = bc.c.Discard(n)
+			if cc.state == stateAwaitingResponse || cc.state == stateUpgrading {
+				cc.state = stateStreamingResponse
+				cc.deadline = 0
+			}
+			if resp.Framing == httpparse.FramingNone || (resp.Framing == httpparse.FramingLength && resp.ContentLength == 0) {
+				if cc.out.write(head) != nil {
+					cc.abort()
+					return
+				}
+				cc.noteQueued(&cc.out)
+				cc.respComplete()
+				return
+			}
+			// Send the head together with the body bytes already here: one write per small response.
+			body := bc.inbound()
+			bn, done, ok := ex.frameResponse(body)
+			if !ok {
+				cc.abort()
+				return
+			}
+			var werr error
+			if len(head)+bn <= headScratchCap {
+				head = append(head, body[:bn]...)
+				werr = cc.out.write(head)
+			} else if werr = cc.out.write(head); werr == nil {
+				werr = cc.out.write(body[:bn])
+			}
+			ls.scratch = head[:0]
+			_, _ = bc.c.Discard(bn)
+			if werr != nil {
+				cc.abort()
+				return
+			}
+			cc.noteQueued(&cc.out)
+			if done {
+				cc.respComplete()
+				return
+			}
+			if cc.pastHighWater(&cc.out, true) {
+				return
+			}
+		case respBody:
+			n, done, ok := ex.frameResponse(buf)
+			if !ok {
+				cc.abort()
+				return
+			}
+			err := cc.out.write(buf[:n])
+			_, _ = bc.c.Discard(n)
+			if err != nil {
+				cc.abort()
+				return
+			}
+			cc.noteQueued(&cc.out)
+			if done {
+				cc.respComplete()
+				return
+			}
+			if cc.pastHighWater(&cc.out, true) {
+				return
+			}
+		default:
+			bc.close()
+			return
+		}
+	}
+}
+
+func (cc *clientConn) respComplete() {
+	cc.ex.respPhase = respDone
+	if cc.ex.reqDone || cc.ex.closeAfter {
+		cc.finishExchange()
+	}
+}
+
+// finishExchange returns the backend to the pool (or closes it) and readies the client for the
+// next request, or closes it.
+func (cc *clientConn) finishExchange() {
+	ex := &cc.ex
+	if bc := ex.bc; bc != nil {
+		ex.bc = nil
+		bc.cc = nil
+		if ex.backendReuse && ex.reqDone && bc.c != nil && bc.c.InboundBuffered() == 0 && bc.out.pending() == 0 {
+			cc.ls.putIdle(bc)
+		} else {
+			bc.close()
+		}
+	}
+	ex.releaseHead()
+	if !ex.reqDone {
+		ex.closeAfter = true
+	}
+	if ex.closeAfter {
+		cc.startClosing()
+		return
+	}
+	cc.state = stateReadingHead
+	cc.headStarted = false
+	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
+	cc.process() // pipelined requests already here (a no-op when called from inside process)
+}
+
+// noteQueued tells the ticker this loop has bytes waiting for a slow peer.
+func (cc *clientConn) noteQueued(q *outq) {
+	if q.pending() > 0 {
+		cc.ls.queued[cc] = struct{}{}
+		cc.ls.hasQueued.Store(true)
+	}
+}
+
+// flushQueues retries both queues of this client's exchange; true if bytes remain.
+func (cc *clientConn) flushQueues() bool {
+	if cc.state == stateOffloaded || cc.state == stateClosed {
+		return false
+	}
+	left := false
+	if cc.out.pending() > 0 {
+		if err := cc.out.flush(); err != nil {
+			cc.abort()
+			return false
+		}
+		if cc.out.pending() > 0 {
+			left = true
+		} else if cc.state == stateClosing {
+			cc.halfClose()
+		}
+	}
+	if bc := cc.ex.bc; bc != nil && bc.out.pending() > 0 {
+		if err := bc.out.flush(); err != nil {
+			bc.close()
+			return left
+		}
+		left = left || bc.out.pending() > 0
+	}
+	return left
+}
