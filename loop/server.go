@@ -82,7 +82,6 @@ type loopState struct {
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
 }
 
-
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	ps := s.plane.Stats()
