@@ -81,6 +81,12 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	return fs, levelName
 }
 
+// parseFlags is parseCommandLine's loop.Config and log level (tests).
+func parseFlags(args []string, _ io.Writer) (loop.Config, slog.Level, error) {
+	o, err := parseCommandLine(args)
+	return o.cfg, o.level, err
+}
+
 // parseCommandLine parses args into options. Every error is one line (no usage dump): the flag
 // package's own messages, a flag given twice, a stray argument, or a value the rules refuse.
 func parseCommandLine(args []string) (options, error) {

@@ -26,7 +26,7 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(runIO(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // Exit codes.
@@ -39,8 +39,11 @@ const (
 // stopTimeout bounds a stop: listeners, connections and tunnels are closed within it.
 const stopTimeout = 10 * time.Second
 
-// run parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
-func run(args []string, stdout, stderr io.Writer) int {
+// run is runIO with stdout and stderr on one writer (tests).
+func run(args []string, out io.Writer) int { return runIO(args, out, out) }
+
+// runIO parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
+func runIO(args []string, stdout, stderr io.Writer) int {
 	o, err := parseCommandLine(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):

@@ -58,7 +58,7 @@ func TestBadCommandLineIsOneLineExit2(t *testing.T) {
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(c.args, &stdout, &stderr)
+			code := runIO(c.args, &stdout, &stderr)
 			if code != 2 || stdout.Len() != 0 || stderr.String() != "wsgate: "+c.want+"\n" {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and stderr %q", code, stdout.String(), stderr.String(), "wsgate: "+c.want+"\n")
 			}
@@ -69,7 +69,7 @@ func TestBadCommandLineIsOneLineExit2(t *testing.T) {
 func TestHelpListsEveryFlagOnStdout(t *testing.T) {
 	for _, h := range []string{"-h", "-help", "--help"} {
 		var stdout, stderr bytes.Buffer
-		if code := run([]string{h}, &stdout, &stderr); code != 0 || stderr.Len() != 0 {
+		if code := runIO([]string{h}, &stdout, &stderr); code != 0 || stderr.Len() != 0 {
 			t.Fatalf("%s: exit %d, stderr %q", h, code, stderr.String())
 		}
 		out := stdout.String()
@@ -128,7 +128,7 @@ func TestReadmeDocumentsEveryFlag(t *testing.T) {
 
 func TestVersionFlag(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"-version"}, &stdout, &stderr); code != 0 || stderr.Len() != 0 {
+	if code := runIO([]string{"-version"}, &stdout, &stderr); code != 0 || stderr.Len() != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 	out := stdout.String()
@@ -209,14 +209,18 @@ func TestZeroValuesMeanNone(t *testing.T) {
 }
 
 func TestFlagsReachConfig(t *testing.T) {
-	o, err := parseCommandLine([]string{"-listen", "127.0.0.1:9", "-backend", "127.0.0.1:10",
-		"-preserve-host=false", "-splice=false", "-tunnel-fin-timeout", "7s", "-header-timeout", "3s", "-log-level", "debug"})
+	var out bytes.Buffer
+	cfg, level, err := parseFlags([]string{"-listen", "127.0.0.1:9", "-backend", "127.0.0.1:10",
+		"-preserve-host=false", "-splice=false", "-tunnel-fin-timeout", "7s", "-header-timeout", "3s", "-log-level", "debug"}, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := o.cfg
 	if cfg.Listen != "127.0.0.1:9" || cfg.Backend != "127.0.0.1:10" || cfg.PreserveHost ||
-		cfg.Tunnel.Splice || cfg.Tunnel.FinTimeout != 7*time.Second || cfg.HeaderTimeout != 3*time.Second || o.level.String() != "DEBUG" {
+		cfg.Tunnel.Splice || cfg.Tunnel.FinTimeout != 7*time.Second || cfg.HeaderTimeout != 3*time.Second || level.String() != "DEBUG" {
 		t.Fatalf("config not taken from flags: %+v", cfg)
+	}
+	// run: stdout and stderr on one writer.
+	if code := run([]string{"-loops", "0"}, &out); code != 2 || out.String() != "wsgate: -loops 0: want 1 or more\n" {
+		t.Fatalf("run: exit %d, %q", code, out.String())
 	}
 }

@@ -185,12 +185,12 @@ func TestMemoryReturnFlag(t *testing.T) {
 	if o, err := parseCommandLine([]string{"-memory-return", "0"}); err != nil || o.memEvery != 0 {
 		t.Fatalf("-memory-return 0 gave %v, %v", o.memEvery, err)
 	}
-	if code := run([]string{"-memory-return", "-1s"}, &out, &out); code != 2 ||
+	if code := runIO([]string{"-memory-return", "-1s"}, &out, &out); code != 2 ||
 		out.String() != "wsgate: -memory-return -1s: want 0 (no limit) or more\n" {
 		t.Fatalf("exit %d, output %q", code, out.String())
 	}
 	out.Reset()
-	run([]string{"-h"}, &out, &out)
+	runIO([]string{"-h"}, &out, &out)
 	if !strings.Contains(out.String(), "  -memory-return") {
 		t.Fatal("-h does not list -memory-return")
 	}
