@@ -1,3 +1,5 @@
+//go:build linux
+
 package loop_test
 
 // EMFILE for real: a child process (this test binary, re-run as TestEngineChildProcess) serves

@@ -1,3 +1,5 @@
+//go:build linux
+
 package loop_test
 
 // The engine and the fd budget, end to end: listen errors, the one-instance guard, the fd

@@ -133,10 +133,11 @@ func reservePort(host string) (string, *os.File, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM, unix.IPPROTO_TCP)
 	if err != nil {
 		return "", nil, os.NewSyscallError("socket", err)
 	}
+	unix.CloseOnExec(fd)
 	f := os.NewFile(uintptr(fd), "wsgate-port-reservation")
 	if v6only {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
