@@ -161,9 +161,12 @@ func (s *Server) startRun() (*engineRun, error) {
 	}
 	err := r.err
 	// gnet may report a failed bind as "setsockopt: bad file descriptor" (listen.go): ask the
-	// kernel again for the real reason.
-	if perr := probeBind(s.addr); perr != nil {
-		err = perr
+	// kernel again for the real reason (not while a predecessor or successor shares the port:
+	// the probe would fail on its listeners).
+	if !s.guard.shared() {
+		if perr := probeBind(s.addr); perr != nil {
+			err = perr
+		}
 	}
 	if err == nil {
 		err = errors.New("engine stopped before it was running")
