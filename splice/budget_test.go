@@ -62,7 +62,9 @@ func TestPipeCapFallsBackToCopy(t *testing.T) {
 	if n := over.Load(); n > 0 {
 		t.Fatalf("the plane held %d pipes with MaxPipes 1", n)
 	}
-	if after.PipeFallbacks == 0 || after.BytesCopied-before.BytesCopied < 8<<20 {
+	// Most of its bytes were copied: the only pipe is the stalled direction's, except when that
+	// direction drains it into a growing socket buffer and lends it out for a while.
+	if after.PipeFallbacks == 0 || after.BytesCopied-before.BytesCopied < 4<<20 {
 		t.Fatalf("the second tunnel did not copy: before %+v after %+v", before, after)
 	}
 	if r := other.result(t, 5*time.Second); r.Err != nil || r.ClientToBackend != 4<<20 || r.BackendToClient != 4<<20 {
