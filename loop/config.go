@@ -35,6 +35,11 @@ type Config struct {
 	Tunnel             splice.Config // tunnel plane config (-tunnel-loops, -splice, -pipe-size, ...); Tunnel.MaxPipes 0 = MaxConns/4
 	Logger             *slog.Logger
 
+	// HeaderNames is what happens to a request field whose name holds a byte outside
+	// [A-Za-z0-9-]: HeaderNamesDrop (the zero value and default) leaves the field out,
+	// HeaderNamesReject answers 400 (-header-names).
+	HeaderNames HeaderNamePolicy
+
 	// FDs is the fd budget every fd the server owns is counted against (budget.go). nil: Start
 	// sizes one from RLIMIT_NOFILE, less a reserve for the fds it cannot count. Servers sharing a
 	// process can share one budget; Start never changes a budget it is given.

@@ -18,10 +18,11 @@ import (
 
 // options is the parsed command line.
 type options struct {
-	cfg      loop.Config
-	level    slog.Level
-	memEvery time.Duration
-	version  bool
+	cfg         loop.Config
+	level       slog.Level
+	memEvery    time.Duration
+	version     bool
+	headerNames *string
 }
 
 // The zero-value rule, one for every flag (README "Flags", -h): where the flag's text says what
@@ -76,6 +77,7 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Tunnel.IdleTimeout, "tunnel-idle-timeout", c.Tunnel.IdleTimeout, "close a tunnel quiet both ways this long (0 = never: tails are quiet for hours)")
 	fs.DurationVar(&c.Tunnel.FinTimeout, "tunnel-fin-timeout", c.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
 	fs.DurationVar(&o.memEvery, "memory-return", o.memEvery, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
+	o.headerNames = fs.String("header-names", c.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&o.version, "version", false, "print the version and build information, then exit")
 	return fs, levelName
@@ -110,6 +112,9 @@ func parseCommandLine(args []string) (options, error) {
 	}
 	if err := o.level.UnmarshalText([]byte(*levelName)); err != nil {
 		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", *levelName)
+	}
+	if err := o.cfg.HeaderNames.UnmarshalText([]byte(*o.headerNames)); err != nil {
+		return o, fmt.Errorf("-header-names %q: want drop or reject", *o.headerNames)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
