@@ -209,6 +209,9 @@ func (cc *clientConn) readHead() bool {
 		return false
 	}
 	cc.parser.Reset()
+	if err == nil {
+		err = checkFieldNames(req, s.cfg.HeaderNames)
+	}
 	if err != nil {
 		cc.reject(err)
 		return false
@@ -241,10 +244,7 @@ func (cc *clientConn) readHead() bool {
 func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 	s := cc.srv
 	cc.gen++
-	host := append(cc.ex.host[:0], req.Host...)
-	if auth, _, ok := splitAbsolute(req.Target); ok {
-		host = append(host[:0], auth...)
-	}
+	host := append(cc.ex.host[:0], requestHost(req)...)
 	wsKey := cc.ex.wsKey[:0]
 	if upgrade {
 		wsKey = append(wsKey, req.Header("Sec-WebSocket-Key")...)

@@ -1,9 +1,6 @@
 package loop
 
 import (
-	"errors"
-	"net"
-
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/wsgate/wsgate/httpparse"
@@ -156,11 +153,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 		return
 	}
 	cc.ex.dialing = false
-	status := 502
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		status = 504
-	}
+	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
 	cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }

@@ -94,6 +94,7 @@ type loopStats struct {
 	pipesIdle, pipesBusy atomic.Int64
 	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
+	pipeFallbacks        atomic.Int64
 }
 
 type pipePair struct{ r, w int32 }
@@ -121,7 +122,8 @@ type loop struct {
 	now      uint32
 	lastTick uint32
 	budget   int
-	warned   bool
+	warned   bool // a pipe2 failure was logged
+	capped   bool // reaching MaxPipes or the fd budget was logged
 	st       loopStats
 }
 
@@ -562,9 +564,11 @@ func (l *loop) defer_(c *conn) {
 	}
 }
 
-// getPipe gives f a pipe from the loop's free list, or a new one. On
-// EMFILE/ENFILE/EPERM (pipe-user-pages-hard, fd limits) it returns false and
-// the caller copies instead: never stall, never drop.
+// getPipe gives f a pipe from the loop's free list, or a new one. It returns
+// false, and the caller copies that round instead (never stall, never drop),
+// when the plane already holds MaxPipes pipes, when the fd budget has no room
+// for two more fds, or when pipe2 fails (EMFILE/ENFILE, EPERM past
+// pipe-user-pages-hard).
 func (l *loop) getPipe(f *flow) bool {
 	if f.pr >= 0 {
 		return true
@@ -577,20 +581,47 @@ func (l *loop) getPipe(f *flow) bool {
 		l.st.pipesBusy.Add(1)
 		return true
 	}
-	var fds [2]int
-	if err := l.p.pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		if !l.warned {
-			l.warned = true
-			l.p.log.Warn("splice: cannot create pipe, copying through buffers", "loop", l.id, "err", err)
-		}
+	p := l.p
+	if p.pipes.Add(1) > p.maxPipes && p.maxPipes > 0 {
+		p.pipes.Add(-1)
+		l.noPipe("splice: pipe cap reached (-max-pipes), copying until pipes are free", nil)
 		return false
 	}
-	if sz := l.p.cfg.PipeSize; sz > 0 {
+	if !p.fds.TryAcquire(2) {
+		p.pipes.Add(-1)
+		l.noPipe("splice: fd budget exhausted, copying instead of creating a pipe", nil)
+		return false
+	}
+	var fds [2]int
+	if err := p.pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		p.pipes.Add(-1)
+		p.fds.Release(2)
+		l.noPipe("", err)
+		return false
+	}
+	if sz := p.cfg.PipeSize; sz > 0 {
 		setPipeSize(fds[1], sz)
 	}
 	f.pr, f.pw = int32(fds[0]), int32(fds[1])
 	l.st.pipesBusy.Add(1)
 	return true
+}
+
+// noPipe counts a round that copies for want of a pipe and says so once per
+// loop: at Info for a limit wsgate set itself, at Warn for a kernel refusal.
+func (l *loop) noPipe(msg string, err error) {
+	l.st.pipeFallbacks.Add(1)
+	if err != nil {
+		if !l.warned {
+			l.warned = true
+			l.p.log.Warn("splice: cannot create pipe, copying through buffers", "loop", l.id, "err", err)
+		}
+		return
+	}
+	if !l.capped {
+		l.capped = true
+		l.p.log.Info(msg, "loop", l.id, "max_pipes", l.p.maxPipes, "fd_budget", l.p.fds.Limit())
+	}
 }
 
 // putPipe returns f's pipe to the free list if it is empty, closes it
@@ -604,10 +635,17 @@ func (l *loop) putPipe(f *flow) {
 		l.pipes = append(l.pipes, pipePair{f.pr, f.pw})
 		l.st.pipesIdle.Add(1)
 	} else {
-		unix.Close(int(f.pr))
-		unix.Close(int(f.pw))
+		l.closePipe(f.pr, f.pw)
 	}
 	f.pr, f.pw, f.inPipe = -1, -1, 0
+}
+
+// closePipe closes a pipe and takes it off the plane's pipe and fd counts.
+func (l *loop) closePipe(r, w int32) {
+	unix.Close(int(r))
+	unix.Close(int(w))
+	l.p.pipes.Add(-1)
+	l.p.fds.Release(2)
 }
 
 // bufKeep is the floor of the loop-local spare buffers: a loop keeps no
@@ -706,6 +744,8 @@ func (l *loop) finish(c *conn, err error) {
 	}
 	if x := c.x; x != nil {
 		l.st.transfers.Add(-1)
+		// The fds go back to the caller: they leave the plane's count now.
+		l.p.fds.Release(2)
 		res := TransferResult{
 			Src:   int(c.ends[0].fd),
 			Dst:   int(c.ends[1].fd),
@@ -719,6 +759,8 @@ func (l *loop) finish(c *conn, err error) {
 	l.st.tunnels.Add(-1)
 	unix.Close(int(c.ends[0].fd))
 	unix.Close(int(c.ends[1].fd))
+	l.p.fds.Release(2)
+	l.p.open.Add(-1)
 	if c.onClose != nil {
 		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err})
 	}
@@ -748,8 +790,7 @@ func (l *loop) shutdown() {
 		}
 	}
 	for _, pp := range l.pipes {
-		unix.Close(int(pp.r))
-		unix.Close(int(pp.w))
+		l.closePipe(pp.r, pp.w)
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
 	l.pipes = nil

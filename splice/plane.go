@@ -20,18 +20,29 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/fdbudget"
 )
 
-// Config tunes a Plane. The zero value is usable; NewPlane fills defaults.
+// Config tunes a Plane. The zero value is usable; NewPlane fills defaults. Where 0 means "the
+// default", a negative value asks for the zero the field would otherwise mean (no pipes pooled,
+// the kernel's pipe size, no fin timeout).
 type Config struct {
 	Loops       int           // tunnel loops, default runtime.GOMAXPROCS(0)
 	Splice      bool          // use splice(2) when available; false = portable copy path
-	PipeSize    int           // F_SETPIPE_SZ for pooled pipes, default 256 KiB (0 = kernel default)
+	PipeSize    int           // F_SETPIPE_SZ for pooled pipes, default 256 KiB; negative = kernel default (64 KiB)
 	PipePoolMax int           // idle pipes kept per loop, default 256; negative keeps none
+	MaxPipes    int           // pipes the whole plane may hold, busy and pooled (HAProxy's maxpipes); 0 = no cap, negative = none (always copy)
 	BufferSize  int           // copy-path buffer size, default 64 KiB
 	IdleTimeout time.Duration // tunnel: no byte either way for this long -> close both; 0 = never
 	FinTimeout  time.Duration // tunnel: after one direction finished, the other gets this long; default 30s, negative = never
 	Logger      *slog.Logger  // nil = slog.Default()
+
+	// FDs, when set, counts every fd the plane owns: a tunnel's two sockets from Tunnel until
+	// the plane closes them, a transfer's two from Transfer until Done hands them back, and two
+	// per pipe from its creation to its close. A pipe is created only if the budget has room
+	// (otherwise that round copies); sockets are counted unconditionally, since they already exist.
+	FDs *fdbudget.Budget
 }
 
 // Defaults applied by NewPlane. DefaultPipeSize is 256 KiB rather than the
@@ -54,6 +65,7 @@ type Stats struct {
 	PipesIdle, PipesBusy      int64 // pool accounting
 	BuffersIdle               int64 // copy-path spares the loops keep (BufferSize each)
 	BytesSpliced, BytesCopied int64
+	PipeFallbacks             int64 // rounds that copied because no pipe could be had (MaxPipes, fd budget, pipe2 error)
 	SpliceAvailable           bool
 }
 
@@ -143,6 +155,10 @@ type Plane struct {
 	loops    []*loop
 	next     atomic.Uint32
 	total    atomic.Int64
+	open     atomic.Int64 // tunnels owned now: from Tunnel until their fds are closed
+	pipes    atomic.Int64 // pipes that exist now, busy and pooled (the MaxPipes count)
+	maxPipes int64        // 0 = no cap
+	fds      *fdbudget.Budget
 	spliceOK bool
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
@@ -174,6 +190,12 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.PipePoolMax < 0 {
 		cfg.PipePoolMax = 0
 	}
+	maxPipes := int64(cfg.MaxPipes)
+	if cfg.MaxPipes < 0 {
+		// No pipes at all: every direction takes the copy path.
+		cfg.Splice = false
+		maxPipes = 0
+	}
 	if cfg.BufferSize <= 0 {
 		cfg.BufferSize = DefaultBufferSize
 	}
@@ -189,7 +211,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
@@ -255,9 +277,14 @@ func (p *Plane) Stats() Stats {
 		s.BuffersIdle += l.st.bufsIdle.Load()
 		s.BytesSpliced += l.st.spliced.Load()
 		s.BytesCopied += l.st.copied.Load()
+		s.PipeFallbacks += l.st.pipeFallbacks.Load()
 	}
 	return s
 }
+
+// OpenTunnels is the number of tunnels the plane owns right now, from the Tunnel call until their
+// fds are closed: one atomic load, cheap enough to check on every accepted connection.
+func (p *Plane) OpenTunnels() int64 { return p.open.Load() }
 
 func (p *Plane) pick() *loop {
 	return p.loops[int(p.next.Add(1))%len(p.loops)]
@@ -265,6 +292,7 @@ func (p *Plane) pick() *loop {
 
 // Tunnel hands both fds to a tunnel loop. See type Tunnel.
 func (p *Plane) Tunnel(t Tunnel) error {
+	counted := false
 	fail := func(err error) error {
 		if t.ClientFD >= 0 {
 			unix.Close(t.ClientFD)
@@ -272,11 +300,19 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		if t.BackendFD >= 0 && t.BackendFD != t.ClientFD {
 			unix.Close(t.BackendFD)
 		}
+		if counted {
+			p.fds.Release(2)
+			p.open.Add(-1)
+		}
 		return err
 	}
 	if t.ClientFD < 0 || t.BackendFD < 0 || t.ClientFD == t.BackendFD {
 		return fail(fmt.Errorf("splice: tunnel: bad fds client=%d backend=%d", t.ClientFD, t.BackendFD))
 	}
+	// The plane owns both fds from here on: count them, and the tunnel, until finish closes them.
+	p.fds.Acquire(2)
+	p.open.Add(1)
+	counted = true
 	if err := unix.SetNonblock(t.ClientFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set client non-blocking", Err: err})
 	}
@@ -342,8 +378,11 @@ func (p *Plane) Transfer(x Transfer) error {
 		// Nothing written yet: the fds really are still the caller's.
 		return ErrClosed
 	}
+	// Src and Dst are the plane's until finish hands them back: count them meanwhile.
+	p.fds.Acquire(2)
 	l.writePending(&c.flows[0], x.Dst, x.Pending)
 	if !l.submit(c) {
+		p.fds.Release(2)
 		return ErrClosed
 	}
 	return nil
