@@ -17,6 +17,8 @@ import (
 //   - a backend dial: the dialer reserves 2 before dialling (the socket, and gnet's dup of it
 //     while Enroll registers it) and releases them once gnet holds the dup (counted by OnOpen)
 //     and the dialled socket is closed, or the dial failed;
+//   - a half-closed client's dup (halfclose.go): acquired in OnClose when an answer is still
+//     owed, released when the dup is closed; while it is in a transfer the plane counts it instead;
 //   - tunnels and transfers in the tunnel plane: the plane acquires 2 when it takes the fds
 //     (Plane.Tunnel, Plane.Transfer) and releases them when it closes them or hands them back
 //     (splice.Config.FDs); pipes: 2 from pipe2 to close, created only if the budget has room.

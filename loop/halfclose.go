@@ -17,7 +17,9 @@ import (
 // answered in turn; once nothing more is owed the dup is closed, after its queue drained, with a
 // plain close (FIN; the client already sent its own, so there is nothing to linger for).
 //
-// Invariant: peerEOF is set exactly when cc.out.fd is a dup we own; teardown closes it.
+// Invariant: peerEOF is set exactly when cc.out.fd is a dup we own (or detachedFD while the plane
+// has it); teardown closes it. The dup counts one fd in the budget while we hold it: from the
+// dup in OnClose to closeOwnFD, minus the time it spends in the plane (which counts it itself).
 
 // answerOwed says whether a client that just sent EOF is still owed bytes: an answer in flight or
 // queued, or pipelined requests it sent before the EOF.
@@ -44,6 +46,7 @@ func (cc *clientConn) closed(err error) {
 	c := cc.c
 	if errors.Is(err, io.EOF) && cc.answerOwed() {
 		if fd, derr := c.Dup(); derr == nil {
+			cc.srv.fds.Acquire(1) // the dup outlives OnClose, which released gnet's fd
 			cc.holdInbound()
 			cc.c = nil
 			cc.out.fd = fd
@@ -63,5 +66,6 @@ func (cc *clientConn) closeOwnFD() {
 	if cc.peerEOF && cc.out.fd >= 0 {
 		_ = unix.Close(cc.out.fd)
 		cc.out.fd = -1
+		cc.srv.fds.Release(1)
 	}
 }

@@ -518,8 +518,9 @@ func TestE2EOffloadClientLeaves(t *testing.T) {
 func TestE2EHalfClose(t *testing.T) {
 	t.Parallel()
 	be := newBackend(t, http.HandlerFunc(dataHandler))
-	_, addr := startProxy(t, be.Addr)
-	lowS, lowAddr := startProxy(t, be.Addr, lowWater)
+	noIdlePipes := func(c *loop.Config) { c.Tunnel.PipePoolMax = -1 } // so the fd count below is conns only
+	s, addr := startProxy(t, be.Addr, noIdlePipes)
+	lowS, lowAddr := startProxy(t, be.Addr, lowWater, noIdlePipes)
 	run := func(t *testing.T, addr string, reqs []string, sizes []int, seed uint64, pause time.Duration) {
 		c := dialRaw(t, addr)
 		c.send(t, strings.Join(reqs, ""))
@@ -561,4 +562,10 @@ func TestE2EHalfClose(t *testing.T) {
 	t.Run("pipelined", func(t *testing.T) {
 		run(t, addr, []string{get(3, 300, ""), get(70000, 301, ""), get(4, 302, "")}, []int{3, 70000, 4}, 300, 50*time.Millisecond)
 	})
+	// Every dup was closed and given back to the fd budget: what is left counted is the pool.
+	for _, s := range []*loop.Server{s, lowS} {
+		if !waitFor(5*time.Second, func() bool { st := s.Stats(); return st.Conns == 0 && st.FDsUsed == st.BackendIdle }) {
+			t.Errorf("after the half-closed clients: %+v", s.Stats())
+		}
+	}
 }

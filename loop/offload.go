@@ -115,6 +115,9 @@ func (cc *clientConn) offload(req bool) bool {
 	}
 	ls.loop.closeConn(ob)
 	x.Done = func(r splice.TransferResult) { cc.transferDone(r) }
+	if cc.peerEOF {
+		s.fds.Release(1) // the dup is the plane's (and counted by it) or closed below
+	}
 	if err := s.plane.Transfer(x); err != nil {
 		// Ownership did not pass: the fds are still ours.
 		s.log.Warn("body offload refused", "backend", s.cfg.Backend, "phase", "offload", "err", err)
@@ -197,6 +200,7 @@ func (cc *clientConn) clientOnlyBack(cfd, bfd int, answer error) {
 // half-closed, straight to its outq (it never goes back to gnet, which would only read the EOF).
 func (cc *clientConn) clientBack(cfd int) {
 	if cc.peerEOF {
+		cc.srv.fds.Acquire(1) // ours again (the plane released it at the hand-back)
 		cc.out.fd = cfd
 		cc.reattachDone()
 		return
