@@ -79,6 +79,10 @@ type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
 	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+	// IdleTimeout overrides Config.IdleTimeout for this tunnel (a route's own): no byte either way
+	// for this long closes it; 0 = the Config's value, negative = never. The timer's resolution
+	// is the plane's wheel tick (an eighth of the shortest Config timeout, at most 250ms).
+	IdleTimeout time.Duration
 }
 
 // TunnelResult reports how a tunnel ended. The byte counts include the
@@ -320,6 +324,10 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
 	c := &conn{onClose: t.OnClose}
+	if t.IdleTimeout != 0 {
+		c.idleSet = true
+		c.idle = p.ticks(t.IdleTimeout) // 0 (never) for a negative value
+	}
 	c.ends[0].fd = int32(t.ClientFD)
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()
