@@ -65,6 +65,10 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	case err != nil:
 		fmt.Fprintf(stderr, "wsgate: %v\n", err)
+		var fe *flagError
+		if o.checkConfig && errors.As(err, &fe) {
+			return exitFailure // a value the rules refuse: -check-config's "not good"
+		}
 		return exitUsage
 	case o.version:
 		printVersion(stdout)
