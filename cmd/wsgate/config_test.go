@@ -271,3 +271,23 @@ func fetch(t *testing.T, addr, host, target string) string {
 	}
 	return string(b)
 }
+
+// The README's config snippets are valid: -check-config accepts every ```toml block.
+func TestReadmeConfigSnippets(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := strings.Split(string(b), "```toml\n")[1:]
+	if len(blocks) == 0 {
+		t.Fatal("no toml block in the README")
+	}
+	for i, blk := range blocks {
+		text, _, _ := strings.Cut(blk, "```")
+		file := writeFile(t, fmt.Sprintf("readme-%d.toml", i), text)
+		var stdout, stderr strings.Builder
+		if code := runIO([]string{"-check-config", "-config", file}, &stdout, &stderr); code != 0 {
+			t.Errorf("README toml block %d: exit %d\n%s\n%s", i+1, code, stderr.String(), text)
+		}
+	}
+}
