@@ -144,7 +144,7 @@ type Stats struct {
 	RejectedFDs        int64 // connections and backend dials refused with 503 because the fd budget was full
 	FDsUsed, FDsLimit  int64 // the fd budget: fds counted now, and its limit
 	EngineRestarts     int64 // times the gnet engine stopped on its own and its listeners were restarted
-	Retries            int64 // requests re-sent after a pooled backend connection failed
+	Retries            int64 // requests retried: resent after a backend conn closed before answering, or dialled again on another member
 	Offloads           int64 // bodies moved to the tunnel plane since Start
 	BackendIdle        int64 // idle pooled backend connections now
 	QueuedBytes        int64 // bytes queued in user space toward slow peers now (both directions)
