@@ -168,7 +168,7 @@ func (cc *clientConn) expire(now int64) {
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.ex.respFinal {
-			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeName(cc.ex.route), "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
+			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
 			cc.fail(504)
 		}
 	case stateForwardingBody:

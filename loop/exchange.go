@@ -188,14 +188,14 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 		if m := cc.otherMember(); m != nil {
 			ex.redialed = true
 			cc.srv.retries.Add(1)
-			cc.srv.log.Debug("dial failed, trying another member", "route", routeName(ex.route), "backend", memberName(failed), "next", m.Addr(), "err", err)
+			cc.srv.log.Debug("dial failed, trying another member", "route", routeLabel{ex.route}, "backend", memberName(failed), "next", m.Addr(), "err", err)
 			cc.switchMember(m)
 			cc.connect()
 			return
 		}
 	}
 	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
-	cc.srv.backendWarn.warn(cc.srv.log, now, "backend unavailable", "route", routeName(ex.route), "backend", memberName(failed), "phase", "dial", "status", status, "err", err)
+	cc.srv.backendWarn.warn(cc.srv.log, now, "backend unavailable", "route", routeLabel{ex.route}, "backend", memberName(failed), "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }
 

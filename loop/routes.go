@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,6 +99,19 @@ func describeMembers(p *route.Pool, now int64) string {
 	}
 	return b.String()
 }
+
+// poolHealth logs a pool's members and why each is out; the text is made only when a line is
+// written (a log argument is evaluated at every call, and a rate-limited line is usually not).
+type poolHealth struct{ p *route.Pool }
+
+func (h poolHealth) LogValue() slog.Value {
+	return slog.StringValue(describeMembers(h.p, time.Now().UnixNano()))
+}
+
+// routeLabel logs a route as [HOST]/PREFIX, made only when a line is written ("" for none).
+type routeLabel struct{ r *route.Route }
+
+func (l routeLabel) LogValue() slog.Value { return slog.StringValue(routeName(l.r)) }
 
 // memberName is a member's address for log lines ("" for none).
 func memberName(m *route.Member) string {
@@ -256,8 +270,7 @@ func (cc *clientConn) connect() {
 // active health), so no dial is attempted.
 func (cc *clientConn) noMember() {
 	s, r := cc.srv, cc.ex.route
-	now := nanotime()
-	s.backendWarn.warn(s.log, now, "no healthy backend", "route", r.String(), "backends", describeMembers(r.Pool, routeNow(now)), "status", 502)
+	s.backendWarn.warn(s.log, nanotime(), "no healthy backend", "route", routeLabel{r}, "backends", poolHealth{r.Pool}, "status", 502)
 	cc.fail(502)
 }
 
