@@ -1,11 +1,15 @@
 package loop
 
 import (
+	"context"
+	"net"
 	"strings"
 	"testing"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
 
+	"github.com/wsgate/wsgate/fdbudget"
 	"github.com/wsgate/wsgate/route"
 )
 
@@ -102,4 +106,56 @@ func TestSwitchMemberRewritesHost(t *testing.T) {
 	}
 	bytebufferpool.Put(cc.ex.fwd)
 	cc.ex.fwd = nil
+}
+
+// enrollGivesUp is an event loop whose Enroll answers with a channel closed without a result, as
+// gnet's does when its enroll worker recovers a panic; Execute runs the job at once.
+type enrollGivesUp struct{ gnet.EventLoop }
+
+func (enrollGivesUp) Enroll(context.Context, net.Conn) (<-chan gnet.RegisteredResult, error) {
+	ch := make(chan gnet.RegisteredResult)
+	close(ch)
+	return ch, nil
+}
+
+func (enrollGivesUp) Execute(ctx context.Context, r gnet.Runnable) error { return r.Run(ctx) }
+
+// A dial whose Enroll ended without a result is a failed dial (the exchange is answered at once),
+// not a success that leaves it waiting for a response that cannot come; it is not the backend's
+// fault, so passive health does not count it.
+func TestEnrollWithoutResultIsAFailedDial(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sm := newSeam(t, func(c *Config) { c.Backend = ln.Addr().String() })
+	sm.s.fds = fdbudget.New(1000)
+	sm.ls.el = enrollGivesUp{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sm.s.ctx = ctx
+	jobs := make(chan dialJob, 1)
+	sm.s.dials = dialPool{jobs: make(chan dialJob), ctx: ctx, run: func(j dialJob) { jobs <- j }}
+	cc, w := sm.client(0)
+	w.feed("GET / HTTP/1.1\r\nHost: a\r\n\r\n") // readHead -> beginExchange -> dial
+	job := <-jobs
+	m := cc.ex.member
+	if !cc.ex.dialing || m == nil || job.d == nil {
+		t.Fatalf("no dial started: dialing %v member %v", cc.ex.dialing, m)
+	}
+	sm.s.runDial(job) // on this goroutine, which plays the loop: Execute runs dialFailed here
+	out, _ := w.readPeer()
+	if !strings.HasPrefix(out, "HTTP/1.1 502 ") || cc.ex.dialing {
+		t.Fatalf("after Enroll gave up: client got %q, dialing %v", out, cc.ex.dialing)
+	}
+	if h := m.Health(); h.Fails != 0 {
+		t.Fatalf("an enroll failure counted against the backend: %+v", h)
+	}
+	if used := sm.s.fds.Used(); used != 0 {
+		t.Fatalf("%d fds still counted after the failed dial", used)
+	}
+	if r, _ := m.Load(); r != 0 {
+		t.Fatalf("member counts %d requests after the 502", r)
+	}
 }
