@@ -272,7 +272,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *rou
 	cc.ex = exchange{
 		isHEAD:       string(req.Method) == "HEAD", // methods are case-sensitive (RFC 9110 9.1): "head" has a body
 		idempotent:   isIdempotent(req.Method),
-		closeAfter:   !req.KeepAlive,
+		closeAfter:   !req.KeepAlive || s.draining.Load(), // drain.go: Connection: close
 		upgrade:      upgrade,
 		reqFraming:   req.Framing,
 		reqLeft:      req.ContentLength,

@@ -217,6 +217,13 @@ func (s *Server) supervise(r *engineRun) {
 		if e := s.gnetErr.Load(); e != nil {
 			cause = *e
 		}
+		if s.noListen.Load() {
+			// Draining or handing over: the listeners stay closed. Tunnels are not affected.
+			s.log.Error("engine stopped unexpectedly while not accepting: client connections held by the event loops are closed; listeners not restarted (tunnels are not affected)",
+				"listen", s.addr, "cause", cause)
+			s.forgetLoops()
+			return
+		}
 		s.log.Error("engine stopped unexpectedly: client connections held by the event loops are closed; restarting the listeners (tunnels are not affected)",
 			"listen", s.addr, "cause", cause, "run_for", time.Since(r.started).Round(time.Millisecond))
 		if time.Since(r.started) >= restartHealthy {

@@ -330,6 +330,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				continue
 			}
 			ex.startResponse(resp)
+			ex.closeAfter = ex.closeAfter || s.draining.Load() // drain.go: Connection: close from now on
 			o.close = ex.closeAfter
 			head := appendResponseHead(ls.scratch[:0], resp, &o)
 			_, _ = bc.c.Discard(n)
@@ -430,7 +431,9 @@ func (cc *clientConn) finishExchange() {
 	if !ex.reqDone {
 		ex.closeAfter = true
 	}
-	if ex.closeAfter {
+	if ex.closeAfter || (cc.srv.draining.Load() && cc.inboundLen() == 0) {
+		// Draining (drain.go): the conn ends at this boundary; a request the client pipelined
+		// behind this one is served first, with Connection: close.
 		cc.startClosing()
 		return
 	}

@@ -194,7 +194,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 		respPhase:  respDone,
 	}
 	cc.consume(n)
-	if status != 404 || upgrade || !req.KeepAlive || req.Framing != httpparse.FramingNone {
+	if status != 404 || upgrade || !req.KeepAlive || req.Framing != httpparse.FramingNone || cc.srv.draining.Load() {
 		resp := notFoundClose
 		if status == 403 {
 			resp = upgradeForbidden

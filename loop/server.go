@@ -51,6 +51,11 @@ type Server struct {
 	errMu     sync.Mutex
 	err       error
 	restarts  atomic.Int64
+	noListen  atomic.Bool // the listeners were closed on purpose (drain, upgrade): never restart them
+
+	// draining (drain.go): every response says Connection: close and every client conn ends at
+	// its next response boundary.
+	draining atomic.Bool
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState

@@ -107,6 +107,7 @@ type loop struct {
 
 	mu       sync.Mutex
 	queue    []*conn
+	cmds     []func() // run on the loop after the queued conns attach (control.go)
 	stopping bool
 
 	// Owned by the loop goroutine.
@@ -148,7 +149,7 @@ func (l *loop) submit(c *conn) bool {
 		l.mu.Unlock()
 		return false
 	}
-	wake := len(l.queue) == 0
+	wake := len(l.queue) == 0 && len(l.cmds) == 0
 	l.queue = append(l.queue, c)
 	l.mu.Unlock()
 	if wake {
@@ -222,6 +223,8 @@ func (l *loop) run() {
 			l.poll.drainWake()
 			l.mu.Lock()
 			pending, l.queue = l.queue, pending[:0]
+			cmds := l.cmds
+			l.cmds = nil
 			stopping := l.stopping
 			l.mu.Unlock()
 			for i, c := range pending {
@@ -229,6 +232,9 @@ func (l *loop) run() {
 				l.attach(c)
 			}
 			pending = pending[:0]
+			for _, f := range cmds {
+				f()
+			}
 			if stopping {
 				return
 			}
@@ -799,5 +805,14 @@ func (l *loop) shutdown() {
 	l.pipes = nil
 	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil
+	// Commands queued before the loop stopped still run (do refuses new ones): whoever waits
+	// for one gets its answer, against an empty loop.
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, f := range cmds {
+		f()
+	}
 	l.poll.close()
 }
