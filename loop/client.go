@@ -71,11 +71,11 @@ type clientConn struct {
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
 	s := ls.srv
 	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip,
-		clientHash: route.HashClient(ip), headTimeout: s.cfg.HeaderTimeout}
+		clientHash: route.HashClient(ip), headTimeout: time.Duration(s.headerTimeout.Load())}
 	lim := httpparse.DefaultLimits()
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
-	cc.deadline = ls.now() + int64(s.cfg.HeaderTimeout)
+	cc.deadline = ls.now() + int64(cc.headTimeout)
 	ls.clients[cc] = struct{}{}
 	return cc
 }

@@ -129,6 +129,7 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		done:        make(chan struct{}),
 	}
 	s.routes.Store(table)
+	s.headerTimeout.Store(int64(cfg.HeaderTimeout))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}

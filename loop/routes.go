@@ -59,6 +59,14 @@ func (s *Server) SetRoutes(t *route.Table) {
 	}
 }
 
+// SetHeaderTimeout changes the global request head timeout (-header-timeout) for heads that
+// start from now on (a reload); a route's own header timeout still applies after its exchanges.
+func (s *Server) SetHeaderTimeout(d time.Duration) {
+	if d > 0 {
+		s.headerTimeout.Store(int64(d))
+	}
+}
+
 // Routes returns the route table in use.
 func (s *Server) Routes() *route.Table { return s.routes.Load() }
 
@@ -214,7 +222,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 	cc.noteQueued(&cc.out)
 	cc.state = stateReadingHead
 	cc.headStarted = false
-	cc.headTimeout = cc.srv.cfg.HeaderTimeout
+	cc.headTimeout = time.Duration(cc.srv.headerTimeout.Load())
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
 	return true
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/route"
+	"github.com/wsgate/wsgate/sdnotify"
 )
 
 func main() {
@@ -87,7 +88,9 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	cfg := o.cfg
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	level := new(slog.LevelVar) // a reload may change it
+	level.Set(o.level)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
@@ -98,7 +101,6 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	table.Start() // active health probes, off the event loops
-	defer table.Close()
 	cfg.Routes = table
 	if o.file.File != "" {
 		logger.Info("config", "file", o.file.File, "from_file", strings.Join(o.file.FromFile, ","), "overridden_by_flags", strings.Join(o.file.Overridden, ","))
@@ -113,6 +115,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 
 	srv, err := loop.Start(cfg)
 	if err != nil {
+		table.Close()
 		logger.Error("start failed", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
@@ -120,25 +123,10 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
-	for {
-		select {
-		case s := <-sig:
-			switch s {
-			case syscall.SIGHUP:
-				logger.Info("SIGHUP: configuration reload is not supported yet; ignored (restart wsgate to change flags)")
-				continue
-			case syscall.SIGUSR1, syscall.SIGUSR2:
-				logger.Info(signalName(s) + ": not used yet; ignored")
-				continue
-			}
-			logger.Info("stopping", "signal", signalName(s))
-			return stop(srv, sig, logger)
-		case <-srv.Done():
-			logger.Error("the server failed and stops", "listen", srv.Addr(), "err", srv.Err())
-			stop(srv, sig, logger)
-			return exitFailure
-		}
-	}
+	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig}
+	defer func() { lc.table.Close() }() // the one in use after the last reload
+	lc.started()
+	return lc.serve()
 }
 
 // stop stops srv within stopTimeout; a second SIGINT or SIGTERM meanwhile exits at once.

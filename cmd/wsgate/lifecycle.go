@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/wsgate/wsgate/handoff"
+	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/route"
+	"github.com/wsgate/wsgate/sdnotify"
+)
+
+// The process's life once it listens (docs/lifecycle.md): the signals, the drain, the reload
+// (reload.go), and what systemd is told over its notify socket.
+//
+//	SIGTERM, SIGINT  drain (loop.Server.Drain), then Stop and exit 0; a second one exits at once
+//	SIGHUP           reload: -config and the command line again, routes swapped (reload.go)
+//
+// systemd (Type=notify): READY=1 once listening; RELOADING=1 + MONOTONIC_USEC, then READY=1
+// around every reload (READY=1 also when it failed: it ends systemd's "reloading" state);
+// STOPPING=1 when a drain starts. Without NOTIFY_SOCKET nothing is sent.
+
+// lifecycle is the running process's state outside the proxy planes.
+type lifecycle struct {
+	args   []string // the command line, parsed again by every reload
+	o      options  // in use: the start's, with what each reload applied
+	srv    *loop.Server
+	table  *route.Table // in use; the caller closes the last one at exit (closeTable)
+	log    *slog.Logger
+	level  *slog.LevelVar
+	notify *sdnotify.Notifier
+	sig    <-chan os.Signal
+
+	// setReady is what /readyz answers (the admin listener's SetReady): false from the moment
+	// a drain starts. nil when there is no admin listener.
+	setReady func(bool)
+	// reg counts reloads by result (wsgate_reloads_total); nil when metrics are off.
+	reg *metrics.Registry
+}
+
+// started tells systemd and the operator that wsgate is serving.
+func (lc *lifecycle) started() {
+	if lc.setReady != nil {
+		lc.setReady(true)
+	}
+	lc.sdnotify("READY=1", "STATUS="+lc.status("serving"))
+	if on, err := handoff.TCPMigrateReq(); err != nil || !on {
+		why := "it is 0"
+		if err != nil {
+			why = err.Error()
+		}
+		lc.log.Warn("net.ipv4.tcp_migrate_req is off: during a binary upgrade (SIGUSR2) the connections waiting in the old listeners' accept queues are reset when those close; set it to 1 (deploy/sysctl.d/60-wsgate.conf)",
+			"why", why)
+	}
+}
+
+// serve handles signals until the process ends, and returns its exit code.
+func (lc *lifecycle) serve() int {
+	for {
+		select {
+		case s := <-lc.sig:
+			switch s {
+			case syscall.SIGHUP:
+				lc.reload()
+			case syscall.SIGUSR1, syscall.SIGUSR2:
+				lc.log.Info(signalName(s) + ": not used yet; ignored")
+			case syscall.SIGINT, syscall.SIGTERM:
+				return lc.drain(s)
+			}
+		case <-lc.srv.Done():
+			lc.log.Error("the server failed and stops", "listen", lc.srv.Addr(), "err", lc.srv.Err())
+			stop(lc.srv, lc.sig, lc.log)
+			return exitFailure
+		}
+	}
+}
+
+// drain runs the drain's timeline (loop.Server.Drain), then stops the server. A second SIGINT or
+// SIGTERM meanwhile exits at once with status 1; SIGHUP is ignored while draining.
+func (lc *lifecycle) drain(s os.Signal) int {
+	if lc.setReady != nil {
+		lc.setReady(false) // first: a load balancer stops sending new clients
+	}
+	st := lc.srv.Stats()
+	lc.sdnotify("STOPPING=1", fmt.Sprintf("STATUS=draining: %d connections, %d tunnels", st.Conns, st.Tunnels))
+	lc.log.Info("stopping", "signal", signalName(s), "drain_delay", lc.o.drainDelay, "drain_timeout", lc.o.drainTimeout,
+		"close_spread", lc.o.closeSpread, "conns", st.Conns, "tunnels", st.Tunnels)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan loop.DrainReport, 1)
+	go func() {
+		done <- lc.srv.Drain(ctx, loop.DrainOptions{Delay: lc.o.drainDelay, Timeout: lc.o.drainTimeout, Spread: lc.o.closeSpread,
+			ListenersClosed: func(n, accepted int, err error) {
+				if err != nil {
+					lc.log.Error("draining: closing the listeners failed; they close with the rest at the end", "listen", lc.srv.Addr(), "err", err)
+				}
+				st := lc.srv.Stats()
+				lc.sdnotify(fmt.Sprintf("STATUS=draining, listeners closed: %d connections, %d tunnels", st.Conns, st.Tunnels))
+			}})
+	}()
+	for {
+		select {
+		case rep := <-done:
+			if rep.Empty {
+				lc.log.Info("drained", "took", rep.Took.Round(1e6), "tunnels_closed_by_drain", rep.TunnelsClosed)
+			} else {
+				lc.log.Warn("drain window over: closing what is left", "took", rep.Took.Round(1e6), "conns", rep.Conns,
+					"tunnels", rep.Tunnels, "tunnels_closed_by_drain", rep.TunnelsClosed)
+			}
+			return stop(lc.srv, lc.sig, lc.log)
+		case s := <-lc.sig:
+			switch s {
+			case syscall.SIGINT, syscall.SIGTERM:
+				cancel()
+				lc.log.Warn("second "+signalName(s)+" while draining: exiting now", "signal", signalName(s))
+				return exitFailure
+			default:
+				lc.log.Info(signalName(s)+": draining; ignored", "signal", signalName(s))
+			}
+		}
+	}
+}
+
+// sdnotify sends to systemd's notify socket (nothing without NOTIFY_SOCKET); a failure is
+// logged, never fatal.
+func (lc *lifecycle) sdnotify(assignments ...string) {
+	if err := lc.notify.Notify(assignments...); err != nil {
+		lc.log.Warn("systemd notify", "socket", lc.notify.Addr(), "err", err)
+	}
+}
+
+// status is the one line `systemctl status` shows.
+func (lc *lifecycle) status(what string) string {
+	t := lc.srv.Routes()
+	return fmt.Sprintf("%s on %s: %d routes, %d backends", what, lc.srv.Addr(), len(t.Routes()), len(t.Members()))
+}
+
+// describeTable is a table in -route syntax, for the reload's log line.
+func describeTable(t *route.Table) string {
+	var b strings.Builder
+	for i, r := range t.Routes() {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(r.String())
+		b.WriteByte('=')
+		for j, m := range r.Pool.Members() {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(m.Addr())
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/route"
+)
+
+// SIGHUP: reload (docs/lifecycle.md, "SIGHUP: reload").
+//
+// The command line is parsed again with a fresh FlagSet (parseCommandLine: config.Load re-reads
+// -config, every value rule runs), and the routes are built with route.NewTable(..., running)
+// (members that stay keep their counts and health). Nothing changes until all of that passed:
+// a file that does not parse or validate is refused with every error logged (file:line) and
+// wsgate_reloads_total{result="error"}, and the running configuration stays. Otherwise the new
+// table's probes start, Server.SetRoutes swaps it in (an exchange in flight finishes on the
+// route it matched; tunnels and connections are not touched), the old table's probes stop, and
+// the other reloadable settings apply to what starts from now on.
+//
+// Settings a running process cannot change are compared too: a changed one is not applied and
+// the log says what it needs (a binary upgrade, which re-reads everything, or a restart); the
+// rest of the reload goes ahead.
+
+// reloadable are the settings a reload applies, to requests, connections and tunnels that start
+// afterwards.
+var reloadable = map[string]bool{
+	"route": true, "backend": true, "balance": true, "health-path": true, "health-interval": true,
+	"preserve-host": true, "header-timeout": true, "response-timeout": true, "dial-timeout": true,
+	"tunnel-idle-timeout": true, // a route's tunnels: the table carries it
+	"log-level":           true,
+	"drain-delay":         true, "drain-timeout": true, "close-spread": true, // read when a drain starts
+}
+
+// fixed are the settings only a new process can change, with what that takes. A binary upgrade
+// (SIGUSR2) starts the binary again with the same command line, and the new process reads the
+// file afresh, so it picks them up; -listen is the exception: the successor is admitted to the
+// port by its predecessor's listen lock, which is the lock of the address being served.
+var fixed = map[string]string{
+	"listen":               "a restart (an upgrade keeps the address: its successor is admitted by that address's lock)",
+	"loops":                "a binary upgrade (SIGUSR2) or a restart: the event loops are made at start",
+	"tunnel-loops":         "a binary upgrade (SIGUSR2) or a restart: the tunnel loops are made at start",
+	"max-conns":            "a binary upgrade (SIGUSR2) or a restart: the fd budget and the pipe cap are sized from it at start",
+	"max-head-bytes":       "a binary upgrade (SIGUSR2) or a restart: each connection's parser takes it when it opens",
+	"body-high-water":      "a binary upgrade (SIGUSR2) or a restart",
+	"idle-timeout":         "a binary upgrade (SIGUSR2) or a restart",
+	"backend-idle":         "a binary upgrade (SIGUSR2) or a restart",
+	"backend-idle-timeout": "a binary upgrade (SIGUSR2) or a restart",
+	"forwarded":            "a binary upgrade (SIGUSR2) or a restart",
+	"header-names":         "a binary upgrade (SIGUSR2) or a restart",
+	"splice":               "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
+	"pipe-size":            "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
+	"pipe-pool-max":        "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
+	"max-pipes":            "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
+	"tunnel-fin-timeout":   "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
+	"memory-return":        "a binary upgrade (SIGUSR2) or a restart",
+}
+
+// commandLineOnly cannot differ on a reload: the command line is the same one.
+var commandLineOnly = map[string]bool{"config": true, "check-config": true, "version": true}
+
+// reload is SIGHUP: systemd hears RELOADING=1 first and READY=1 last, whatever the outcome.
+func (lc *lifecycle) reload() {
+	if err := lc.notify.Reloading(); err != nil { // RELOADING=1 and MONOTONIC_USEC
+		lc.log.Warn("systemd notify", "socket", lc.notify.Addr(), "err", err)
+	}
+	start := time.Now()
+	applied, err := lc.applyReload()
+	if err != nil {
+		lc.reg.Reloaded(metrics.ReloadError)
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if line != "" {
+				lc.log.Error("reload refused", "err", line)
+			}
+		}
+		lc.log.Error("SIGHUP: reload refused; the configuration in use is unchanged", "config", lc.o.configFile)
+		lc.sdnotify("READY=1", "STATUS="+lc.status("reload failed (see the log); serving the previous configuration"))
+		return
+	}
+	lc.reg.Reloaded(metrics.ReloadOK)
+	lc.log.Info("SIGHUP: reloaded", "config", lc.o.configFile, "routes", describeTable(lc.table),
+		"changed", strings.Join(applied, ","), "took", time.Since(start).Round(time.Microsecond))
+	lc.sdnotify("READY=1", "STATUS="+lc.status("reloaded; serving"))
+}
+
+// applyReload reads and checks everything, then swaps in what a reload may change. It returns the
+// settings it changed ("routes" for the table) or why it changed nothing.
+func (lc *lifecycle) applyReload() ([]string, error) {
+	o, err := parseCommandLine(lc.args)
+	var ce configErrors
+	switch {
+	case errors.As(err, &ce):
+		return nil, ce.err
+	case err != nil:
+		return nil, err
+	}
+	table, err := route.NewTable(o.routes, o.routeDefaults(lc.log), lc.srv.Routes())
+	if err != nil {
+		return nil, err
+	}
+
+	var applied []string
+	names := make([]string, 0, len(o.values))
+	for name := range o.values {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		was, now := lc.o.values[name], o.values[name]
+		if was == now || commandLineOnly[name] {
+			continue
+		}
+		if reloadable[name] {
+			applied = append(applied, "-"+name)
+			lc.o.values[name] = now
+			continue
+		}
+		needs, ok := fixed[name]
+		if !ok {
+			needs = "a binary upgrade (SIGUSR2) or a restart"
+		}
+		lc.log.Warn("SIGHUP: setting not applied: a running wsgate cannot change it", "setting", "-"+name,
+			"running", was, "configured", now, "needs", needs)
+	}
+	if describeTable(table) != describeTable(lc.table) || !slices.Equal(o.origins, lc.o.origins) {
+		applied = append(applied, "routes")
+	}
+
+	old := lc.table
+	table.Start()
+	lc.srv.SetRoutes(table)
+	old.Close()
+	lc.table = table
+	lc.srv.SetHeaderTimeout(o.cfg.HeaderTimeout)
+	lc.level.Set(o.level)
+	lc.o.routes, lc.o.origins, lc.o.file = o.routes, o.origins, o.file
+	lc.o.healthPath, lc.o.healthInterval, lc.o.balance = o.healthPath, o.healthInterval, o.balance
+	lc.o.cfg.HeaderTimeout, lc.o.cfg.ResponseTimeout, lc.o.cfg.DialTimeout = o.cfg.HeaderTimeout, o.cfg.ResponseTimeout, o.cfg.DialTimeout
+	lc.o.cfg.PreserveHost, lc.o.cfg.Tunnel.IdleTimeout, lc.o.level = o.cfg.PreserveHost, o.cfg.Tunnel.IdleTimeout, o.level
+	lc.o.drainDelay, lc.o.drainTimeout, lc.o.closeSpread = o.drainDelay, o.drainTimeout, o.closeSpread
+	return applied, nil
+}
