@@ -38,11 +38,12 @@ type Server struct {
 	cancel context.CancelFunc
 
 	// routes is the table in use (routes.go); an exchange loads it once and keeps its route.
-	routes atomic.Pointer[route.Table]
+	routes   atomic.Pointer[route.Table]
+	ownTable *route.Table // built by Start from Config.Backend; closed by Stop
+
 	// headerTimeout is -header-timeout (nanoseconds): the first head of a conn, and the next
 	// one after a local answer, run under it; a reload may change it (SetHeaderTimeout).
 	headerTimeout atomic.Int64
-	ownTable      *route.Table // built by Start from Config.Backend; closed by Stop
 
 	// engine supervision (engine.go)
 	engMu     sync.Mutex
