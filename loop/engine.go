@@ -162,6 +162,7 @@ func (s *Server) startRun() (*engineRun, error) {
 			return nil, err
 		}
 	}
+	before := s.listenerInodes()
 	go func() {
 		r.err = gnet.Run(s.h, "tcp://"+s.addr,
 			gnet.WithMulticore(true),
@@ -178,6 +179,7 @@ func (s *Server) startRun() (*engineRun, error) {
 	}()
 	select {
 	case <-r.running:
+		s.recordListeners(before) // what StopAccepting closes (stopaccept_linux.go)
 		return r, nil
 	case <-r.exited:
 	}

@@ -443,6 +443,9 @@ func (cc *clientConn) finishExchange() {
 		cc.headTimeout = ex.route.HeaderTimeout // a route's header timeout applies to the next head
 	}
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
+	if cc.srv.pass.active.Load() && cc.pass() {
+		return // a binary upgrade took the conn at this boundary (pass.go)
+	}
 	cc.process() // pipelined requests already here (a no-op when called from inside process)
 }
 

@@ -56,10 +56,13 @@ type Server struct {
 	err       error
 	restarts  atomic.Int64
 	noListen  atomic.Bool // the listeners were closed on purpose (drain, upgrade): never restart them
+	listeners []listenerID // the current engine's listening sockets (stopaccept_linux.go), under engMu
+	lnErr     error        // why they could not be found
 
 	// draining (drain.go): every response says Connection: close and every client conn ends at
 	// its next response boundary.
 	draining atomic.Bool
+	pass     passer // passing client conns to a successor (pass.go)
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -175,6 +178,8 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		v.reattached(c)
 	case *backendConn:
 		v.opened(c)
+	case *adoptedConn: // from the predecessor, or back from the hand-off (pass.go)
+		h.s.loopFor(c.EventLoop()).adopted(c, v)
 	case nil:
 		s := h.s
 		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go

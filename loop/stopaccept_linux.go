@@ -23,8 +23,9 @@ import (
 // which it treats as fatal (ErrAcceptSocket) and stops the whole engine, connections included.
 //
 // What wsgate does: find its listening sockets in /proc/self/fd (TCP, SO_ACCEPTCONN, local
-// address = the listen address; the successor's listeners are in another process) and dup3 an
-// inert socket over each of those fd numbers. dup3 swaps what the number refers to in one step:
+// address = the listen address), which it does once the engine runs (recordListeners: the fd
+// and the socket's inode, so that a successor's listeners in the same process, as in tests, are
+// never taken for ours), and dup3 an inert socket over each of those fd numbers. dup3 swaps what the number refers to in one step:
 // the last reference to the listening socket goes, so the kernel closes it (inet_csk_listen_stop:
 // with net.ipv4.tcp_migrate_req=1 its accept queue moves to another listener of the SO_REUSEPORT
 // group, the successor's; otherwise what is queued is reset) and its epoll registration goes with
@@ -54,9 +55,8 @@ func (s *Server) StopAccepting(acceptQueued bool) (listeners, accepted int, err 
 	if err != nil {
 		return 0, 0, fmt.Errorf("listen %s: %w", s.addr, err)
 	}
-	fds, err := listenerFDs(want)
-	if err != nil {
-		return 0, 0, fmt.Errorf("listen %s: finding the listeners: %w", s.addr, err)
+	if s.lnErr != nil {
+		return 0, 0, fmt.Errorf("listen %s: finding the listeners: %w", s.addr, s.lnErr)
 	}
 	inert, err := inertSocket()
 	if err != nil {
@@ -64,8 +64,9 @@ func (s *Server) StopAccepting(acceptQueued bool) (listeners, accepted int, err 
 	}
 	defer unix.Close(inert)
 	var queued []int
-	for _, fd := range fds {
-		if !isListener(fd, want) { // re-checked right before the swap
+	for _, l := range s.listeners {
+		fd := l.fd
+		if !isListener(fd, want) || inode(fd) != l.ino { // re-checked right before the swap
 			continue
 		}
 		if acceptQueued {
@@ -90,6 +91,57 @@ func (s *Server) StopAccepting(acceptQueued bool) (listeners, accepted int, err 
 		go s.enrollAccepted(eng, queued)
 	}
 	return listeners, len(queued), nil
+}
+
+// listenerID is one of the engine's listening sockets: its fd and the socket's inode.
+type listenerID struct {
+	fd  int
+	ino uint64
+}
+
+// listenerInodes are the inodes of the listening sockets on the listen address in this process
+// now: taken before an engine starts, they are somebody else's (a predecessor Server in the same
+// process, in tests).
+func (s *Server) listenerInodes() map[uint64]bool {
+	m := map[uint64]bool{}
+	want, _, _, err := listenSockaddr(s.addr)
+	if err != nil {
+		return m
+	}
+	fds, _ := listenerFDs(want)
+	for _, fd := range fds {
+		m[inode(fd)] = true
+	}
+	return m
+}
+
+// recordListeners notes the engine's listeners once it runs (startRun): those on the listen
+// address that were not there before it started.
+func (s *Server) recordListeners(before map[uint64]bool) {
+	var ls []listenerID
+	want, _, _, err := listenSockaddr(s.addr)
+	if err == nil {
+		var fds []int
+		if fds, err = listenerFDs(want); err == nil {
+			for _, fd := range fds {
+				if ino := inode(fd); ino != 0 && !before[ino] {
+					ls = append(ls, listenerID{fd, ino})
+				}
+			}
+		}
+	}
+	s.engMu.Lock()
+	s.listeners, s.lnErr = ls, err
+	s.engMu.Unlock()
+}
+
+// inode is the inode number of fd's file (a socket's identity), 0 on error.
+func inode(fd int) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 // acceptAll accepts from a non-blocking listener until its queue is empty (bounded by the

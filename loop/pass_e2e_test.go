@@ -1,0 +1,133 @@
+package loop_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/loop"
+)
+
+// Client connections move from one Server to another at their request boundaries, as in a
+// binary upgrade (the hand-off between processes is package handoff's; here the fds are dup'ed
+// in-process): an idle keep-alive conn, one with half a head sent, one with a slow request in
+// flight (answered by the old server without Connection: close, then moved) and one with a
+// request pipelined behind a slow one (carried in the state, answered by the new server). The
+// new server was started with the old one's listen lock and binds next to it; once the old one's
+// listeners are closed, new connections reach the new one. Nothing is left in the old server.
+func TestPassIdleConns(t *testing.T) {
+	slowA := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(700 * time.Millisecond)
+		}
+		io.WriteString(w, "a")
+	}))
+	b := nameOnly(t, "b")
+	old, addr := startProxy(t, slowA.Addr)
+	lock, err := old.ListenLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+
+	idle := dialRaw(t, addr)
+	if code, body := idle.get(t, "x", "/"); code != 200 || body != "a" {
+		t.Fatalf("idle: %d %q", code, body)
+	}
+	half := dialRaw(t, addr)
+	if code, body := half.get(t, "x", "/"); code != 200 || body != "a" {
+		t.Fatalf("half: %d %q", code, body)
+	}
+	busy := dialRaw(t, addr)
+	busy.send(t, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	piped := dialRaw(t, addr)
+	piped.send(t, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(100 * time.Millisecond) // the slow requests are in flight
+	half.send(t, "GET /half HTTP/1.1\r\nHost:")
+
+	cfg := baseConfig(b.Addr)
+	cfg.Listen = addr
+	cfg.ListenLock = lock
+	succ, err := loop.Start(cfg)
+	if err != nil {
+		t.Fatalf("successor: %v", err)
+	}
+	t.Cleanup(func() { stopProxy(t, succ) })
+	if n, acc, err := old.StopAccepting(false); err != nil || n != 2 || acc != 0 {
+		t.Fatalf("StopAccepting: %d listeners, %d accepted, %v", n, acc, err)
+	}
+	// New connections now reach the successor only.
+	for i := 0; i < 4; i++ {
+		c := dialRaw(t, addr)
+		if code, body := c.get(t, "x", "/"); code != 200 || body != "b" {
+			t.Fatalf("new connection after the old listeners closed: %d %q", code, body)
+		}
+	}
+
+	moved := 0
+	for p := range old.PassItems(context.Background(), 5*time.Second) {
+		nfd, err := unix.FcntlInt(uintptr(p.FDs[0]), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := succ.PrepareAdopt(p.Kind, []int{nfd}, p.State)
+		if err != nil {
+			t.Fatalf("PrepareAdopt: %v", err)
+		}
+		succ.CommitAdopt(a)
+		unix.Close(p.FDs[0]) // what the hand-off does once the successor has it
+		old.PassDone(p, nil)
+		moved++
+	}
+	if moved != 4 {
+		t.Fatalf("%d connections moved, want 4", moved)
+	}
+	if st := old.Stats(); st.Conns != 0 {
+		t.Fatalf("old server still holds %d client conns", st.Conns)
+	}
+
+	// The slow requests were answered by the old server, keep-alive.
+	for _, c := range []*rawConn{busy, piped} {
+		resp, body := c.fullResponse(t, "GET")
+		if resp.StatusCode != 200 || string(body) != "a" || resp.Close {
+			t.Fatalf("request in flight during the pass: %d %q close %v", resp.StatusCode, body, resp.Close)
+		}
+	}
+	// The pipelined request, carried in the state, is answered by the successor.
+	if resp, body := piped.fullResponse(t, "GET"); resp.StatusCode != 200 || string(body) != "b /second" {
+		t.Fatalf("pipelined request: %d %q", resp.StatusCode, body)
+	}
+	half.send(t, " x\r\n\r\n")
+	if resp, body := half.fullResponse(t, "GET"); resp.StatusCode != 200 || string(body) != "b /half" {
+		t.Fatalf("head finished after the pass: %d %q", resp.StatusCode, body)
+	}
+	for _, c := range []*rawConn{idle, busy, piped, half} {
+		if code, body := c.get(t, "x", "/next"); code != 200 || body != "b /next" {
+			t.Fatalf("next request after the pass: %d %q", code, body)
+		}
+		c.expectQuiet(t, 20*time.Millisecond)
+	}
+	if st := succ.Stats(); st.Conns < 4 {
+		t.Fatalf("successor holds %d client conns", st.Conns)
+	}
+	// The old server's fd budget counts nothing of the passed conns any more: only its pooled
+	// backend conns.
+	if st := old.Stats(); st.FDsUsed != st.BackendIdle {
+		t.Fatalf("old server: %d fds counted, %d pooled backend conns", st.FDsUsed, st.BackendIdle)
+	}
+}
+
+// nameOnly answers "<name> <path>" ("<name>" for /).
+func nameOnly(t *testing.T, name string) *backend {
+	return newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" {
+			io.WriteString(w, name)
+			return
+		}
+		io.WriteString(w, name+" "+r.URL.Path)
+	}))
+}
