@@ -126,6 +126,7 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		loops:       make(map[gnet.EventLoop]*loopState),
 		tickDone:    make(chan struct{}),
 		superDone:   make(chan struct{}),
+		relistened:  make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 	s.routes.Store(table)
@@ -210,10 +211,19 @@ func (s *Server) supervise(r *engineRun) {
 		select {
 		case <-s.ctx.Done():
 			s.stopRun(r)
+			s.stopRetired()
 			return
+		case <-s.relistened:
+			// Relisten (relisten.go) started a new engine: supervise that one; the old one keeps
+			// its connections, without listeners, until Stop.
+			s.engMu.Lock()
+			r = s.run
+			s.engMu.Unlock()
+			continue
 		case <-r.exited:
 		}
 		if s.ctx.Err() != nil {
+			s.stopRetired()
 			return
 		}
 		cause := "gnet.Run returned"

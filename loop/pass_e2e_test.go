@@ -3,6 +3,7 @@ package loop_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -130,4 +131,45 @@ func nameOnly(t *testing.T, name string) *backend {
 		}
 		io.WriteString(w, name+" "+r.URL.Path)
 	}))
+}
+
+// Relisten after StopAccepting (an upgrade whose successor died after READY): new connections
+// are served again, by a new engine; a keep-alive conn of the old engine carries on; Stop ends
+// both.
+func TestRelisten(t *testing.T) {
+	b := nameOnly(t, "b")
+	srv, addr := startProxy(t, b.Addr)
+	kept := dialRaw(t, addr)
+	if code, body := kept.get(t, "x", "/"); code != 200 || body != "b" {
+		t.Fatalf("%d %q", code, body)
+	}
+	if n, _, err := srv.StopAccepting(false); err != nil || n != 2 {
+		t.Fatalf("StopAccepting: %d %v", n, err)
+	}
+	if n, _, err := srv.StopAccepting(false); err != nil || n != 0 {
+		t.Fatalf("StopAccepting again: %d %v, want a no-op", n, err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("accepted with the listeners closed")
+	}
+	if err := srv.Relisten(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		c := dialRaw(t, addr)
+		if code, body := c.get(t, "x", "/"); code != 200 || body != "b" {
+			t.Fatalf("after Relisten: %d %q", code, body)
+		}
+	}
+	if code, body := kept.get(t, "x", "/k"); code != 200 || body != "b /k" {
+		t.Fatalf("keep-alive conn of the old engine: %d %q", code, body)
+	}
+	kept.expectQuiet(t, 20*time.Millisecond)
+	// Closing again closes the new engine's listeners.
+	if n, _, err := srv.StopAccepting(false); err != nil || n != 2 {
+		t.Fatalf("StopAccepting after Relisten: %d %v", n, err)
+	}
+	stopProxy(t, srv)
+	kept.expectClosed(t, 5*time.Second)
 }

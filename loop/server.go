@@ -55,9 +55,13 @@ type Server struct {
 	errMu     sync.Mutex
 	err       error
 	restarts  atomic.Int64
-	noListen  atomic.Bool // the listeners were closed on purpose (drain, upgrade): never restart them
-	listeners []listenerID // the current engine's listening sockets (stopaccept_linux.go), under engMu
-	lnErr     error        // why they could not be found
+
+	// Closing and re-opening the listeners (stopaccept_linux.go, relisten.go).
+	noListen   atomic.Bool   // the listeners were closed on purpose (drain, upgrade): never restart them
+	listeners  []listenerID  // the current engine's listening sockets, under engMu
+	lnErr      error         // why they could not be found
+	relistened chan struct{} // Relisten replaced run
+	retired    []*engineRun  // engines whose listeners were closed before a Relisten, under engMu
 
 	// draining (drain.go): every response says Connection: close and every client conn ends at
 	// its next response boundary.

@@ -50,6 +50,9 @@ import (
 func (s *Server) StopAccepting(acceptQueued bool) (listeners, accepted int, err error) {
 	s.engMu.Lock()
 	defer s.engMu.Unlock()
+	if s.noListen.Load() && s.listeners == nil {
+		return 0, 0, nil // closed already
+	}
 	s.noListen.Store(true) // the supervisor restarts no listener from now on
 	want, _, _, err := listenSockaddr(s.addr)
 	if err != nil {
@@ -80,6 +83,7 @@ func (s *Server) StopAccepting(acceptQueued bool) (listeners, accepted int, err 
 		}
 		listeners++
 	}
+	s.listeners = nil
 	if listeners == 0 {
 		return 0, 0, fmt.Errorf("listen %s: no listening socket found", s.addr)
 	}
