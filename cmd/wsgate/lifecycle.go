@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
@@ -67,7 +68,18 @@ func (lc *lifecycle) serve() int {
 			switch s {
 			case syscall.SIGHUP:
 				lc.reload()
-			case syscall.SIGUSR1, syscall.SIGUSR2:
+			case syscall.SIGUSR2:
+				rep, err := lc.upgrade()
+				if err != nil {
+					lc.log.Error("SIGUSR2: upgrade failed; still serving", "err", err)
+					continue
+				}
+				lc.log.Info("SIGUSR2: upgrade: handed over", "successor", rep.pid, "ready_after", rep.readyAfter.Round(time.Millisecond),
+					"passed", rep.sent.Transferred, "kept", rep.sent.Kept, "batches", rep.sent.Batches, "fds", rep.sent.FDs,
+					"listeners_closed", rep.listeners, "accepted_from_queue", rep.queued, "took", rep.took.Round(time.Millisecond),
+					"conns_left", rep.keptConns, "tunnels_left", rep.tunnels)
+				return lc.drainKept(rep.pid)
+			case syscall.SIGUSR1:
 				lc.log.Info(signalName(s) + ": not used yet; ignored")
 			case syscall.SIGINT, syscall.SIGTERM:
 				return lc.drain(s)
@@ -90,19 +102,41 @@ func (lc *lifecycle) drain(s os.Signal) int {
 	lc.sdnotify("STOPPING=1", fmt.Sprintf("STATUS=draining: %d connections, %d tunnels", st.Conns, st.Tunnels))
 	lc.log.Info("stopping", "signal", signalName(s), "drain_delay", lc.o.drainDelay, "drain_timeout", lc.o.drainTimeout,
 		"close_spread", lc.o.closeSpread, "conns", st.Conns, "tunnels", st.Tunnels)
+	return lc.awaitDrain(loop.DrainOptions{Delay: lc.o.drainDelay, Timeout: lc.o.drainTimeout, Spread: lc.o.closeSpread,
+		ListenersClosed: func(n, accepted int, err error) {
+			if err != nil {
+				lc.log.Error("draining: closing the listeners failed; they close with the rest at the end", "listen", lc.srv.Addr(), "err", err)
+			}
+			st := lc.srv.Stats()
+			lc.sdnotify(fmt.Sprintf("STATUS=draining, listeners closed: %d connections, %d tunnels", st.Conns, st.Tunnels))
+		}}, 1)
+}
+
+// drainKept is the old process after it handed over to its successor (pid): it is not the
+// service's main process any more, so it tells systemd nothing; it serves what it kept
+// (exchanges still in flight, tunnels it could not pass) as a drain would, then exits 0. The
+// first SIGTERM (systemd sends it to every process of the unit) changes nothing: it is draining
+// already; a second one exits at once.
+func (lc *lifecycle) drainKept(pid int) int {
+	lc.notify = sdnotify.New("")
+	lc.setReady = nil
+	st := lc.srv.Stats()
+	lc.log.Info("upgrade: pid "+fmt.Sprint(pid)+" serves now; finishing what is left here, then exiting", "conns", st.Conns, "tunnels", st.Tunnels,
+		"drain_timeout", lc.o.drainTimeout, "close_spread", lc.o.closeSpread)
+	return lc.awaitDrain(loop.DrainOptions{Timeout: lc.o.drainTimeout, Spread: lc.o.closeSpread}, 2)
+}
+
+// awaitDrain runs a drain and stops the server when it is over. The fatal-th SIGINT or SIGTERM
+// meanwhile exits at once with status 1.
+func (lc *lifecycle) awaitDrain(o loop.DrainOptions, fatal int) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan loop.DrainReport, 1)
-	go func() {
-		done <- lc.srv.Drain(ctx, loop.DrainOptions{Delay: lc.o.drainDelay, Timeout: lc.o.drainTimeout, Spread: lc.o.closeSpread,
-			ListenersClosed: func(n, accepted int, err error) {
-				if err != nil {
-					lc.log.Error("draining: closing the listeners failed; they close with the rest at the end", "listen", lc.srv.Addr(), "err", err)
-				}
-				st := lc.srv.Stats()
-				lc.sdnotify(fmt.Sprintf("STATUS=draining, listeners closed: %d connections, %d tunnels", st.Conns, st.Tunnels))
-			}})
-	}()
+	go func() { done <- lc.srv.Drain(ctx, o) }()
+	stops := 1
+	if fatal > 1 {
+		stops = 0 // the drain was not started by a signal
+	}
 	for {
 		select {
 		case rep := <-done:
@@ -116,6 +150,10 @@ func (lc *lifecycle) drain(s os.Signal) int {
 		case s := <-lc.sig:
 			switch s {
 			case syscall.SIGINT, syscall.SIGTERM:
+				if stops++; stops < fatal {
+					lc.log.Info(signalName(s)+": draining already", "signal", signalName(s))
+					continue
+				}
 				cancel()
 				lc.log.Warn("second "+signalName(s)+" while draining: exiting now", "signal", signalName(s))
 				return exitFailure

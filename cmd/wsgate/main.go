@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/sdnotify"
@@ -52,6 +53,23 @@ func run(args []string, out io.Writer) int { return runIO(args, out, out) }
 
 // runIO parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
 func runIO(args []string, stdout, stderr io.Writer) int {
+	// A successor started by a binary upgrade (upgrade.go) checks the hand-off socket it
+	// inherited before anything else; nil for an ordinary start.
+	succ, err := handoff.Inherited()
+	if err != nil {
+		fmt.Fprintf(stderr, "wsgate: binary upgrade: %v\n", err)
+		return exitFailure
+	}
+	code := serveIO(args, stdout, stderr, succ)
+	if succ != nil && code != exitOK {
+		// Never READY: the predecessor keeps serving; FAIL tells it why instead of an EOF.
+		succ.Fail(fmt.Errorf("the successor exited with status %d before taking over (see its log)", code))
+	}
+	return code
+}
+
+// serveIO is runIO once the hand-off socket, if any, is checked; succ is non-nil in a successor.
+func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) int {
 	o, err := parseCommandLine(args)
 	var ce configErrors
 	switch {
@@ -102,6 +120,9 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	}
 	table.Start() // active health probes, off the event loops
 	cfg.Routes = table
+	if succ != nil {
+		cfg.ListenLock = succ.File("lock") // binds beside the predecessor (upgrade.go)
+	}
 	if o.file.File != "" {
 		logger.Info("config", "file", o.file.File, "from_file", strings.Join(o.file.FromFile, ","), "overridden_by_flags", strings.Join(o.file.Overridden, ","))
 	}
@@ -125,7 +146,14 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 
 	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig}
 	defer func() { lc.table.Close() }() // the one in use after the last reload
-	lc.started()
+	if succ != nil {
+		if !lc.takeOver(succ) {
+			stop(srv, sig, logger)
+			return exitOK
+		}
+	} else {
+		lc.started()
+	}
 	return lc.serve()
 }
 
