@@ -135,6 +135,9 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 	defer signal.Stop(sig)
 
 	srv, err := loop.Start(cfg)
+	if cfg.ListenLock != nil {
+		cfg.ListenLock.Close() // the guard holds its own copy
+	}
 	if err != nil {
 		table.Close()
 		logger.Error("start failed", "listen", cfg.Listen, "err", err)
