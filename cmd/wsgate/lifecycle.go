@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -42,6 +43,18 @@ type lifecycle struct {
 	setReady func(bool)
 	// reg counts reloads by result (wsgate_reloads_total); nil when metrics are off.
 	reg *metrics.Registry
+
+	// The control socket (control.go): requests from `wsgate upgrade`.
+	ctlLn *net.UnixListener
+	ctl   chan controlRequest
+}
+
+// closeControl stops answering on the control socket (this process's copy of it).
+func (lc *lifecycle) closeControl() {
+	if lc.ctlLn != nil {
+		lc.ctlLn.Close()
+		lc.ctlLn = nil
+	}
 }
 
 // started tells systemd and the operator that wsgate is serving.
@@ -69,20 +82,21 @@ func (lc *lifecycle) serve() int {
 			case syscall.SIGHUP:
 				lc.reload()
 			case syscall.SIGUSR2:
-				rep, err := lc.upgrade()
-				if err != nil {
-					lc.log.Error("SIGUSR2: upgrade failed; still serving", "err", err)
-					continue
+				if pid, ok := lc.upgradeNow("SIGUSR2", nil); ok {
+					return lc.drainKept(pid)
 				}
-				lc.log.Info("SIGUSR2: upgrade: handed over", "successor", rep.pid, "ready_after", rep.readyAfter.Round(time.Millisecond),
-					"passed", rep.sent.Transferred, "kept", rep.sent.Kept, "batches", rep.sent.Batches, "fds", rep.sent.FDs,
-					"listeners_closed", rep.listeners, "accepted_from_queue", rep.queued, "took", rep.took.Round(time.Millisecond),
-					"conns_left", rep.keptConns, "tunnels_left", rep.tunnels)
-				return lc.drainKept(rep.pid)
 			case syscall.SIGUSR1:
 				lc.log.Info(signalName(s) + ": not used yet; ignored")
 			case syscall.SIGINT, syscall.SIGTERM:
 				return lc.drain(s)
+			}
+		case req := <-lc.ctl:
+			if req.cmd != "upgrade" {
+				req.reply <- fmt.Sprintf("error unknown request %q (this wsgate knows: upgrade)", req.cmd)
+				continue
+			}
+			if pid, ok := lc.upgradeNow("wsgate upgrade", req.reply); ok {
+				return lc.drainKept(pid)
 			}
 		case <-lc.srv.Done():
 			lc.log.Error("the server failed and stops", "listen", lc.srv.Addr(), "err", lc.srv.Err())
@@ -90,6 +104,28 @@ func (lc *lifecycle) serve() int {
 			return exitFailure
 		}
 	}
+}
+
+// upgradeNow runs an upgrade asked for by what (a signal or a control request, whose answer goes
+// to reply), logs the outcome, and reports the successor's pid when it took over.
+func (lc *lifecycle) upgradeNow(what string, reply chan<- string) (int, bool) {
+	rep, err := lc.upgrade()
+	if err != nil {
+		lc.log.Error(what+": upgrade failed; still serving", "err", err)
+		if reply != nil {
+			reply <- "error " + err.Error() + " (pid " + fmt.Sprint(os.Getpid()) + " keeps serving)"
+		}
+		return 0, false
+	}
+	lc.log.Info(what+": upgrade: handed over", "successor", rep.pid, "ready_after", rep.readyAfter.Round(time.Millisecond),
+		"passed", rep.sent.Transferred, "kept", rep.sent.Kept, "batches", rep.sent.Batches, "fds", rep.sent.FDs,
+		"listeners_closed", rep.listeners, "accepted_from_queue", rep.queued, "took", rep.took.Round(time.Millisecond),
+		"conns_left", rep.keptConns, "tunnels_left", rep.tunnels, "open_fds_before", rep.fdsBefore, "open_fds_after", rep.fdsAfter)
+	if reply != nil {
+		reply <- fmt.Sprintf("ok upgraded: pid %d -> pid %d in %v: %d connections and tunnels passed, %d kept by the old process",
+			os.Getpid(), rep.pid, rep.took.Round(time.Millisecond), rep.sent.Transferred, rep.keptConns+rep.tunnels)
+	}
+	return rep.pid, true
 }
 
 // drain runs the drain's timeline (loop.Server.Drain), then stops the server. A second SIGINT or
@@ -118,6 +154,7 @@ func (lc *lifecycle) drain(s os.Signal) int {
 // first SIGTERM (systemd sends it to every process of the unit) changes nothing: it is draining
 // already; a second one exits at once.
 func (lc *lifecycle) drainKept(pid int) int {
+	lc.closeControl() // the successor answers from now on
 	lc.notify = sdnotify.New("")
 	lc.setReady = nil
 	st := lc.srv.Stats()
@@ -147,6 +184,8 @@ func (lc *lifecycle) awaitDrain(o loop.DrainOptions, fatal int) int {
 					"tunnels", rep.Tunnels, "tunnels_closed_by_drain", rep.TunnelsClosed)
 			}
 			return stop(lc.srv, lc.sig, lc.log)
+		case req := <-lc.ctl:
+			req.reply <- "error pid " + fmt.Sprint(os.Getpid()) + " is draining (stopping, or handed over to a successor): ask again"
 		case s := <-lc.sig:
 			switch s {
 			case syscall.SIGINT, syscall.SIGTERM:

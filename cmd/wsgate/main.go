@@ -53,6 +53,9 @@ func run(args []string, out io.Writer) int { return runIO(args, out, out) }
 
 // runIO parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
 func runIO(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "upgrade" {
+		return runUpgradeCommand(args[1:], stdout, stderr) // control.go
+	}
 	// A successor started by a binary upgrade (upgrade.go) checks the hand-off socket it
 	// inherited before anything else; nil for an ordinary start.
 	succ, err := handoff.Inherited()
@@ -147,8 +150,17 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
-	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig}
+	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig,
+		ctl: make(chan controlRequest)}
 	defer func() { lc.table.Close() }() // the one in use after the last reload
+	var inheritedCtl *os.File
+	if succ != nil {
+		inheritedCtl = succ.File("control")
+	}
+	if lc.ctlLn, err = listenControl(srv.Addr(), inheritedCtl, logger); err != nil {
+		logger.Warn("no control socket: `wsgate upgrade` cannot reach this process (SIGUSR2 still upgrades)", "err", err)
+	}
+	defer lc.closeControl()
 	if succ != nil {
 		if !lc.takeOver(succ) {
 			stop(srv, sig, logger)
@@ -156,6 +168,9 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		}
 	} else {
 		lc.started()
+	}
+	if lc.ctlLn != nil {
+		go serveControl(lc.ctlLn, lc.ctl, logger)
 	}
 	return lc.serve()
 }

@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
 )
@@ -40,16 +42,17 @@ type upgradeError struct {
 	err   error
 }
 
-func (e *upgradeError) Error() string { return "upgrade: " + e.phase + ": " + e.err.Error() }
+func (e *upgradeError) Error() string { return e.phase + ": " + e.err.Error() }
 func (e *upgradeError) Unwrap() error { return e.err }
 
 // upgradeReport says how an upgrade went.
 type upgradeReport struct {
-	pid                int // the successor's
-	listeners, queued  int // listeners closed, connections accepted from their queues first
-	sent               handoff.SendStats
-	took, readyAfter   time.Duration
-	keptConns, tunnels int64 // still here afterwards
+	pid                 int // the successor's
+	listeners, queued   int // listeners closed, connections accepted from their queues first
+	sent                handoff.SendStats
+	took, readyAfter    time.Duration
+	keptConns, tunnels  int64 // still here afterwards
+	fdsBefore, fdsAfter int   // this process's open fds before and after (/proc/self/fd)
 }
 
 // upgrade starts the successor and hands everything over. On success this process is no longer
@@ -58,6 +61,7 @@ type upgradeReport struct {
 func (lc *lifecycle) upgrade() (upgradeReport, error) {
 	var rep upgradeReport
 	start := time.Now()
+	rep.fdsBefore = openFDs()
 	lock, err := lc.srv.ListenLock()
 	if err != nil {
 		return rep, &upgradeError{"listen lock", err}
@@ -65,9 +69,17 @@ func (lc *lifecycle) upgrade() (upgradeReport, error) {
 	defer lock.Close()
 	ctx := context.Background()
 	lc.log.Info("upgrade: starting the successor", "binary", executable(), "listen", lc.srv.Addr())
-	s, err := handoff.StartSuccessor(ctx, handoff.SuccessorConfig{Files: []handoff.NamedFile{{Name: "lock", File: lock}}})
+	files := []handoff.NamedFile{{Name: "lock", File: lock}}
+	if lc.ctlLn != nil {
+		if f, err := lc.ctlLn.File(); err == nil { // a dup: the successor answers `wsgate upgrade` next
+			defer f.Close()
+			files = append(files, handoff.NamedFile{Name: "control", File: f})
+		}
+	}
+	s, err := handoff.StartSuccessor(ctx, handoff.SuccessorConfig{Files: files})
+	lc.controlNonblocking()
 	if err != nil {
-		return rep, &upgradeError{"successor", err}
+		return rep, &upgradeError{"starting the new binary", err}
 	}
 	rep.pid = s.PID()
 	rep.readyAfter = time.Since(start)
@@ -107,7 +119,22 @@ func (lc *lifecycle) upgrade() (upgradeReport, error) {
 	st := lc.srv.Stats()
 	rep.keptConns, rep.tunnels = st.Conns, st.Tunnels
 	rep.took = time.Since(start)
+	rep.fdsAfter = openFDs()
 	return rep, nil
+}
+
+// openFDs counts this process's open fds (-1 if /proc is not there).
+func openFDs() int {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return -1
+	}
+	return len(names) - 1 // the directory's own fd
 }
 
 // handoffKind maps the loop's kinds to the hand-off's.
@@ -175,8 +202,19 @@ func (lc *lifecycle) takeOver(r *handoff.Receiver) bool {
 		lc.log.Warn("upgrade: finishing the hand-off", "err", err)
 	}
 	lc.log.Info("upgrade: took over", "predecessor", r.ParentPID(), "adopted", st.Committed, "rejected", st.Rejected,
-		"batches", st.Batches, "fds", st.FDs, "took", time.Since(start).Round(time.Microsecond))
+		"batches", st.Batches, "fds_received", st.FDs, "took", time.Since(start).Round(time.Microsecond), "open_fds", openFDs())
 	return true
+}
+
+// controlNonblocking puts the control socket back in non-blocking mode: exec.Cmd's ExtraFiles
+// made the open file description, which our copy shares with the successor's, blocking.
+func (lc *lifecycle) controlNonblocking() {
+	if lc.ctlLn == nil {
+		return
+	}
+	if rc, err := lc.ctlLn.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), true) })
+	}
 }
 
 func executable() string {
