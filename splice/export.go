@@ -285,7 +285,9 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 	c.ends[0].fd, c.ends[1].fd = int32(fds[0]), int32(fds[1])
 	c.flows[0].init()
 	c.flows[1].init()
-	ms := func(off int) time.Duration { return time.Duration(binary.BigEndian.Uint32(state[off:])) * time.Millisecond }
+	ms := func(off int) time.Duration {
+		return time.Duration(binary.BigEndian.Uint32(state[off:])) * time.Millisecond
+	}
 	if c.idleSet {
 		c.idle = p.ticks(ms(5))
 	}
