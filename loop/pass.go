@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,9 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/route"
+	"github.com/wsgate/wsgate/splice"
 )
 
 // Passing connections to a successor process (binary upgrade, docs/lifecycle.md).
@@ -35,6 +39,12 @@ import (
 // reconnects, to the successor. A connection the hand-off gives back (the successor refused it,
 // or failed) is adopted again here, exactly as the successor would have.
 //
+// Tunnels go first and all of them (splice.Plane.ExportTunnels: sockets, pipes with bytes in
+// flight, state), a chunk at a time as the hand-off asks for more; a tunnel born meanwhile (an
+// upgrade that was in flight) goes in a later round. The successor finds the tunnel's backend
+// member by the backend socket's peer address and counts the tunnel on it, as the old process
+// stops counting it (the tunnel's OnClose hears splice.ErrPassed).
+//
 // Backend connections are not passed: the successor dials its own.
 //
 // Invariant: a client conn is passed only on its own loop, under pass.mu, while pass.on; once
@@ -46,13 +56,18 @@ type PassKind uint8
 
 const (
 	PassIdleConn PassKind = 1 // a keep-alive client connection at a request boundary: 1 fd
+	PassTunnel   PassKind = 2 // a tunnel: client and backend sockets, and pipes with bytes in flight
 )
+
+// passChunk is how many tunnels leave their loops at a time: about one hand-off batch (253 fds).
+const passChunk = 126
 
 // Passed is one thing leaving for the successor: its fds (ours until PassDone) and its state.
 type Passed struct {
 	Kind  PassKind
 	FDs   []int
 	State []byte
+	t     *splice.Exported // PassTunnel
 }
 
 // passer is the Server's passing state.
@@ -93,6 +108,20 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for sweep := true; ; {
+			for {
+				ex := s.plane.ExportTunnels(passChunk)
+				if len(ex) == 0 {
+					break
+				}
+				for i, e := range ex {
+					if !yield(&Passed{Kind: PassTunnel, FDs: e.FDs, State: e.State, t: e}) {
+						for _, r := range ex[i+1:] {
+							s.plane.ExportDone(r, errors.New("the hand-off stopped taking items"))
+						}
+						return
+					}
+				}
+			}
 			if sweep {
 				s.sweepPass()
 			}
@@ -105,8 +134,8 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 					return
 				}
 			}
-			if len(q) == 0 && s.conns.Load() == 0 {
-				return // every client connection has left
+			if len(q) == 0 && s.conns.Load() == 0 && s.plane.Stats().Tunnels == 0 {
+				return // every client connection and every tunnel has left
 			}
 			if time.Now().After(deadline) {
 				return
@@ -126,6 +155,10 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 // PassDone is the hand-off's verdict on p: nil, the successor has it (the hand-off closed the
 // fds); otherwise p is still ours and is adopted here again.
 func (s *Server) PassDone(p *Passed, err error) {
+	if p.t != nil {
+		s.plane.ExportDone(p.t, err) // the plane counts a tunnel's fds itself
+		return
+	}
 	s.fds.Release(len(p.FDs)) // counted from the pass (passIdle) until now
 	if err == nil {
 		return
@@ -263,8 +296,10 @@ type adoptedConn struct {
 // Adopted is a passed item this process is taking: from PrepareAdopt to CommitAdopt or
 // CancelAdopt.
 type Adopted struct {
-	kind PassKind
-	conn *adoptedConn
+	kind   PassKind
+	conn   *adoptedConn
+	tunnel *splice.AdoptedTunnel
+	member *route.Member // the tunnel's backend in this process's routes, if it has it
 }
 
 // PrepareAdopt decodes a passed item and reserves what it needs, without touching its fds (the
@@ -272,6 +307,8 @@ type Adopted struct {
 func (s *Server) PrepareAdopt(kind PassKind, fds []int, state []byte) (*Adopted, error) {
 	switch kind {
 	case PassIdleConn:
+	case PassTunnel:
+		return s.prepareTunnel(fds, state)
 	default:
 		return nil, fmt.Errorf("unknown kind %d", kind)
 	}
@@ -308,6 +345,14 @@ func firstByte(b []byte) int {
 // CommitAdopt makes the item this process's: the conn joins an event loop (OnOpen) and carries
 // on where it was.
 func (s *Server) CommitAdopt(a *Adopted) {
+	if a.tunnel != nil {
+		if a.member != nil {
+			a.member.Acquire(route.Tunnel)
+		}
+		s.tunnelsTotal.Add(1)
+		s.plane.CommitAdopt(a.tunnel)
+		return
+	}
 	ac := a.conn
 	f := os.NewFile(uintptr(ac.fd), "wsgate-adopted")
 	nc, err := net.FileConn(f) // dups; the original is closed with f
@@ -343,7 +388,53 @@ func (s *Server) CommitAdopt(a *Adopted) {
 
 // CancelAdopt drops a prepared item (the hand-off closes its fds).
 func (s *Server) CancelAdopt(a *Adopted) {
+	if a.tunnel != nil {
+		s.plane.CancelAdopt(a.tunnel)
+		return
+	}
 	s.fds.Release(1)
+}
+
+// prepareTunnel is PrepareAdopt for a tunnel: the plane decodes it; its backend member is found
+// by the backend socket's peer address, so that it counts the tunnel (least-conn) from the
+// commit until the tunnel ends.
+func (s *Server) prepareTunnel(fds []int, state []byte) (*Adopted, error) {
+	at, err := s.plane.PrepareAdopt(fds, state)
+	if err != nil {
+		return nil, err
+	}
+	m := s.memberAt(at.BackendFD())
+	at.OnClose = func(splice.TunnelResult) {
+		if m != nil {
+			m.Release(route.Tunnel)
+		}
+	}
+	return &Adopted{kind: PassTunnel, tunnel: at, member: m}, nil
+}
+
+// memberAt is the member of the route table in use whose address fd is connected to, or nil.
+func (s *Server) memberAt(fd int) *route.Member {
+	sa, err := unix.Getpeername(fd)
+	if err != nil {
+		return nil
+	}
+	var peer netip.AddrPort
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		peer = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		peer = netip.AddrPortFrom(netip.AddrFrom16(a.Addr).Unmap(), uint16(a.Port))
+	default:
+		return nil
+	}
+	for _, r := range s.routes.Load().Routes() {
+		for _, m := range r.Pool.Members() {
+			if d := r.Pool.Dialer(m); d != nil && d.AddrPort() == peer {
+				return m
+			}
+		}
+	}
+	return nil
 }
 
 // adopted is OnOpen for a conn that came from the predecessor (or came back from the hand-off).

@@ -142,6 +142,8 @@ func handoffKind(k loop.PassKind) handoff.Kind {
 	switch k {
 	case loop.PassIdleConn:
 		return handoff.KindIdleConn
+	case loop.PassTunnel:
+		return handoff.KindTunnel
 	}
 	return 0
 }
@@ -154,6 +156,8 @@ func (a adopter) Prepare(it *handoff.Item) error {
 	switch it.Kind {
 	case handoff.KindIdleConn:
 		k = loop.PassIdleConn
+	case handoff.KindTunnel:
+		k = loop.PassTunnel
 	default:
 		return fmt.Errorf("kind %v is not adopted by this binary", it.Kind)
 	}
