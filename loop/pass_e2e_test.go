@@ -173,3 +173,89 @@ func TestRelisten(t *testing.T) {
 	stopProxy(t, srv)
 	kept.expectClosed(t, 5*time.Second)
 }
+
+// Tunnels move to the successor with everything in flight; the old server's member stops
+// counting them, the successor's member (found by the backend's address) counts them; both ends
+// keep relaying.
+func TestPassTunnels(t *testing.T) {
+	tb, peers := rawTunnelBackend(t)
+	old, addr := startProxy(t, tb.Addr)
+	const n = 5
+	ends := make([]tunnelEnds, n)
+	for i := range ends {
+		ends[i] = openRawTunnel(t, addr, peers)
+	}
+	lock, err := old.ListenLock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	cfg := baseConfig(tb.Addr)
+	cfg.Listen, cfg.ListenLock = addr, lock
+	succ, err := loop.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopProxy(t, succ) })
+	if _, _, err := old.StopAccepting(false); err != nil {
+		t.Fatal(err)
+	}
+	// Bytes in flight both ways while the tunnels move.
+	for i, e := range ends {
+		e.C.send(t, "up "+string(rune('a'+i)))
+		e.B.Conn.Write([]byte("down " + string(rune('a'+i))))
+	}
+	moved := 0
+	for p := range old.PassItems(context.Background(), 5*time.Second) {
+		if p.Kind != loop.PassTunnel {
+			t.Fatalf("kind %d passed, want only tunnels", p.Kind)
+		}
+		fds := make([]int, len(p.FDs))
+		for i, fd := range p.FDs {
+			if fds[i], err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a, err := succ.PrepareAdopt(p.Kind, fds, p.State)
+		if err != nil {
+			t.Fatal(err)
+		}
+		succ.CommitAdopt(a)
+		for _, fd := range p.FDs {
+			unix.Close(fd)
+		}
+		old.PassDone(p, nil)
+		moved++
+	}
+	if moved != n {
+		t.Fatalf("%d tunnels moved, want %d", moved, n)
+	}
+	for i, e := range ends {
+		want := "up " + string(rune('a'+i))
+		e.B.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := readFull(e.B.R, len(want)); err != nil || string(b) != want {
+			t.Fatalf("tunnel %d: backend read %q %v", i, b, err)
+		}
+		want = "down " + string(rune('a'+i))
+		e.C.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if b, err := readFull(e.C.br, len(want)); err != nil || string(b) != want {
+			t.Fatalf("tunnel %d: client read %q %v", i, b, err)
+		}
+		e.C.send(t, "again")
+		if b, err := readFull(e.B.R, 5); err != nil || string(b) != "again" {
+			t.Fatalf("tunnel %d after the move: %q %v", i, b, err)
+		}
+	}
+	if _, tunnels := old.Routes().Members()[0].Load(); tunnels != 0 {
+		t.Fatalf("the old server's member still counts %d tunnels", tunnels)
+	}
+	if _, tunnels := succ.Routes().Members()[0].Load(); tunnels != n {
+		t.Fatalf("the successor's member counts %d tunnels, want %d", tunnels, n)
+	}
+	if st := old.Stats(); st.Tunnels != 0 {
+		t.Fatalf("old server: %d tunnels", st.Tunnels)
+	}
+	if st := succ.Stats(); st.Tunnels != n {
+		t.Fatalf("successor: %d tunnels, want %d", st.Tunnels, n)
+	}
+}
