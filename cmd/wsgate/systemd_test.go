@@ -11,12 +11,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The systemd unit (deploy/systemd/wsgate.service) driven the way systemd drives it, with the
 // real binary and a fake notify socket: NOTIFY_SOCKET in the environment, ExecReload run as
-// written (with $MAINPID), KillSignal to stop. wsgate must say READY=1 once listening,
-// RELOADING=1 with MONOTONIC_USEC then READY=1 around each reload (a refused one too), and
+// written (with $MAINPID), SIGUSR2 to the main pid for an upgrade (systemctl kill
+// --kill-whom=main), KillSignal to stop. wsgate must say READY=1 once listening, RELOADING=1
+// with MONOTONIC_USEC then READY=1 around each reload (a refused one too), MAINPID=<successor>
+// with READY=1 from the successor on an upgrade (and nothing from the old process after it),
 // STOPPING=1 when the drain starts; and exit 0 well within TimeoutStopSec.
 func TestBinarySystemdNotify(t *testing.T) {
 	unit := readUnitFile(t, "../../deploy/systemd/wsgate.service")
@@ -29,18 +33,33 @@ func TestBinarySystemdNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	msgs := make(chan string, 64)
+	// The sender's pid, as systemd learns it (SO_PASSCRED): only the main process may speak.
+	if rc, err := ns.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	}
+	type note struct {
+		text string
+		pid  int
+	}
+	msgs := make(chan note, 64)
 	go func() {
-		buf := make([]byte, 4096)
+		buf, oob := make([]byte, 4096), make([]byte, 256)
 		for {
-			n, _, err := ns.ReadFromUnix(buf)
+			n, oobn, _, _, err := ns.ReadMsgUnix(buf, oob)
 			if err != nil {
 				close(msgs)
 				return
 			}
-			msgs <- string(buf[:n])
+			pid := -1
+			if cms, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil && len(cms) > 0 {
+				if cred, err := unix.ParseUnixCredentials(&cms[0]); err == nil {
+					pid = int(cred.Pid)
+				}
+			}
+			msgs <- note{string(buf[:n]), pid}
 		}
 	}()
+	mainPID := 0 // who may speak: set below
 	next := func(what string) map[string]string {
 		t.Helper()
 		select {
@@ -49,11 +68,14 @@ func TestBinarySystemdNotify(t *testing.T) {
 				t.Fatalf("notify socket closed waiting for %s", what)
 			}
 			kv := map[string]string{}
-			for _, line := range strings.Split(m, "\n") {
+			for _, line := range strings.Split(m.text, "\n") {
 				k, v, _ := strings.Cut(line, "=")
 				kv[k] = v
 			}
-			t.Logf("notify: %q", m)
+			t.Logf("notify from pid %d: %q", m.pid, m.text)
+			if m.pid != mainPID && kv["MAINPID"] != strconv.Itoa(m.pid) {
+				t.Fatalf("%q from pid %d, which is not the main process (%d)", m.text, m.pid, mainPID)
+			}
 			return kv
 		case <-time.After(15 * time.Second):
 			t.Fatalf("no notification (waiting for %s)", what)
@@ -69,10 +91,9 @@ func TestBinarySystemdNotify(t *testing.T) {
 	if len(exe) == 0 || exe[0] != "/usr/local/bin/wsgate" {
 		t.Fatalf("ExecStart=%q", unit["ExecStart"])
 	}
-	cmd := exec.Command(binPath, "-listen", addr, "-config", file, "-drain-timeout", "2s", "-close-spread", "1s")
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
-	p := startProc(t, cmd)
-	pid := p.cmd.Process.Pid
+	t.Setenv("NOTIFY_SOCKET", sockPath)
+	g, pid := startGen(t, binPath, "-listen", addr, "-config", file, "-drain-timeout", "2s", "-close-spread", "1s")
+	mainPID = pid
 
 	ready := next("READY=1")
 	if ready["READY"] != "1" || !strings.Contains(ready["STATUS"], "serving on "+addr) {
@@ -118,13 +139,33 @@ func TestBinarySystemdNotify(t *testing.T) {
 	checkReload("reload failed")
 	getName()
 
+	// A binary upgrade: the successor says MAINPID=<itself> and READY=1; the old process says
+	// nothing more and exits. (The successor reads the file again: it must be good.)
+	os.WriteFile(file, []byte("[[route]]\nmatch = \"/\"\nbackends = [\""+be.addr+"\"]\n"), 0o644)
 	tn := openTunnel(t, addr)
+	old := pid
+	syscall.Kill(old, syscall.SIGUSR2)
+	m := next("MAINPID= from the successor")
+	succ, err := strconv.Atoi(m["MAINPID"])
+	if err != nil || succ == old || m["READY"] != "1" || !strings.Contains(m["STATUS"], "upgraded from pid "+strconv.Itoa(old)) {
+		t.Fatalf("got %v, want MAINPID=<successor> READY=1 and an upgrade status", m)
+	}
+	g.pids = append(g.pids, succ)
+	mainPID = succ
+	waitGone(t, old, 10*time.Second)
+	pid = succ
+	if err := tn.echo("after the upgrade", 5*time.Second); err != nil {
+		t.Fatalf("tunnel after the upgrade: %v", err)
+	}
+	reload() // $MAINPID is the successor now
+	checkReload("reloaded; serving")
+
 	start := time.Now()
 	sig := map[string]syscall.Signal{"SIGTERM": syscall.SIGTERM, "SIGINT": syscall.SIGINT}[unit["KillSignal"]]
 	if sig == 0 {
 		t.Fatalf("KillSignal=%q", unit["KillSignal"])
 	}
-	p.cmd.Process.Signal(sig)
+	syscall.Kill(pid, sig)
 	if m := next("STOPPING=1"); m["STOPPING"] != "1" || !strings.HasPrefix(m["STATUS"], "draining: ") {
 		t.Fatalf("got %v, want STOPPING=1 with the drain's status", m)
 	}
@@ -132,10 +173,11 @@ func TestBinarySystemdNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopSec, _ := time.ParseDuration(unit["TimeoutStopSec"])
-	if code := p.wait(t, stopSec); code != 0 {
-		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr.String())
-	}
+	waitGone(t, pid, stopSec) // and exit status 0
 	t.Logf("stopped after %v (drain 2s + spread 1s here; TimeoutStopSec=%v)", time.Since(start), stopSec)
+	for len(msgs) > 0 {
+		next("the rest") // only from the main process
+	}
 }
 
 // readUnitFile reads a unit's [Service] keys (the last value of each).
