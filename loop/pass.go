@@ -225,9 +225,15 @@ func (s *Server) sweepPass() {
 	wg.Wait()
 }
 
-// passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds.
+// passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds as it
+// is (a wire that is not the bare gnet.Conn, a TLS session, has state of its own that does not
+// travel: such a conn finishes here and closes at its boundary).
 func (cc *clientConn) passable() bool {
-	return cc.state == stateReadingHead && cc.c != nil && !cc.peerEOF && cc.out.pending() == 0 && cc.ex.bc == nil
+	if cc.state != stateReadingHead || cc.c == nil || cc.peerEOF || cc.out.pending() != 0 || cc.ex.bc != nil {
+		return false
+	}
+	_, bare := cc.c.(gnet.Conn)
+	return bare
 }
 
 // pass moves cc out if passing is on and cc is at a boundary (on cc's loop). It reports whether
