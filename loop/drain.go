@@ -68,8 +68,11 @@ func (s *Server) Drain(ctx context.Context, o DrainOptions) (rep DrainReport) {
 		o.ListenersClosed(rep.Listeners, rep.Accepted, rep.ListenErr)
 	}
 	s.closeIdleConns()
-	s.log.Info("draining: listeners closed; requests in flight finish, connections close at their next response, tunnels stay",
-		"listen", s.addr, "listeners", rep.Listeners, "accepted_from_queue", rep.Accepted,
+	msg := "draining: listeners closed; requests in flight finish, connections close at their next response, tunnels stay"
+	if rep.Listeners == 0 && rep.ListenErr == nil {
+		msg = "draining (no listener left to close); requests in flight finish, connections close at their next response, tunnels stay"
+	}
+	s.log.Info(msg, "listen", s.addr, "listeners", rep.Listeners, "accepted_from_queue", rep.Accepted,
 		"conns", s.conns.Load(), "tunnels", s.plane.OpenTunnels(), "tunnels_until", o.Timeout)
 
 	timeout := time.NewTimer(o.Timeout)

@@ -81,8 +81,16 @@ func (lc *lifecycle) reload() {
 		return
 	}
 	lc.reg.Reloaded(metrics.ReloadOK)
-	lc.log.Info("SIGHUP: reloaded", "config", lc.o.configFile, "routes", describeTable(lc.table),
-		"changed", strings.Join(applied, ","), "took", time.Since(start).Round(time.Microsecond))
+	changed := strings.Join(applied, ",")
+	if changed == "" {
+		changed = "nothing"
+	}
+	from := lc.o.configFile
+	if from == "" {
+		from = "(no -config: the command line only)"
+	}
+	lc.log.Info("SIGHUP: reloaded", "config", from, "routes", describeTable(lc.table),
+		"changed", changed, "took", time.Since(start).Round(time.Microsecond))
 	lc.sdnotify("READY=1", "STATUS="+lc.status("reloaded; serving"))
 }
 
