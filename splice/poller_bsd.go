@@ -76,6 +76,15 @@ func (p *poller) add(fd int, slot int32, side int) error {
 	return nil
 }
 
+// addQuiet registers nothing on kqueue: it has no "hang-up only" filter
+// (EVFILT_READ would report every byte the client sends while its upgrade
+// is pending). The end is registered by activate; a client that leaves
+// meanwhile is noticed then.
+func (p *poller) addQuiet(fd int, slot int32, side int) error { return nil }
+
+// activate registers an end that addQuiet left out.
+func (p *poller) activate(fd int, slot int32, side int) error { return p.add(fd, slot, side) }
+
 func (p *poller) del(fd int) {
 	if fd < len(p.owner) {
 		p.owner[fd] = -1
@@ -110,11 +119,14 @@ func (p *poller) event(i int) (slot int32, side int32, ev uint8) {
 	switch {
 	case e.Flags&unix.EV_ERROR != 0 || (e.Flags&unix.EV_EOF != 0 && e.Fflags != 0):
 		// A socket error (EV_EOF with so_error in fflags) is EPOLLERR.
-		ev = evIn | evOut | evErr
+		ev = evIn | evOut | evErr | evHup
 	case int(e.Filter) == unix.EVFILT_READ:
 		ev = evIn // EV_EOF here is EPOLLRDHUP: read sees the 0
+		if e.Flags&unix.EV_EOF != 0 {
+			ev |= evHup
+		}
 	case e.Flags&unix.EV_EOF != 0:
-		ev = evIn | evOut // write side gone: EPOLLHUP
+		ev = evIn | evOut | evHup // write side gone: EPOLLHUP
 	default:
 		ev = evOut
 	}

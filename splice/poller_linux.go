@@ -57,6 +57,23 @@ func (p *poller) add(fd int, slot int32, side int) error {
 	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
+// addQuiet registers one end for hang-up and error reports only (EPOLLRDHUP;
+// EPOLLHUP and EPOLLERR are always reported): a client whose upgrade is
+// pending is not read, so bytes it sends meanwhile wait in its socket and
+// raise no wake-up, but its going away is noticed.
+func (p *poller) addQuiet(fd int, slot int32, side int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(side)}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+}
+
+// activate gives an end registered by addQuiet the full interest. With
+// EPOLLET the modification reports the current readiness at once, so bytes
+// already waiting are not missed.
+func (p *poller) activate(fd int, slot int32, side int) error {
+	ev := unix.EpollEvent{Events: epollFlags, Fd: slot, Pad: int32(side)}
+	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+}
+
 func (p *poller) del(fd int) {
 	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 }
@@ -92,6 +109,9 @@ func (p *poller) event(i int) (slot int32, side int32, ev uint8) {
 	}
 	if e.Events&unix.EPOLLERR != 0 {
 		ev |= evErr
+	}
+	if e.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		ev |= evHup
 	}
 	return e.Fd, e.Pad & 1, ev
 }
