@@ -32,6 +32,10 @@ type Config struct {
 	IdleTimeout time.Duration // tunnel: no byte either way for this long -> close both; 0 = never
 	FinTimeout  time.Duration // tunnel: after one direction finished, the other gets this long; default 30s, negative = never
 	Logger      *slog.Logger  // nil = slog.Default()
+
+	// Upgrade defaults (Plane.Upgrade): the backend connect, then the
+	// answer head. Default 5s and 60s.
+	DialTimeout, ResponseTimeout time.Duration
 }
 
 // Defaults applied by NewPlane. DefaultPipeSize is 256 KiB rather than the
@@ -45,11 +49,15 @@ const (
 	DefaultPipePoolMax = 256
 	DefaultBufferSize  = 64 << 10
 	DefaultFinTimeout  = 30 * time.Second
+
+	DefaultDialTimeout     = 5 * time.Second
+	DefaultResponseTimeout = 60 * time.Second
 )
 
 // Stats is a snapshot of the plane's counters.
 type Stats struct {
 	Tunnels, Transfers        int64 // active now
+	Handshakes                int64 // upgrades dialling or waiting for their answer now
 	TunnelsTotal              int64
 	PipesIdle, PipesBusy      int64 // pool accounting
 	BuffersIdle               int64 // copy-path spares the loops keep (BufferSize each)
@@ -174,13 +182,19 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.IdleTimeout < 0 {
 		cfg.IdleTimeout = 0
 	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ResponseTimeout <= 0 {
+		cfg.ResponseTimeout = DefaultResponseTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
-	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
+	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)
 	if cfg.Splice {
 		if err := probeSplice(); err != nil {
 			p.log.Warn("splice: splice(2) unavailable, using the copy path", "err", err)
@@ -238,6 +252,7 @@ func (p *Plane) Stats() Stats {
 	for _, l := range p.loops {
 		s.Tunnels += l.st.tunnels.Load()
 		s.Transfers += l.st.transfers.Load()
+		s.Handshakes += l.st.handshakes.Load()
 		s.PipesIdle += l.st.pipesIdle.Load()
 		s.PipesBusy += l.st.pipesBusy.Load()
 		s.BuffersIdle += l.st.bufsIdle.Load()

@@ -20,10 +20,13 @@ func after(a, b uint32) bool { return int32(a-b) >= 0 }
 func (l *loop) arm(c *conn) {
 	var d uint32
 	has := false
-	if c.idle > 0 {
+	if c.hs != nil {
+		// A pending upgrade has one deadline, its phase's.
+		d, has = c.hs.deadline, true
+	} else if c.idle > 0 {
 		d, has = c.active+c.idle+1, true
 	}
-	if c.finAt != 0 && (!has || after(d, c.finAt)) {
+	if c.hs == nil && c.finAt != 0 && (!has || after(d, c.finAt)) {
 		d, has = c.finAt, true
 	}
 	if !has || c.closed {
@@ -94,6 +97,14 @@ func (l *loop) advance() {
 
 func (l *loop) expire(c *conn, t uint32) {
 	if c.closed {
+		return
+	}
+	if c.hs != nil {
+		if after(t, c.hs.deadline) {
+			l.hsTimeout(c)
+		} else {
+			l.arm(c)
+		}
 		return
 	}
 	if c.finAt != 0 && after(t, c.finAt) {
