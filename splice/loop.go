@@ -1,7 +1,6 @@
 package splice
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,8 +196,6 @@ func (l *loop) stop() {
 }
 
 func (l *loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer l.p.wg.Done()
 	defer l.shutdown()
 	var pending []*conn
@@ -378,7 +375,7 @@ func (l *loop) move(c *conn, i int) bool {
 			if dst.ev&evOut == 0 {
 				return true
 			}
-			n, err := unix.Write(int(dst.fd), (*f.buf)[f.off:f.lim])
+			n, err := rawWrite(int(dst.fd), (*f.buf)[f.off:f.lim])
 			if err != nil {
 				if err == unix.EINTR {
 					continue
@@ -484,7 +481,7 @@ func (l *loop) relaySmall(c *conn, i int, f *flow, src, dst *end) (int, bool) {
 	var n int
 	for {
 		var err error
-		n, err = unix.Read(int(src.fd), b)
+		n, err = rawRead(int(src.fd), b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -508,7 +505,7 @@ func (l *loop) relaySmall(c *conn, i int, f *flow, src, dst *end) (int, bool) {
 	c.active = l.now
 	off := 0
 	for off < n {
-		m, err := unix.Write(int(dst.fd), b[off:n])
+		m, err := rawWrite(int(dst.fd), b[off:n])
 		if err == unix.EINTR {
 			continue
 		}
@@ -602,7 +599,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 		b = b[:x.remaining]
 	}
 	for {
-		n, err := unix.Read(int(src.fd), b)
+		n, err := rawRead(int(src.fd), b)
 		switch {
 		case err == unix.EINTR:
 			continue

@@ -14,21 +14,19 @@ import (
 // chattyBench is the shape of wsbench's rtt cell at the plane level: conns
 // tunnels, each carrying small messages (size bytes) client -> backend,
 // echoed by the backend, closed loop per tunnel. One op is one round trip,
-// i.e. two small messages through the plane. plane-us/msg is the CPU of the
-// loops' own threads per message (what a proxy's CPU per message means);
-// us/rtt is the mean round trip as the clients saw it.
-func chattyBench(b *testing.B, cfg Config, conns, size int) {
-	p := newPlane(b, cfg)
-	ln := listen(b)
-	tids := loopThreads(b, p)
-	type pair struct{ client, backend net.Conn }
-	ps := make([]pair, conns)
+// i.e. two small messages through the plane. us/msg and syscalls/msg are the
+// whole process per message through the plane (clients and echo goroutines
+// included): the plane's own share is the difference with
+// BenchmarkPerfChattyDirect, the same load over plain connections. us/rtt is
+// the mean round trip as the clients saw it.
+func chattyBench(b *testing.B, conns, size int, pair func(b *testing.B) (client, backend net.Conn)) {
+	type pr struct{ client, backend net.Conn }
+	ps := make([]pr, conns)
 	for i := range ps {
-		e := openTunnel(b, p, ln, nil, nil)
-		ps[i] = pair{e.client, e.backend}
+		ps[i].client, ps[i].backend = pair(b)
 	}
 	var echoes sync.WaitGroup
-	for _, pr := range ps {
+	for _, p := range ps {
 		echoes.Add(1)
 		go func(c net.Conn) {
 			defer echoes.Done()
@@ -41,11 +39,11 @@ func chattyBench(b *testing.B, cfg Config, conns, size int) {
 					return
 				}
 			}
-		}(pr.backend)
+		}(p.backend)
 	}
 	b.Cleanup(func() {
-		for _, pr := range ps {
-			pr.backend.Close()
+		for _, p := range ps {
+			p.backend.Close()
 		}
 		echoes.Wait()
 	})
@@ -53,7 +51,7 @@ func chattyBench(b *testing.B, cfg Config, conns, size int) {
 		var wg sync.WaitGroup
 		errs := make(chan error, conns)
 		per := (total + conns - 1) / conns
-		for _, pr := range ps {
+		for _, p := range ps {
 			wg.Add(1)
 			go func(c net.Conn) {
 				defer wg.Done()
@@ -70,20 +68,20 @@ func chattyBench(b *testing.B, cfg Config, conns, size int) {
 						return
 					}
 				}
-			}(pr.client)
+			}(p.client)
 		}
 		wg.Wait()
 		close(errs)
 		return <-errs
 	}
-	if err := run(conns * 4); err != nil { // warm: pools, TCP state
+	if err := run(conns * 4); err != nil { // warm: pools, TCP state, threads
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
-	tc := openThreadCounters(tids)
+	tc := openThreadCounters(processThreads())
 	defer tc.close()
-	in0, sy0 := tc.read()
-	cpu0 := threadCPU(tids)
+	_, sy0 := tc.read()
+	cpu0 := cpuTime()
 	t0 := time.Now()
 	b.ResetTimer()
 	if err := run(b.N); err != nil {
@@ -91,16 +89,13 @@ func chattyBench(b *testing.B, cfg Config, conns, size int) {
 	}
 	b.StopTimer()
 	el := time.Since(t0)
-	cpu := threadCPU(tids) - cpu0
-	in1, sy1 := tc.read()
+	cpu := cpuTime() - cpu0
+	_, sy1 := tc.read()
 	n := float64((b.N + conns - 1) / conns * conns)
-	if in0 >= 0 && in1 >= 0 {
-		b.ReportMetric(float64(in1-in0)/(2*n), "plane-instr/msg")
-	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/1e3/(2*n), "us/msg")
 	if sy0 >= 0 && sy1 >= 0 {
-		b.ReportMetric(float64(sy1-sy0)/(2*n), "plane-syscalls/msg")
+		b.ReportMetric(float64(sy1-sy0)/(2*n), "syscalls/msg")
 	}
-	b.ReportMetric(float64(cpu.Microseconds())/(2*n), "plane-us/msg")
 	b.ReportMetric(float64(el.Microseconds())*float64(conns)/n, "us/rtt")
 }
 
@@ -113,7 +108,30 @@ func BenchmarkPerfChatty(b *testing.B) {
 			name = "splice"
 		}
 		b.Run(fmt.Sprintf("%s-100B", name), func(b *testing.B) {
-			chattyBench(b, Config{Splice: on}, 64, 100)
+			p := newPlane(b, Config{Splice: on})
+			ln := listen(b)
+			chattyBench(b, 64, 100, func(b *testing.B) (net.Conn, net.Conn) {
+				e := openTunnel(b, p, ln, nil, nil)
+				return e.client, e.backend
+			})
 		})
 	}
+}
+
+// BenchmarkPerfChattyDirect is BenchmarkPerfChatty's load over 64 plain
+// loopback connections: what the test side costs alone.
+func BenchmarkPerfChattyDirect(b *testing.B) {
+	ln := listen(b)
+	chattyBench(b, 64, 100, func(b *testing.B) (net.Conn, net.Conn) {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := ln.Accept()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close(); a.Close() })
+		return c, a
+	})
 }

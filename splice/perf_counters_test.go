@@ -11,7 +11,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// threadCounters counts events of a set of threads (the plane's loops) with
+// processThreads lists the process's threads now (/proc/self/task).
+func processThreads() []int {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil
+	}
+	var tids []int
+	for _, e := range ents {
+		if t, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, t)
+		}
+	}
+	return tids
+}
+
+// threadCounters counts events of a set of threads (the process's) with
 // perf_event_open: retired instructions (user+kernel) and, where tracefs is
 // mounted and readable, syscalls entered (raw_syscalls:sys_enter). Either
 // counter may be missing (no PMU in a VM, no permission): its total is then

@@ -1,13 +1,17 @@
-// Package splice is wsgate's tunnel plane: a few epoll loops, each locked to
-// its own OS thread, that join pairs of sockets and move their bytes with
-// splice(2) through a small pool of pipes (HAProxy's src/pipe.c model: a
-// pipe is borrowed only while bytes are in flight). Where splice is off or
-// unavailable the same loops copy through pooled buffers with the same
-// backpressure and half-close rules.
+// Package splice is wsgate's tunnel plane: a few epoll loops (goroutines
+// that park in Go's netpoller on their epoll fd) that join pairs of sockets
+// and move their bytes: small messages with one read and one write through
+// a per-loop buffer, bulk streams with splice(2) through a small pool of
+// pipes (HAProxy's src/pipe.c model: a pipe is borrowed only while bytes are
+// in flight). Where splice is off or unavailable the same loops copy bulk
+// through pooled buffers with the same backpressure and half-close rules.
 //
 // A Tunnel joins a client and a backend socket for the rest of their lives;
-// a Transfer moves one HTTP message body from Src to Dst with real
-// backpressure and then hands both sockets back.
+// an Upgrade dials the backend for a client whose upgrade request the HTTP
+// plane has checked, lets the HTTP plane's Handshake judge the answer, and
+// becomes a Tunnel only on a verified switch; a Transfer moves one HTTP
+// message body from Src to Dst with real backpressure and then hands both
+// sockets back.
 package splice
 
 import (
@@ -153,7 +157,8 @@ type Plane struct {
 	spliceIn func(in, out, n int) (int, error)
 }
 
-// NewPlane starts cfg.Loops goroutines, each LockOSThread + own epoll + eventfd.
+// NewPlane starts cfg.Loops loop goroutines, each with its own epoll set and
+// eventfd.
 func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Loops <= 0 {
 		cfg.Loops = runtime.GOMAXPROCS(0)

@@ -361,7 +361,7 @@ func (l *loop) hsWriteHead(c *conn) bool {
 	be := &c.ends[1]
 	for be.ev&evOut != 0 {
 		b := hs.head[hs.headOff:]
-		n, err := unix.Write(int(be.fd), b)
+		n, err := rawWrite(int(be.fd), b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -402,7 +402,7 @@ func (l *loop) hsReadAnswer(c *conn) {
 	hs := c.hs
 	be := &c.ends[1]
 	for be.ev&evIn != 0 {
-		n, err := unix.Read(int(be.fd), l.small)
+		n, err := rawRead(int(be.fd), l.small)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -672,7 +672,7 @@ func (l *loop) linger(c *conn) {
 		if cl.ev&evOut == 0 {
 			return
 		}
-		n, err := unix.Write(int(cl.fd), (*f.buf)[f.off:f.lim])
+		n, err := rawWrite(int(cl.fd), (*f.buf)[f.off:f.lim])
 		if err == unix.EINTR {
 			continue
 		}
@@ -705,7 +705,7 @@ func (l *loop) linger(c *conn) {
 		l.arm(c)
 	}
 	for cl.ev&evIn != 0 {
-		n, err := unix.Read(int(cl.fd), l.small)
+		n, err := rawRead(int(cl.fd), l.small)
 		switch {
 		case err == unix.EINTR:
 			continue
