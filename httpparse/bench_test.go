@@ -91,6 +91,8 @@ func TestZeroAllocs(t *testing.T) {
 	var d ChunkedDecoder
 	dst := make([]byte, 0, 64)
 	bad := []byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+	absoluteOdd := []byte("POST http://a.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\nX_Forwarded_For: 1\r\nContent-Length: 5, 5\r\n\r\n")
+	badPartial := []byte("GET / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\n")
 	cases := map[string]func(){
 		"BrowserGET": func() {
 			if _, err := p.ParseRequest(browserGET, req); err != nil {
@@ -134,6 +136,16 @@ func TestZeroAllocs(t *testing.T) {
 			}
 			if !d.Done() {
 				panic("not done")
+			}
+		},
+		"AbsoluteFormOddNames": func() {
+			if _, err := p.ParseRequest(absoluteOdd, req); err != nil || req.OddNames != 1 || req.Authority == nil {
+				panic(err)
+			}
+		},
+		"FailFastPartialHead": func() {
+			if _, err := p.ParseRequest(badPartial, req); StatusOf(err) != 400 {
+				panic(err)
 			}
 		},
 		"ErrorPath": func() {
@@ -310,5 +322,38 @@ func BenchmarkAppendAccept(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		dst = AppendAccept(dst[:0], key)
+	}
+}
+
+// BenchmarkParseSplit parses the browser GET arriving in two reads, so the
+// resumable path (not the one-read fast path) does the work.
+func BenchmarkParseSplit(b *testing.B) {
+	var p Parser
+	req := new(Request)
+	b.SetBytes(int64(len(browserGET)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ParseRequest(browserGET[:300], req); err != ErrNeedMore {
+			b.Fatal(err)
+		}
+		if _, err := p.ParseRequest(browserGET, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseResponseSplit is BenchmarkParseSplit for a response head.
+func BenchmarkParseResponseSplit(b *testing.B) {
+	var p Parser
+	resp := new(Response)
+	b.SetBytes(int64(len(response200)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.ParseResponse(response200[:100], resp, false); err != ErrNeedMore {
+			b.Fatal(err)
+		}
+		if _, err := p.ParseResponse(response200, resp, false); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

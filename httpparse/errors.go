@@ -82,6 +82,8 @@ const (
 	kBadStatusLine
 	kBadStatus
 	kHostMismatch
+	kConnFraming
+	kBadAuthority
 	numKinds
 )
 
@@ -95,7 +97,7 @@ var reqErrs = [numKinds]*Error{
 	kBadRequestLine:   {400, "malformed request line"},
 	kConnect:          {501, "CONNECT (authority-form) is not supported"},
 	kAsterisk:         {400, "asterisk-form target with a method other than OPTIONS"},
-	kBadTargetForm:    {400, "request target is neither origin-form nor absolute-form"},
+	kBadTargetForm:    {400, "request target is neither origin-form nor absolute-form with an http or https scheme"},
 	kTargetTooLong:    {414, "request target too long"},
 	kLineTooLong:      {414, "request line too long"},
 	kHeadTooLarge:     {431, "header section too large"},
@@ -117,6 +119,8 @@ var reqErrs = [numKinds]*Error{
 	kBadStatusLine:    {400, "malformed status line"},
 	kBadStatus:        {400, "status code out of range"},
 	kHostMismatch:     {400, "Host differs from the authority of the absolute-form target"},
+	kConnFraming:      {400, "Connection names Host, Content-Length or Transfer-Encoding (they frame the message and cannot be dropped)"},
+	kBadAuthority:     {400, "invalid authority in absolute-form target (want host[:port], no userinfo)"},
 }
 
 // respErrs mirrors reqErrs with Status 502: whatever a backend got wrong,

@@ -1,64 +1,21 @@
 package httpparse
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 )
 
-// parseFields splits the field lines of a complete head (starting at i,
-// ending with the final CRLF) into t. The scanner has already guaranteed
-// that every LF is preceded by CR, that the head ends with CRLFCRLF and that
-// the line count fits the table.
-func parseFields(buf []byte, i int, t *[MaxHeadersCap]Header) (int, errKind) {
-	n := 0
-	for {
-		c := buf[i]
-		if c == '\r' {
-			if buf[i+1] != '\n' {
-				return 0, kBareCR
-			}
-			return n, 0
-		}
-		if c == ' ' || c == '\t' {
-			return 0, kObsFold
-		}
-		j := i
-		for isTchar[buf[j]] {
-			j++
-		}
-		if buf[j] != ':' {
-			if j > i && (buf[j] == ' ' || buf[j] == '\t') {
-				return 0, kSpaceBeforeColon
-			}
-			return 0, kBadFieldName
-		}
-		if j == i {
-			return 0, kBadFieldName
-		}
-		name := buf[i:j:j]
-		j++
-		for buf[j] == ' ' || buf[j] == '\t' {
-			j++
-		}
-		vs := j
-		j = skipValueBytes(buf, j)
-		if buf[j] != '\r' {
-			return 0, kBadFieldValue
-		}
-		if buf[j+1] != '\n' {
-			return 0, kBareCR
-		}
-		ve := j
-		for ve > vs && (buf[ve-1] == ' ' || buf[ve-1] == '\t') {
-			ve--
-		}
-		if n >= len(t) {
-			return 0, kTooManyHeaders
-		}
-		h := &t[n]
-		h.Name, h.Value = name, buf[vs:ve:ve]
-		n++
-		i = j + 2
+// splitFields stores the first n field lines of a head that scanFields has
+// validated, starting at i, in t. Validation is done, so only the colon and
+// the CR are looked for.
+func splitFields(buf []byte, i int, t *[MaxHeadersCap]Header, n int) {
+	for k := range n {
+		j := i + bytes.IndexByte(buf[i:], ':')
+		cr := j + bytes.IndexByte(buf[j:], '\r')
+		vs, ve := trimValue(buf, j+1, cr)
+		t[k] = Header{Name: buf[i:j:j], Value: buf[vs:ve:ve]}
+		i = cr + 2
 	}
 }
 
@@ -97,59 +54,74 @@ func skipValueBytes(buf []byte, j int) int {
 // Four table loads are combined per branch: names end at a different length
 // every line, and one mispredicted exit per four bytes is the cheap part.
 func skipToken(b []byte, j int) int {
-	for j+4 <= len(b) {
-		if tcharBit[b[j]]&tcharBit[b[j+1]]&tcharBit[b[j+2]]&tcharBit[b[j+3]] == 0 {
-			break
-		}
-		j += 4
-	}
-	for j < len(b) && isTchar[b[j]] {
-		j++
-	}
+	j, _ = skipName(b, j)
 	return j
 }
 
-// fieldScan gathers what framing and connection management need from the
-// field lines, shared by requests and responses.
-type fieldScan struct {
-	req       bool // Host and Expect only mean something in a request
-	hosts     int
-	host      []byte
-	cl        int64
-	clSeen    bool
-	teSeen    bool
-	teBad     bool
-	teElems   int
-	teChunked int
-	teLast    bool // last coding seen is chunked
-	close     bool
-	keepAlive bool
-	expect100 bool
-}
-
-func (f *fieldScan) scan(hs []Header) errKind {
-	for i := range hs {
-		if k := f.field(hs[i].Name, hs[i].Value); k != 0 {
-			return k
+// skipName is skipToken that also returns the tcharBit bits common to every
+// byte it stepped over (bitTchar|bitPlain when none), which says at no extra
+// branch whether a field name is plain letters, digits and "-".
+func skipName(b []byte, j int) (int, uint8) {
+	acc := uint8(bitTchar | bitPlain)
+	for j+4 <= len(b) {
+		a := tcharBit[b[j]] & tcharBit[b[j+1]] & tcharBit[b[j+2]] & tcharBit[b[j+3]]
+		if a&bitTchar == 0 {
+			break
 		}
+		acc &= a
+		j += 4
 	}
-	return 0
+	for j < len(b) && isTchar[b[j]] {
+		acc &= tcharBit[b[j]]
+		j++
+	}
+	return j, acc
 }
 
-// field looks at one field line; names are told apart by length first so
-// the common uninteresting field costs one switch.
-func (f *fieldScan) field(name, value []byte) errKind {
+// fieldScan gathers what framing and connection management need from the
+// field lines, shared by requests and responses, and refuses a line as soon
+// as it contradicts an earlier one. Positions are indexes into the buffer
+// being parsed, because a resumed parse may be handed the same bytes at a
+// new address.
+type fieldScan struct {
+	cl           int64
+	authS, authE int32 // authority of an absolute-form target; authE == 0 when none
+	hostS, hostE int32 // the Host value
+	hosts        int32
+	teElems      int32
+	teChunked    int32
+	odd          int32 // field names with a byte outside [A-Za-z0-9-]
+	minor        uint8 // HTTP/1.<minor> of the message
+	req          bool  // Host and Expect only mean something in a request
+	clSeen       bool
+	teSeen       bool
+	teLast       bool // last coding seen is chunked
+	close        bool
+	keepAlive    bool
+	expect100    bool
+}
+
+// field applies one field line of buf: its name, and its trimmed value,
+// which starts at buf[vs]. Names are told apart by length first, so the
+// common uninteresting field costs one switch.
+func (f *fieldScan) field(buf, name, value []byte, vs int) errKind {
 	switch len(name) {
 	case 4:
 		if f.req && EqualFold(name, "host") {
 			f.hosts++
-			if f.hosts > 1 {
+			switch {
+			case f.hosts > 1:
 				return kMultiHost
-			}
-			if !validHost(value) {
+			case !validHost(value):
 				return kBadHost
+			// RFC 9112 section 3.2.2 makes the authority of an
+			// absolute-form target win over Host. A proxy that routes or
+			// filters on Host while the backend obeys the target could be
+			// steered around its own rules, so the two must agree.
+			case f.authE != 0 && !equalFold(buf[f.authS:f.authE], value):
+				return kHostMismatch
 			}
-			f.host = value
+			f.hostS, f.hostE = int32(vs), int32(vs+len(value))
 		}
 	case 6:
 		if f.req && EqualFold(name, "expect") && EqualFold(value, "100-continue") {
@@ -157,37 +129,98 @@ func (f *fieldScan) field(name, value []byte) errKind {
 		}
 	case 10:
 		if EqualFold(name, "connection") {
-			f.close = f.close || HasToken(value, "close")
-			f.keepAlive = f.keepAlive || HasToken(value, "keep-alive")
+			return f.connection(value)
 		}
 	case 14:
 		if EqualFold(name, "content-length") {
 			v, ok := parseContentLength(value)
-			if !ok {
+			switch {
+			case !ok:
 				return kBadCL
-			}
-			if f.clSeen && v != f.cl {
+			case f.teSeen:
+				return kTEAndCL
+			case f.clSeen && v != f.cl:
 				return kCLMismatch
 			}
 			f.cl, f.clSeen = v, true
 		}
 	case 17:
 		if EqualFold(name, "transfer-encoding") {
-			f.addTE(value)
+			return f.transferEncoding(value)
 		}
 	}
 	return 0
 }
 
-// addTE records one Transfer-Encoding line. Empty elements and codings with
-// parameters are refused rather than skipped: a proxy that reads a coding
-// list differently from its backend is a smuggling hole, so only the plain
-// form is let through.
-func (f *fieldScan) addTE(v []byte) {
+// connection reads one Connection line. close and keep-alive decide
+// persistence. A connection option is the name of a field the next hop must
+// remove (RFC 9110 section 7.6.1): naming Host, Content-Length or
+// Transfer-Encoding asks a proxy to drop the very fields that delimit the
+// message, after which the body would reach the backend as a request of its
+// own. Such a message is refused (HAProxy likewise acts only on close,
+// keep-alive and upgrade).
+func (f *fieldScan) connection(v []byte) errKind {
+	for len(v) > 0 {
+		var e []byte
+		if i := indexComma(v); i >= 0 {
+			e, v = v[:i], v[i+1:]
+		} else {
+			e, v = v, nil
+		}
+		e = trimOWS(e)
+		switch len(e) {
+		case 4:
+			if EqualFold(e, "host") {
+				return kConnFraming
+			}
+		case 5:
+			f.close = f.close || EqualFold(e, "close")
+		case 10:
+			f.keepAlive = f.keepAlive || EqualFold(e, "keep-alive")
+		case 14:
+			if EqualFold(e, "content-length") {
+				return kConnFraming
+			}
+		case 17:
+			if EqualFold(e, "transfer-encoding") {
+				return kConnFraming
+			}
+		}
+	}
+	return 0
+}
+
+// transferEncoding reads one Transfer-Encoding line. Everything that makes
+// the message unacceptable is decidable on the line itself: a request may
+// only ever carry a single chunked, in all its Transfer-Encoding lines
+// together.
+func (f *fieldScan) transferEncoding(v []byte) errKind {
+	switch {
+	case f.minor == 0:
+		return kTE10
+	case f.clSeen:
+		return kTEAndCL
+	}
 	f.teSeen = true
+	if !f.addTE(v) {
+		return kBadTE
+	}
+	switch {
+	case f.req && (f.teElems != 1 || f.teChunked != 1):
+		return kTEUnsupported
+	case f.teChunked > 1:
+		return kChunkedTwice
+	}
+	return 0
+}
+
+// addTE records the codings of one Transfer-Encoding line. Empty elements
+// and codings with parameters are refused rather than skipped: a proxy that
+// reads a coding list differently from its backend is a smuggling hole, so
+// only the plain form is let through.
+func (f *fieldScan) addTE(v []byte) bool {
 	if len(v) == 0 {
-		f.teBad = true
-		return
+		return false
 	}
 	for {
 		var e []byte
@@ -198,8 +231,7 @@ func (f *fieldScan) addTE(v []byte) {
 			e = trimOWS(v)
 		}
 		if !IsToken(e) {
-			f.teBad = true
-			return
+			return false
 		}
 		f.teElems++
 		f.teLast = EqualFold(e, "chunked")
@@ -207,7 +239,7 @@ func (f *fieldScan) addTE(v []byte) {
 			f.teChunked++
 		}
 		if i < 0 {
-			return
+			return true
 		}
 		v = v[i+1:]
 	}
@@ -248,15 +280,6 @@ func parseContentLength(v []byte) (int64, bool) {
 		}
 		v = v[i+1:]
 	}
-}
-
-func validHost(v []byte) bool {
-	for _, c := range v {
-		if !isHostByte[c] {
-			return false
-		}
-	}
-	return true
 }
 
 func headerValue(hs []Header, name string) []byte {

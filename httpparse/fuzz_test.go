@@ -75,6 +75,33 @@ func checkRequestInvariants(t *testing.T, r *Request) {
 		t.Fatal("HTTP/1.1 accepted without Host")
 	}
 	checkFields(t, r.Headers)
+	odd := 0
+	for _, h := range r.Headers {
+		if !IsPlainName(h.Name) {
+			odd++
+		}
+		if EqualFold(h.Name, "Connection") &&
+			(HasToken(h.Value, "host") || HasToken(h.Value, "content-length") || HasToken(h.Value, "transfer-encoding")) {
+			t.Fatalf("accepted Connection: %q", h.Value)
+		}
+	}
+	if odd != r.OddNames {
+		t.Fatalf("OddNames %d, counted %d", r.OddNames, odd)
+	}
+	// Path is the tail of Target; Authority, when set, is what lies between
+	// "://" and Path, is a valid Host value and matches Host.
+	if r.Path == nil || !bytes.HasSuffix(r.Target, r.Path) {
+		t.Fatalf("Path %q is not the tail of Target %q", r.Path, r.Target)
+	}
+	if r.Authority != nil {
+		pre := r.Target[:len(r.Target)-len(r.Path)]
+		if len(r.Authority) == 0 || !bytes.HasSuffix(pre, r.Authority) || !bytes.HasSuffix(pre[:len(pre)-len(r.Authority)], []byte("://")) ||
+			!validHost(r.Authority) || (r.Host != nil && !equalFold(r.Host, r.Authority)) {
+			t.Fatalf("Authority %q of %q (Host %q)", r.Authority, r.Target, r.Host)
+		}
+	} else if r.Target[0] != '/' && string(r.Target) != "*" {
+		t.Fatalf("target %q without Authority", r.Target)
+	}
 	te := headersHave(r.Headers, "Transfer-Encoding")
 	cl := headersHave(r.Headers, "Content-Length")
 	switch {
@@ -148,6 +175,10 @@ func FuzzParseResponse(f *testing.F) {
 			}
 			if r.Framing == FramingUntilClose && r.KeepAlive {
 				t.Fatal("until-close body on a persistent connection")
+			}
+			if cl := headerValue(r.Headers, "Content-Length"); (cl == nil) != (r.DeclaredLength < 0) ||
+				(r.Framing == FramingLength && r.DeclaredLength != r.ContentLength) {
+				t.Fatalf("DeclaredLength %d, Content-Length %q", r.DeclaredLength, cl)
 			}
 			again := oneShotResponse(looseLimits, serializeResponse(&r), head)
 			if again.status != 0 || again.head != one.head {

@@ -31,8 +31,8 @@ func statusOrNeedMore(err error) (int, string) {
 
 func summarizeRequest(r *Request) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%q %q 1.%d host=%q framing=%v cl=%d ka=%v e100=%v", r.Method, r.Target, r.Minor,
-		r.Host, r.Framing, r.ContentLength, r.KeepAlive, r.Expect100)
+	fmt.Fprintf(&b, "%q %q 1.%d host=%q auth=%q path=%q framing=%v cl=%d ka=%v e100=%v odd=%d", r.Method, r.Target, r.Minor,
+		r.Host, r.Authority, r.Path, r.Framing, r.ContentLength, r.KeepAlive, r.Expect100, r.OddNames)
 	for _, h := range r.Headers {
 		fmt.Fprintf(&b, " [%q: %q]", h.Name, h.Value)
 	}
@@ -41,8 +41,8 @@ func summarizeRequest(r *Request) string {
 
 func summarizeResponse(r *Response) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "1.%d %d %q framing=%v cl=%d ka=%v", r.Minor, r.Status, r.Reason, r.Framing,
-		r.ContentLength, r.KeepAlive)
+	fmt.Fprintf(&b, "1.%d %d %q framing=%v cl=%d declared=%d ka=%v", r.Minor, r.Status, r.Reason, r.Framing,
+		r.ContentLength, r.DeclaredLength, r.KeepAlive)
 	for _, h := range r.Headers {
 		fmt.Fprintf(&b, " [%q: %q]", h.Name, h.Value)
 	}

@@ -31,6 +31,35 @@ func wantReq(method, target string, minor int, host string, f Framing, cl int64,
 	}
 }
 
+// wantForm checks what a proxy needs of the target: the authority of an
+// absolute-form target (nil otherwise) and the path-and-query.
+func wantForm(authority, path string, absolute bool) func(*testing.T, *Request) {
+	return func(t *testing.T, r *Request) {
+		t.Helper()
+		if (r.Authority != nil) != absolute || string(r.Authority) != authority || string(r.Path) != path || r.Path == nil {
+			t.Errorf("got %s\nwant authority=%q (absolute %v) path=%q", summarizeRequest(r), authority, absolute, path)
+		}
+	}
+}
+
+func both(fs ...func(*testing.T, *Request)) func(*testing.T, *Request) {
+	return func(t *testing.T, r *Request) {
+		t.Helper()
+		for _, f := range fs {
+			f(t, r)
+		}
+	}
+}
+
+func wantOdd(n int) func(*testing.T, *Request) {
+	return func(t *testing.T, r *Request) {
+		t.Helper()
+		if r.OddNames != n {
+			t.Errorf("OddNames %d, want %d (%s)", r.OddNames, n, summarizeRequest(r))
+		}
+	}
+}
+
 func manyHeaders(n int) string {
 	var b strings.Builder
 	for i := range n {
@@ -152,6 +181,91 @@ var reqCases = []reqCase{
 				t.Errorf("%d headers", len(r.Headers))
 			}
 		}},
+
+	// Connection options never touch framing: a Connection field may not
+	// name the fields that delimit the message.
+	{name: "connection names content-length", in: "POST / HTTP/1.1\r\nHost: a\r\nConnection: content-length\r\nContent-Length: 27\r\n\r\n", status: 400},
+	{name: "connection names transfer-encoding", in: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Transfer-Encoding\r\n\r\n", status: 400},
+	{name: "connection names host", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Host\r\n\r\n", status: 400},
+	{name: "connection names host on a second line", in: "GET / HTTP/1.1\r\nConnection: close\r\nHost: a\r\nconnection: x ,\tHOST \r\n\r\n", status: 400},
+	{name: "connection names content-length without one", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\n\r\n", status: 400},
+	{name: "connection names other fields", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-secret, content-lengthy, hosts, te\r\n\r\n",
+		check: wantReq("GET", "/", 1, "a", FramingNone, 0, true)},
+	{name: "content-length list forwarded as one value", in: "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n", extra: "hello",
+		check: wantReq("POST", "/", 1, "a", FramingLength, 5, true)},
+
+	// Field names outside [A-Za-z0-9-] are legal tokens; they are counted
+	// so that a proxy can drop or refuse them.
+	{name: "underscore name counted", in: "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\r\n",
+		check: both(wantReq("GET", "/", 1, "a", FramingNone, 0, true), wantOdd(1))},
+	{name: "punctuation names counted", in: "GET / HTTP/1.1\r\nHost: a\r\nX.Y: 1\r\nA!b: 2\r\n~: 3\r\nX-Plain-09: 4\r\n\r\n",
+		check: wantOdd(3)},
+	{name: "long odd name split by the word scanner", in: "GET / HTTP/1.1\r\nHost: a\r\nAbcdefghijklmnop_q: 1\r\nAbcdefghijklmnopq: 2\r\n\r\n",
+		check: wantOdd(1)},
+	{name: "Transfer_Encoding frames nothing", in: "POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
+		check: both(wantReq("POST", "/", 1, "a", FramingNone, 0, true), wantOdd(1))},
+	{name: "no odd names", in: "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n", check: wantOdd(0)},
+
+	// Methods are case-sensitive.
+	{name: "lowercase head is another method", in: "head / HTTP/1.1\r\nHost: a\r\n\r\n",
+		check: func(t *testing.T, r *Request) {
+			if r.MethodIs("HEAD") || !r.MethodIs("head") || string(r.Method) != "head" {
+				t.Errorf("method %q: MethodIs must compare exactly", r.Method)
+			}
+		}},
+
+	// Absolute-form: the authority is parsed once, validated like Host,
+	// and the path-and-query is what an origin server gets.
+	{name: "origin-form path", in: "GET /a?b HTTP/1.1\r\nHost: a\r\n\r\n", check: wantForm("", "/a?b", false)},
+	{name: "asterisk-form path", in: "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", check: wantForm("", "*", false)},
+	{name: "absolute-form only a query", in: "GET http://h?q HTTP/1.1\r\nHost: h\r\n\r\n",
+		check: both(wantReq("GET", "http://h?q", 1, "h", FramingNone, 0, true), wantForm("h", "?q", true))},
+	{name: "absolute-form empty path with port", in: "GET http://h:1234 HTTP/1.1\r\nHost: h:1234\r\n\r\n",
+		check: wantForm("h:1234", "", true)},
+	{name: "absolute-form path", in: "GET https://Example.com:8443/x/y?z#f HTTP/1.1\r\nHost: example.COM:8443\r\n\r\n",
+		check: wantForm("Example.com:8443", "/x/y?z#f", true)},
+	{name: "absolute-form 1.0 authority without Host", in: "GET http://a.example/x HTTP/1.0\r\n\r\n",
+		check: both(wantReq("GET", "http://a.example/x", 0, "", FramingNone, 0, false), wantForm("a.example", "/x", true))},
+	{name: "absolute-form ipv6", in: "GET http://[::1]:8080/x HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+		check: wantForm("[::1]:8080", "/x", true)},
+	{name: "absolute-form pct-encoded and empty port", in: "GET http://a%41b.c: HTTP/1.0\r\n\r\n",
+		check: wantForm("a%41b.c:", "", true)},
+	{name: "absolute-form userinfo refused", in: "GET http://user:pw@a/ HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form fragment in authority", in: "GET http://a#b HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form empty authority with query", in: "GET http://?q HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form empty authority at end", in: "GET http:// HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form port not digits", in: "GET http://a:b/ HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form two colons", in: "GET http://a:1:2/ HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form unclosed bracket", in: "GET http://[::1/x HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form empty brackets", in: "GET http://[]/x HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form ipvfuture", in: "GET http://[v1.x]/ HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form bad pct", in: "GET http://a%4g/ HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form scheme ftp", in: "GET ftp://a/x HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form scheme httpx", in: "GET httpx://a/x HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form scheme http only", in: "GET http HTTP/1.0\r\n\r\n", status: 400},
+	{name: "absolute-form host mismatch by port", in: "GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n", status: 400},
+	{name: "absolute-form host mismatch before the Host line ends", in: "GET http://a/ HTTP/1.1\r\nHost: b\r\nHost: a\r\n\r\n", status: 400},
+	{name: "host with port letters", in: "GET / HTTP/1.1\r\nHost: a:b\r\n\r\n", status: 400},
+	{name: "host with two colons", in: "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", status: 400},
+	{name: "host with only a port", in: "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", status: 400},
+	{name: "host with hash", in: "GET / HTTP/1.1\r\nHost: a#b\r\n\r\n", status: 400},
+	{name: "host ipv6 unclosed", in: "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", status: 400},
+	{name: "host with empty port", in: "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", check: wantReq("GET", "/", 1, "a:", FramingNone, 0, true)},
+
+	// ASCII-only folding: lookalikes that Unicode folding would match.
+	{name: "kelvin sign is not keep-alive", in: "GET / HTTP/1.0\r\nConnection: \u212aeep-alive\r\n\r\n",
+		check: wantReq("GET", "/", 0, "", FramingNone, 0, false)},
+	{name: "long s is not close", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: clo\u017fe\r\n\r\n",
+		check: wantReq("GET", "/", 1, "a", FramingNone, 0, true)},
+	{name: "kelvin sign is not a framing option", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: \u212aeep-alive, Content-Length\u212a\r\n\r\n",
+		check: wantReq("GET", "/", 1, "a", FramingNone, 0, true)},
+	{name: "kelvin sign is not websocket", in: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websoc\u212aet\r\n\r\n",
+		check: func(t *testing.T, r *Request) {
+			if r.IsWebSocketUpgrade() {
+				t.Error("Upgrade: websoc\\u212aet taken for websocket")
+			}
+		}},
+	{name: "kelvin sign is not chunked", in: "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chun\u212aed\r\n\r\n", status: 400},
 
 	// Incomplete heads.
 	{name: "need more: request line", in: "GET / HTT", status: -1},
@@ -381,6 +495,13 @@ var respCases = []respCase{
 	{name: "empty reason", in: "HTTP/1.1 404 \r\nContent-Length: 0\r\n\r\n", want: "404 length 0 true"},
 	{name: "reason with spaces and obs-text", in: "HTTP/1.1 500 Bad \xe2\x80\x94 thing\r\nContent-Length: 0\r\n\r\n", want: "500 length 0 true"},
 	{name: "duplicate host irrelevant", in: "HTTP/1.1 200 OK\r\nHost: a\r\nHost: b\r\nContent-Length: 0\r\n\r\n", want: "200 length 0 true"},
+	{name: "304 length declared", in: "HTTP/1.1 304 Not Modified\r\nContent-Length: 7, 7\r\n\r\n", want: "304 none 0 true declared 7"},
+	{name: "HEAD length declared", head: true, in: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", want: "200 none 0 true declared 100"},
+	{name: "204 length declared", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", want: "204 none 0 true declared 0"},
+	{name: "length declared", in: "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", want: "200 length 5 true declared 5"},
+	{name: "none declared", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", want: "200 chunked 0 true declared -1"},
+	{name: "connection names an ordinary field", in: "HTTP/1.1 200 OK\r\nConnection: x-hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", want: "200 length 0 true"},
+	{name: "odd names are the client's business", in: "HTTP/1.1 200 OK\r\nX_Y: 1\r\nContent-Length: 0\r\n\r\n", want: "200 length 0 true"},
 	{name: "need more", in: "HTTP/1.1 200 OK\r\nContent-Le", status: -1},
 
 	{name: "version 2.0", in: "HTTP/2.0 200 OK\r\n\r\n", status: 502},
@@ -405,6 +526,10 @@ var respCases = []respCase{
 	{name: "NUL in value", in: "HTTP/1.1 200 OK\r\nX: \x00\r\n\r\n", status: 502},
 	{name: "head too large", lim: small, in: "HTTP/1.1 200 OK\r\nX: " + strings.Repeat("a", 300) + "\r\n\r\n", status: 502},
 	{name: "too many headers", lim: small, in: "HTTP/1.1 200 OK\r\n" + manyHeaders(5) + "\r\n", status: 502},
+	{name: "connection names content-length", in: "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 3\r\n\r\n", status: 502},
+	{name: "connection names transfer-encoding", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n\r\n", status: 502},
+	{name: "connection names host", in: "HTTP/1.1 200 OK\r\nConnection: close, host\r\n\r\n", status: 502},
+	{name: "kelvin sign is not chunked", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chun\u212aed\r\n\r\n", status: 502},
 }
 
 func TestResponseTable(t *testing.T) {
@@ -426,6 +551,9 @@ func TestResponseTable(t *testing.T) {
 					t.Fatal(err)
 				}
 				s := strings.Join([]string{itoa(r.Status), r.Framing.String(), itoa(int(r.ContentLength)), boolStr(r.KeepAlive)}, " ")
+				if strings.Contains(c.want, " declared ") {
+					s += " declared " + itoa(int(r.DeclaredLength))
+				}
 				if s != c.want {
 					t.Errorf("got %q, want %q (%s)", s, c.want, summarizeResponse(&r))
 				}
@@ -519,6 +647,12 @@ func diffNetHTTPRequest(head []byte, r *Request) string {
 	}
 	if r.Target[0] == '/' && hr.Host != string(r.Host) {
 		return "host: net/http " + hr.Host + ", ours " + string(r.Host)
+	}
+	// For an absolute-form target net/http's Host is the URL's host, which
+	// it has percent-decoded; ours is the authority as sent (what is
+	// forwarded), so the two are compared only without pct-encoding.
+	if r.Authority != nil && !bytes.ContainsRune(r.Authority, '%') && !strings.EqualFold(hr.Host, string(r.Authority)) {
+		return "authority: net/http " + hr.Host + ", ours " + string(r.Authority)
 	}
 	switch r.Framing {
 	case FramingChunked:
@@ -708,7 +842,7 @@ func TestResumeOffset(t *testing.T) {
 		if err != ErrNeedMore {
 			t.Fatal(err)
 		}
-		if p.scan != i {
+		if int(p.scan) != i {
 			t.Fatalf("after %d bytes the scan offset is %d", i, p.scan)
 		}
 	}

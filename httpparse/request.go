@@ -4,16 +4,37 @@ package httpparse
 // to ParseRequest and is valid until that buffer changes.
 type Request struct {
 	Method, Target []byte
-	Minor          int      // HTTP/1.<Minor>, 0 or 1
-	Headers        []Header // = table[:n]; valid until buf changes
-	Host           []byte   // the single Host value (nil if absent, allowed for HTTP/1.0 only)
-	Framing        Framing
-	ContentLength  int64 // when Framing == FramingLength
-	KeepAlive      bool  // persistent per version + Connection: close/keep-alive
-	Expect100      bool  // Expect: 100-continue present
+	// Authority is the authority of an absolute-form target
+	// ("http://example.com:8080/x" -> "example.com:8080"), validated like a
+	// Host value and never empty; nil for origin- and asterisk-form. When
+	// Host is present too, the two are equal up to ASCII case.
+	Authority []byte
+	// Path is the target as an origin server wants it: Target itself for
+	// origin- and asterisk-form, what follows the authority for absolute-form.
+	// That part may be empty ("http://h") or start with "?" ("http://h?q"):
+	// a proxy sends "/" in front of it then.
+	Path          []byte
+	Minor         int      // HTTP/1.<Minor>, 0 or 1
+	Headers       []Header // = table[:n]; valid until buf changes
+	Host          []byte   // the single Host value (nil if absent, allowed for HTTP/1.0 only)
+	Framing       Framing
+	ContentLength int64 // when Framing == FramingLength: the single value, however often it was sent
+	KeepAlive     bool  // persistent per version + Connection: close/keep-alive
+	Expect100     bool  // Expect: 100-continue present
+	// OddNames counts field lines whose name holds a byte other than ASCII
+	// letters, digits and "-" ("X_Forwarded_For", "X.Y"): legal tokens, but
+	// CGI-style backends fold "_" into "-", so a proxy drops or refuses
+	// them (see IsPlainName). Zero in the common case, so checking costs
+	// nothing then.
+	OddNames int
 
 	table [MaxHeadersCap]Header
 }
+
+// MethodIs reports whether the method is exactly m. Methods are
+// case-sensitive (RFC 9110 section 9.1): "head" is not HEAD, and a proxy
+// that treats it as HEAD frames the response differently from the backend.
+func (r *Request) MethodIs(m string) bool { return string(r.Method) == m }
 
 // Header returns the first value of the named field (ASCII case-insensitive),
 // or nil if absent.
@@ -40,12 +61,12 @@ func (p *Parser) ParseRequest(buf []byte, req *Request) (int, error) {
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, true)
+	end, from, k := p.scanHead(buf, true, &req.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
 	if k == 0 {
-		k = p.finishRequest(buf[:end], req)
+		k = p.finishRequest(buf[:end], req, from)
 	}
 	p.Reset()
 	if k != 0 {
@@ -69,7 +90,7 @@ func (p *Parser) fastRequest(buf []byte, req *Request) int {
 	for i < len(b) && isTchar[b[i]] {
 		i++
 	}
-	if i == 0 || i >= len(b) || b[i] != ' ' {
+	if i == 0 || i >= len(b) || b[i] != ' ' || string(b[:i]) == "CONNECT" {
 		return 0
 	}
 	mEnd := i
@@ -86,16 +107,17 @@ func (p *Parser) fastRequest(buf []byte, req *Request) int {
 	if string(v[:7]) != "HTTP/1." || (v[7] != '0' && v[7] != '1') || v[8] != '\r' || v[9] != '\n' {
 		return 0
 	}
-	if targetFormKind(b[:mEnd], b[ts:tEnd]) != 0 {
+	var t targetScan
+	if t.feed(b, ts, tEnd) != 0 || t.end(tEnd) != 0 || (t.st == tsStar && string(b[:mEnd]) != "OPTIONS") {
 		return 0
 	}
-	f := fieldScan{req: true}
+	minor := int(v[7] - '0')
+	f := fieldScan{req: true, minor: uint8(minor), authS: t.authS, authE: t.authE}
 	end, n := fastFields(b, i+11, &req.table, maxHeaders, &f)
 	if end == 0 {
 		return 0
 	}
-	minor := int(v[7] - '0')
-	if setRequest(req, &f, minor, b[ts:tEnd]) != 0 {
+	if setRequest(req, &f, b, minor, &t, tEnd) != 0 {
 		return 0
 	}
 	req.Headers = req.table[:n:n]
@@ -115,7 +137,20 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 			}
 			return 0, 0
 		}
-		j := skipToken(b, i)
+		// skipName, written out: a call per field line costs more than the scan.
+		j, bits := i, uint8(bitTchar|bitPlain)
+		for j+4 <= len(b) {
+			a := tcharBit[b[j]] & tcharBit[b[j+1]] & tcharBit[b[j+2]] & tcharBit[b[j+3]]
+			if a&bitTchar == 0 {
+				break
+			}
+			bits &= a
+			j += 4
+		}
+		for j < len(b) && tcharBit[b[j]]&bitTchar != 0 {
+			bits &= tcharBit[b[j]]
+			j++
+		}
 		if j == i || j >= len(b) || b[j] != ':' {
 			return 0, 0
 		}
@@ -133,9 +168,12 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 		for ve > vs && (b[ve-1] == ' ' || b[ve-1] == '\t') {
 			ve--
 		}
+		if bits&bitPlain == 0 {
+			f.odd++
+		}
 		h := &t[n]
 		h.Name, h.Value = name, b[vs:ve:ve]
-		if f.field(name, h.Value) != 0 {
+		if f.field(b, name, h.Value, vs) != 0 {
 			return 0, 0
 		}
 		n++
@@ -144,34 +182,34 @@ func fastFields(b []byte, i int, t *[MaxHeadersCap]Header, maxHeaders int, f *fi
 	return 0, 0
 }
 
-func (p *Parser) finishRequest(buf []byte, req *Request) errKind {
-	n, k := parseFields(buf, p.hdrStart, &req.table)
-	if k != 0 {
-		return k
-	}
+// finishRequest fills req from a head scanHead has accepted; the first from
+// field lines were completed by earlier calls and are split again.
+func (p *Parser) finishRequest(buf []byte, req *Request, from int) errKind {
+	n := p.hdrs
+	splitFields(buf, int(p.hdrStart), &req.table, from)
 	req.Headers = req.table[:n:n]
-	f := fieldScan{req: true}
-	if k := f.scan(req.Headers); k != 0 {
-		return k
-	}
 	req.Method = buf[p.start:p.mEnd:p.mEnd]
 	req.Target = buf[p.mEnd+1 : p.tEnd : p.tEnd]
-	return setRequest(req, &f, p.minor, req.Target)
+	return setRequest(req, &p.f, buf, int(p.minor), &p.ts, int(p.tEnd))
 }
 
-// setRequest derives Host, persistence and framing (RFC 9112 sections 3.2,
-// 6.1, 6.3, 9.3) from the gathered fields.
-func setRequest(req *Request, f *fieldScan, minor int, target []byte) errKind {
+// setRequest derives Host, Authority, Path, persistence and framing (RFC
+// 9112 sections 3.2, 6.1, 6.3, 9.3) from the gathered fields. Every field
+// line has been applied already; what is left can only be decided at the
+// end of the head.
+func setRequest(req *Request, f *fieldScan, buf []byte, minor int, t *targetScan, tEnd int) errKind {
 	req.Minor = minor
-	req.Host = f.host
-	// RFC 9112 section 3.2.2 makes the authority of an absolute-form target
-	// win over Host. A proxy that routes or filters on Host while the
-	// backend obeys the target could be steered around its own rules, so
-	// the two must agree.
-	if f.hosts == 1 && target[0] != '/' && target[0] != '*' && !equalFold(targetAuthority(target), f.host) {
-		return kHostMismatch
+	req.Host = nil
+	if f.hosts == 1 {
+		req.Host = buf[f.hostS:f.hostE:f.hostE]
 	}
+	req.Authority = nil
+	if t.authE != 0 {
+		req.Authority = buf[t.authS:t.authE:t.authE]
+	}
+	req.Path = buf[t.path:tEnd:tEnd]
 	req.Expect100 = f.expect100
+	req.OddNames = int(f.odd)
 	req.ContentLength = 0
 	if minor == 1 {
 		req.KeepAlive = !f.close
@@ -183,16 +221,6 @@ func setRequest(req *Request, f *fieldScan, minor int, target []byte) errKind {
 	}
 	switch {
 	case f.teSeen:
-		switch {
-		case minor == 0:
-			return kTE10
-		case f.clSeen:
-			return kTEAndCL
-		case f.teBad:
-			return kBadTE
-		case f.teElems != 1 || f.teChunked != 1:
-			return kTEUnsupported
-		}
 		req.Framing = FramingChunked
 	case f.clSeen:
 		req.Framing = FramingLength

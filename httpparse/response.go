@@ -9,8 +9,14 @@ type Response struct {
 	Reason        []byte
 	Headers       []Header
 	Framing       Framing // 1xx, 204, 304 and responses to HEAD: FramingNone
-	ContentLength int64
-	KeepAlive     bool // false whenever Framing is FramingUntilClose
+	ContentLength int64   // body length when Framing == FramingLength, else 0
+	// DeclaredLength is the Content-Length value as sent (one value however
+	// often it was repeated), or -1 without one. It is kept when the
+	// response has no body: the Content-Length of an answer to HEAD or of a
+	// 304 describes the representation (RFC 9110 section 8.6) and a proxy
+	// relays it unchanged.
+	DeclaredLength int64
+	KeepAlive      bool // false whenever Framing is FramingUntilClose
 
 	table [MaxHeadersCap]Header
 }
@@ -32,12 +38,12 @@ func (p *Parser) ParseResponse(buf []byte, resp *Response, requestMethodHEAD boo
 			return end, nil
 		}
 	}
-	end, k := p.scanHead(buf, false)
+	end, from, k := p.scanHead(buf, false, &resp.table)
 	if k == 0 && end == 0 {
 		return 0, ErrNeedMore
 	}
 	if k == 0 {
-		k = p.finishResponse(buf[:end], resp, requestMethodHEAD)
+		k = p.finishResponse(buf[:end], resp, requestMethodHEAD, from)
 	}
 	p.Reset()
 	if k != 0 {
@@ -61,7 +67,7 @@ func (p *Parser) fastResponse(buf []byte, resp *Response, head bool) int {
 	if k != 0 {
 		return 0
 	}
-	var f fieldScan
+	f := fieldScan{minor: uint8(minor)}
 	end, n := fastFields(b, lf+1, &resp.table, maxHeaders, &f)
 	if end == 0 {
 		return 0
@@ -116,46 +122,35 @@ func parseStatusLine(line []byte) (status, minor int, reason []byte, k errKind) 
 	return status, int(line[7] - '0'), reason[:len(reason):len(reason)], 0
 }
 
-func (p *Parser) finishResponse(buf []byte, resp *Response, head bool) errKind {
-	status, minor, reason, k := parseStatusLine(buf[:p.hdrStart-2])
-	if k != 0 {
-		return k
-	}
-	n, k := parseFields(buf, p.hdrStart, &resp.table)
-	if k != 0 {
-		return k
-	}
+// finishResponse is finishRequest for a response head.
+func (p *Parser) finishResponse(buf []byte, resp *Response, head bool, from int) errKind {
+	// scanStatusLine has checked the line and kept the version and the code;
+	// the reason phrase is what follows "HTTP/1.1 200 ".
+	line := buf[p.start : p.hdrStart-2]
+	status, minor, reason := int(p.code), int(p.minor), line[min(len(line), 13):len(line):len(line)]
+	n := p.hdrs
+	splitFields(buf, int(p.hdrStart), &resp.table, from)
 	resp.Headers = resp.table[:n:n]
-	var f fieldScan
-	if k := f.scan(resp.Headers); k != 0 {
-		return k
-	}
 	resp.Reason = reason
-	return setResponse(resp, &f, status, minor, head)
+	return setResponse(resp, &p.f, status, minor, head)
 }
 
-// setResponse derives framing and persistence (RFC 9112 section 6.3).
+// setResponse derives framing and persistence (RFC 9112 section 6.3) from
+// the gathered fields; every field line has been applied already.
 func setResponse(resp *Response, f *fieldScan, status, minor int, head bool) errKind {
 	resp.Minor = minor
 	resp.Status = status
 	resp.ContentLength = 0
+	resp.DeclaredLength = -1
+	if f.clSeen {
+		resp.DeclaredLength = f.cl
+	}
 	switch {
+	case f.teSeen && f.teLast:
+		resp.Framing = FramingChunked
 	case f.teSeen:
-		switch {
-		case minor == 0:
-			return kTE10
-		case f.clSeen:
-			return kTEAndCL
-		case f.teBad:
-			return kBadTE
-		case f.teChunked > 1:
-			return kChunkedTwice
-		case f.teLast:
-			resp.Framing = FramingChunked
-		default:
-			// Rule 4: chunked not last means the body runs until close.
-			resp.Framing = FramingUntilClose
-		}
+		// Rule 4: chunked not last means the body runs until close.
+		resp.Framing = FramingUntilClose
 	case f.clSeen:
 		resp.Framing = FramingLength
 		resp.ContentLength = f.cl

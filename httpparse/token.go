@@ -5,14 +5,15 @@ package httpparse
 var (
 	// tchar (RFC 9110 section 5.6.2): method names, field names, codings.
 	isTchar [256]bool
-	// tcharBit is isTchar as 0/1 bytes, so several lookups combine with &.
+	// tcharBit holds bitTchar for tchar and also bitPlain for the bytes of
+	// a plain field name ([A-Za-z0-9-]), so several lookups combine with &.
 	tcharBit [256]uint8
 	// field-vchar / SP / HTAB / obs-text (RFC 9110 section 5.5). CR is not
 	// here: the parsers treat it as the end of the value and then demand LF.
 	isValueByte [256]bool
-	// reg-name / IP-literal / port characters plus pct-encoding, the set
-	// RFC 3986 allows in an authority without userinfo.
-	isHostByte [256]bool
+	// unreserved and sub-delims (RFC 3986 section 3.2.2): the reg-name
+	// characters of a host, pct-encoding aside.
+	isRegName [256]bool
 	// qdtext and obs-text inside quoted-string (RFC 9110 section 5.6.4).
 	isQdtext [256]bool
 )
@@ -30,7 +31,10 @@ func init() {
 	}
 	for c := range isTchar {
 		if isTchar[c] {
-			tcharBit[c] = 1
+			tcharBit[c] = bitTchar
+		}
+		if c == '-' || (c >= '0' && c <= '9') || (c|0x20 >= 'a' && c|0x20 <= 'z') {
+			tcharBit[c] |= bitPlain
 		}
 	}
 	for c := 0; c < 256; c++ {
@@ -39,16 +43,21 @@ func init() {
 			(c >= 0x5d && c <= 0x7e) || c >= 0x80
 	}
 	for c := '0'; c <= '9'; c++ {
-		isHostByte[c] = true
+		isRegName[c] = true
 	}
 	for c := 'a'; c <= 'z'; c++ {
-		isHostByte[c] = true
-		isHostByte[c-'a'+'A'] = true
+		isRegName[c] = true
+		isRegName[c-'a'+'A'] = true
 	}
-	for _, c := range []byte("-._~!$&'()*+,;=:[]%") {
-		isHostByte[c] = true
+	for _, c := range []byte("-._~!$&'()*+,;=") {
+		isRegName[c] = true
 	}
 }
+
+const (
+	bitTchar = 1 << iota // tchar
+	bitPlain             // A-Z a-z 0-9 "-"
+)
 
 // IsToken reports whether b is a non-empty RFC 9110 token.
 func IsToken(b []byte) bool {
@@ -67,6 +76,26 @@ func IsToken(b []byte) bool {
 // and tokens are ASCII, so Unicode folding (strings.EqualFold) would be both
 // slower and wrong: it would match "K" (Kelvin sign) to "k".
 func EqualFold(b []byte, s string) bool { return equalFold(b, s) }
+
+// EqualFoldBytes is EqualFold for two byte slices (a field name against a
+// token from a Connection list, say), without a string conversion.
+func EqualFoldBytes(a, b []byte) bool { return equalFold(a, b) }
+
+// IsPlainName reports whether b is a non-empty field name made only of
+// ASCII letters, digits and "-". Other tchar ("_", ".", "!", ...) are legal
+// in a name, but CGI-style stacks fold "_" into "-" (X_Forwarded_For reads
+// as X-Forwarded-For there), so a proxy may not want to forward them.
+func IsPlainName(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if tcharBit[c]&bitPlain == 0 {
+			return false
+		}
+	}
+	return true
+}
 
 func equalFold[A, B ~string | ~[]byte](a A, b B) bool {
 	if len(a) != len(b) {

@@ -1,6 +1,14 @@
 package loop
 
-import "github.com/wsgate/wsgate/httpparse"
+import (
+	"errors"
+	"io"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/httpparse"
+)
 
 // Backend connections and the per-loop idle pool.
 //
@@ -18,6 +26,11 @@ type backendConn struct {
 	reused    bool
 	inPool    bool
 	idleSince int64
+
+	// cleanAfterOffload: the offloaded response body ended exactly at its framing boundary and
+	// the exchange allows reuse, so the conn may be pooled even if its client is gone by the time
+	// it is enrolled again.
+	cleanAfterOffload bool
 }
 
 func (bc *backendConn) inbound() []byte {
@@ -30,8 +43,17 @@ func (bc *backendConn) opened(c wire) {
 	if bc.c == nil && bc.out.fd == detachedFD { // coming back from the tunnel plane
 		bc.c = c
 		bc.out.fd = c.Fd()
-		if cc := bc.cc; cc != nil {
+		if cc := bc.cc; cc != nil && cc.state == stateOffloaded {
 			cc.reattachDone()
+			return
+		}
+		// The client left while the conn was in the plane: nobody will resume the exchange, so
+		// the conn goes to the pool if the body ended exactly at its boundary, else it is closed.
+		bc.cc = nil
+		if bc.cleanAfterOffload {
+			bc.ls.putIdle(bc)
+		} else {
+			bc.close()
 		}
 		return
 	}
@@ -79,7 +101,9 @@ func (bc *backendConn) closed(err error) {
 	ex.bc = nil
 	switch {
 	case cc.state == stateClosed || cc.state == stateClosing:
-	case ex.respPhase == respBody && ex.respFraming == httpparse.FramingUntilClose:
+	case ex.respPhase == respBody && ex.respFraming == httpparse.FramingUntilClose && errors.Is(err, io.EOF):
+		// The backend's EOF is the end of a close-delimited body; any other end (a reset, our own
+		// close after a failure) is a truncation and falls through to the reset below.
 		ex.backendReuse = false
 		ex.closeAfter = true
 		ex.respPhase = respDone
@@ -93,7 +117,7 @@ func (bc *backendConn) closed(err error) {
 		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
 		cc.fail(502)
 	default:
-		// Mid-body: closing the client is the only way it can tell the body is truncated.
+		// Mid-body: a reset is the only way the client can tell the body is truncated.
 		cc.abort()
 	}
 }
@@ -121,7 +145,10 @@ func (ls *loopState) putIdle(bc *backendConn) {
 	ls.srv.idle.Add(1)
 }
 
-// popIdle takes the warmest pooled conn (LIFO), or nil.
+// popIdle takes the warmest pooled conn (LIFO) that is still quiet, or nil. A conn on which the
+// backend sent anything (or closed) while idle is closed instead: gnet may not have read those
+// bytes yet (their event can come after the new request's in the same batch), and forwarding the
+// next request on it would make them that client's answer.
 func (ls *loopState) popIdle() *backendConn {
 	for len(ls.pool) > 0 {
 		bc := ls.pool[len(ls.pool)-1]
@@ -129,11 +156,25 @@ func (ls *loopState) popIdle() *backendConn {
 		ls.pool = ls.pool[:len(ls.pool)-1]
 		ls.srv.idle.Add(-1)
 		bc.inPool = false
-		if bc.c != nil {
-			return bc
+		if bc.c == nil {
+			continue
 		}
+		if bc.c.InboundBuffered() > 0 || !socketQuiet(bc.out.fd) {
+			bc.close()
+			continue
+		}
+		return bc
 	}
 	return nil
+}
+
+// socketQuiet reports whether nothing (not even an EOF) waits to be read on fd: a one-byte
+// non-blocking MSG_PEEK that finds EAGAIN. Raw, like rawWrite: the socket never blocks.
+func socketQuiet(fd int) bool {
+	var b [1]byte
+	_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return e == unix.EAGAIN
 }
 
 func (ls *loopState) removeIdle(bc *backendConn) {

@@ -9,9 +9,11 @@ import (
 // The client connection: reading request heads and starting exchanges.
 //
 // Invariant: one exchange is in flight per client connection, and the client's bytes are parsed
-// only in stateReadingHead. Everything else that arrives meanwhile (pipelined requests, frames
-// sent before a 101) stays in gnet's inbound buffer or in held, untouched, under a cap, so answers
-// leave in request order and nothing sent behind an upgrade is ever read as a request.
+// only in stateReadingHead, and only while the answers queued toward it are under the memory
+// bound. Everything else that arrives meanwhile (pipelined requests, frames sent before a 101)
+// stays in gnet's inbound buffer or in held, untouched, under a cap, so answers leave in request
+// order, a client that does not read cannot make wsgate queue without bound, and nothing sent
+// behind an upgrade is ever read as a request.
 
 // state is where a client connection is in its exchange. The request side drives it; the
 // response side's progress is exchange.respPhase, because a backend may answer before the body
@@ -50,6 +52,8 @@ type clientConn struct {
 	parser      httpparse.Parser
 	headStarted bool
 	deadline    int64 // nanotime; what it means depends on state
+	unsent      int   // the socket's unacknowledged bytes at the last timer expiry (kernelDraining)
+	peerEOF     bool  // the client half-closed; out.fd is our dup of its socket (halfclose.go)
 	busy        bool  // process() is on the stack: nested calls just let it loop
 	held        *bytebufferpool.ByteBuffer
 	heldOff     int
@@ -60,7 +64,7 @@ type clientConn struct {
 
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
 	s := ls.srv
-	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd()}, ip: ip}
+	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip}
 	lim := httpparse.DefaultLimits()
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
@@ -144,6 +148,21 @@ func (cc *clientConn) process() {
 		var more bool
 		switch cc.state {
 		case stateReadingHead:
+			if cc.answersPastBound() {
+				// The answers already queued for this client passed the bound: parse nothing
+				// more until it reads them (flushQueues resumes us), or each small pipelined
+				// request would queue one more answer without limit. What it sends meanwhile
+				// waits unparsed, under the pipeline cap; a client that never reads meets the
+				// write-stall rule.
+				if cc.inboundLen() > pipelineHoldCap {
+					cc.abort()
+				}
+				return
+			}
+			if cc.peerEOF && cc.inboundLen() == 0 {
+				cc.startClosing() // a half-closed client sent nothing more: drain, then close
+				return
+			}
 			more = cc.readHead()
 		case stateForwardingBody:
 			more = cc.forwardBody()
@@ -165,6 +184,11 @@ func (cc *clientConn) process() {
 	}
 }
 
+// answersPastBound: bytes queued toward the client exceed the memory bound (BodyHighWater).
+func (cc *clientConn) answersPastBound() bool {
+	return cc.out.pending() > cc.srv.cfg.BodyHighWater
+}
+
 func (cc *clientConn) readHead() bool {
 	buf := cc.inbound()
 	if len(buf) == 0 {
@@ -178,9 +202,16 @@ func (cc *clientConn) readHead() bool {
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
 	if err == httpparse.ErrNeedMore {
+		if cc.peerEOF {
+			cc.parser.Reset()
+			cc.startClosing() // a head cut by the client's EOF can never complete
+		}
 		return false
 	}
 	cc.parser.Reset()
+	if err == nil {
+		err = checkFieldNames(req, s.cfg.HeaderNames)
+	}
 	if err != nil {
 		cc.reject(err)
 		return false
@@ -213,26 +244,24 @@ func (cc *clientConn) readHead() bool {
 func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 	s := cc.srv
 	cc.gen++
-	host := append(cc.ex.host[:0], req.Host...)
-	if auth, _, ok := splitAbsolute(req.Target); ok {
-		host = append(host[:0], auth...)
-	}
+	host := append(cc.ex.host[:0], requestHost(req)...)
 	wsKey := cc.ex.wsKey[:0]
 	if upgrade {
 		wsKey = append(wsKey, req.Header("Sec-WebSocket-Key")...)
 	}
 	cc.ex = exchange{
-		isHEAD:     httpparse.EqualFold(req.Method, "HEAD"),
-		idempotent: isIdempotent(req.Method),
-		closeAfter: !req.KeepAlive,
-		upgrade:    upgrade,
-		reqFraming: req.Framing,
-		reqLeft:    req.ContentLength,
-		reqDone:    req.Framing == httpparse.FramingNone || (req.Framing == httpparse.FramingLength && req.ContentLength == 0),
-		host:       host,
-		wsKey:      wsKey,
-		respParser: httpparse.Parser{Limits: respLimits},
-		fwd:        bytebufferpool.Get(),
+		isHEAD:       string(req.Method) == "HEAD", // methods are case-sensitive (RFC 9110 9.1): "head" has a body
+		idempotent:   isIdempotent(req.Method),
+		closeAfter:   !req.KeepAlive,
+		upgrade:      upgrade,
+		reqFraming:   req.Framing,
+		reqLeft:      req.ContentLength,
+		reqDone:      req.Framing == httpparse.FramingNone || (req.Framing == httpparse.FramingLength && req.ContentLength == 0),
+		reqKeepAlive: req.Minor == 1, // the client's Connection field is never forwarded
+		host:         host,
+		wsKey:        wsKey,
+		respParser:   httpparse.Parser{Limits: respLimits},
+		fwd:          bytebufferpool.Get(),
 	}
 	ex := &cc.ex
 	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade}

@@ -8,10 +8,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Endings of a client connection: answers that close, lingering closes, aborts, and timeouts.
+// Endings of a client connection: answers that close, lingering closes, resets, and timeouts.
 //
-// Invariant: a client conn ends exactly once (teardown), and it takes its backend conn with it
-// unless the exchange ended cleanly and the conn went back to the pool first.
+// Invariant: a client conn ends exactly once (teardown), and takes its backend conn with it unless
+// the exchange ended cleanly and the conn went back to the pool first. It ends in one of three
+// ways: a lingering close once a complete answer has drained (closeAfter, errors we answer), a
+// plain close when nothing is in flight (an idle keep-alive conn), or a reset (SO_LINGER 0) when
+// an answer cannot be completed, so that a truncated body never looks complete, not even a
+// close-delimited one, whose only end marker is a clean close.
 
 const lingerTime = 2 * time.Second
 
@@ -25,7 +29,7 @@ func (cc *clientConn) reject(err error) {
 }
 
 // fail answers status with Connection: close unless a final response head already went out, in
-// which case the client is closed at once. Nothing more reaches the backend.
+// which case the client is reset. Nothing more reaches the backend.
 func (cc *clientConn) fail(status int) {
 	cc.failResponse(errorResponse(status))
 }
@@ -36,16 +40,12 @@ func (cc *clientConn) failResponse(resp []byte) {
 	}
 	ex := &cc.ex
 	ex.dialing = false
-	if bc := ex.bc; bc != nil {
-		ex.bc = nil
-		bc.cc = nil
-		bc.close()
-	}
+	cc.dropBackend()
 	if ex.respFinal && cc.state != stateReadingHead {
-		cc.abort()
+		cc.abort() // part of an answer went out: it cannot be completed
 		return
 	}
-	if cc.c == nil {
+	if cc.out.fd < 0 {
 		cc.teardown()
 		return
 	}
@@ -57,16 +57,26 @@ func (cc *clientConn) failResponse(resp []byte) {
 	cc.startClosing()
 }
 
-// startClosing lets queued bytes drain, half-closes, and lingers briefly reading and discarding:
-// closing a socket with unread input sends RST, which can destroy the answer in flight.
+// dropBackend closes the exchange's backend conn, whatever it was doing.
+func (cc *clientConn) dropBackend() {
+	if bc := cc.ex.bc; bc != nil {
+		cc.ex.bc = nil
+		bc.cc = nil
+		bc.close()
+	}
+}
+
+// startClosing lets the queued answer drain (under the write-stall rule, however long that
+// takes), then half-closes and lingers briefly reading and discarding: closing a socket with
+// unread input sends RST, which can destroy the answer in flight.
 func (cc *clientConn) startClosing() {
 	if cc.state == stateClosed {
 		return
 	}
 	cc.state = stateClosing
 	cc.discardInbound()
-	cc.deadline = cc.ls.now() + int64(lingerTime+cc.srv.cfg.IdleTimeout/4)
-	if cc.c == nil {
+	cc.deadline = 0 // the linger timer starts at the half-close
+	if cc.out.fd < 0 {
 		cc.teardown()
 		return
 	}
@@ -81,13 +91,31 @@ func (cc *clientConn) startClosing() {
 	}
 }
 
+// halfClose runs once a closing conn's queue is empty.
 func (cc *clientConn) halfClose() {
+	if cc.peerEOF {
+		cc.closeNow() // the client sent its FIN already: nothing to linger for
+		return
+	}
 	_ = unix.Shutdown(cc.out.fd, unix.SHUT_WR)
 	cc.deadline = cc.ls.now() + int64(lingerTime)
 }
 
-// abort closes the client now (and its backend), dropping anything queued.
+// abort ends the client now with a reset (SO_LINGER 0, then close), dropping anything queued,
+// and closes its backend: for every ending where an answer is cut short.
 func (cc *clientConn) abort() {
+	if cc.state == stateClosed {
+		return
+	}
+	cc.out.release()
+	if cc.out.fd >= 0 {
+		resetOnClose(cc.out.fd)
+	}
+	cc.closeNow()
+}
+
+// closeNow closes the client socket now (and its backend), dropping anything queued.
+func (cc *clientConn) closeNow() {
 	if cc.c != nil {
 		cc.out.release()
 		cc.ls.loop.closeConn(cc.c) // -> closed() -> teardown()
@@ -96,10 +124,9 @@ func (cc *clientConn) abort() {
 	cc.teardown()
 }
 
-// closed runs from gnet's OnClose for the live client conn.
-func (cc *clientConn) closed(err error) {
-	cc.c = nil
-	cc.teardown()
+// resetOnClose makes the coming close of fd send RST instead of FIN.
+func resetOnClose(fd int) {
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 }
 
 func (cc *clientConn) teardown() {
@@ -112,36 +139,70 @@ func (cc *clientConn) teardown() {
 	delete(cc.ls.clients, cc)
 	delete(cc.ls.queued, cc)
 	cc.srv.conns.Add(-1)
-	if bc := ex.bc; bc != nil {
-		ex.bc = nil
-		bc.cc = nil
-		bc.close()
-	}
+	cc.dropBackend()
 	if cc.c != nil {
 		c := cc.c
 		cc.c = nil
 		cc.ls.loop.closeConn(c)
 	}
 	cc.out.release()
+	cc.closeOwnFD()
 	cc.discardInbound()
 	ex.releaseHead()
 }
 
 // expire runs from the sweep when cc.deadline has passed.
-func (cc *clientConn) expire() {
+func (cc *clientConn) expire(now int64) {
 	switch cc.state {
 	case stateReadingHead:
-		if cc.headStarted && cc.inboundLen() > 0 {
+		switch {
+		case cc.headStarted && cc.inboundLen() > 0:
 			cc.fail(408)
-		} else {
-			cc.abort() // idle keep-alive (or a conn that never spoke): nothing to answer
+		case cc.out.pending() > 0 || cc.kernelDraining():
+			// Not idle while an answer drains: that is the write-stall rule's business.
+			cc.deadline = now + int64(cc.srv.cfg.IdleTimeout)
+		default:
+			cc.closeNow() // idle keep-alive (or a conn that never spoke): nothing to answer
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.ex.respFinal {
-			cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
+			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
 			cc.fail(504)
 		}
-	case stateForwardingBody, stateClosing:
-		cc.abort()
+	case stateForwardingBody:
+		cc.abort() // the client stopped sending its body
+	case stateClosing:
+		if cc.kernelDraining() {
+			cc.deadline = now + int64(lingerTime)
+			return
+		}
+		cc.closeNow() // the linger after the half-close is over
 	}
+}
+
+// kernelDraining reports whether the client's socket still holds answer bytes the client has not
+// acknowledged and took some since the last look. The idle and linger timers wait for that: the
+// answer has left our queue, but a slow reader is still receiving it. A socket whose backlog does
+// not move is a stall, and the timers go ahead.
+func (cc *clientConn) kernelDraining() bool {
+	if cc.out.fd < 0 {
+		return false
+	}
+	n := unsentBytes(cc.out.fd)
+	moving := n > 0 && n != cc.unsent
+	cc.unsent = n
+	return moving
+}
+
+// writeStalled: the client took no byte of its queued answer for IdleTimeout.
+func (cc *clientConn) writeStalled() {
+	cc.srv.log.Debug("client stopped reading", "client", string(cc.ip), "phase", "response", "queued", cc.out.pending(), "timeout", cc.srv.cfg.IdleTimeout)
+	cc.abort()
+}
+
+// backendStalled: the backend took no byte of the queued request for IdleTimeout.
+func (cc *clientConn) backendStalled() {
+	s := cc.srv
+	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", s.cfg.Backend, "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
+	cc.fail(504)
 }

@@ -6,14 +6,18 @@ package loop
 
 import (
 	"log/slog"
+	"os"
 	"runtime"
 	"time"
 
+	"github.com/wsgate/wsgate/fdbudget"
 	"github.com/wsgate/wsgate/splice"
 )
 
 // Config configures a Server. Zero fields take the DefaultConfig values, except PreserveHost and
-// Forwarded, which are plain booleans: start from DefaultConfig to get them on.
+// Forwarded, which are plain booleans: start from DefaultConfig to get them on. Where a zero would
+// be meaningful (no pooling), a negative value asks for it: BackendIdle < 0 pools nothing, and
+// splice.Config documents the same rule for its fields. Timeouts here cannot be turned off.
 type Config struct {
 	Listen, Backend    string        // "127.0.0.1:8080", "127.0.0.1:3000"; a Listen port of 0 picks a free port
 	Loops              int           // gnet event loops, default GOMAXPROCS
@@ -23,13 +27,29 @@ type Config struct {
 	IdleTimeout        time.Duration // client keep-alive idle, default 60s
 	DialTimeout        time.Duration // default 5s -> 504 on timeout, 502 on refused
 	ResponseTimeout    time.Duration // backend response head, default 60s -> 504
-	BackendIdle        int           // idle pooled backend conns per loop, default 64
+	BackendIdle        int           // idle pooled backend conns per loop, default 64; negative = none
 	BackendIdleTimeout time.Duration // default 90s
-	MaxConns           int           // default 10000, over -> 503 + close
+	MaxConns           int           // client connections held by gnet + tunnels in the plane, default 10000; over -> 503 + close
 	MaxHeadBytes       int           // default 16 KiB
 	BodyHighWater      int           // bytes queued toward a slow peer before the body moves to the tunnel plane, default 1 MiB
-	Tunnel             splice.Config // tunnel plane config (-tunnel-loops, -splice, -pipe-size, ...)
+	Tunnel             splice.Config // tunnel plane config (-tunnel-loops, -splice, -pipe-size, ...); Tunnel.MaxPipes 0 = MaxConns/4
 	Logger             *slog.Logger
+
+	// HeaderNames is what happens to a request field whose name holds a byte outside
+	// [A-Za-z0-9-]: HeaderNamesDrop (the zero value and default) leaves the field out,
+	// HeaderNamesReject answers 400 (-header-names).
+	HeaderNames HeaderNamePolicy
+
+	// FDs is the fd budget every fd the server owns is counted against (budget.go). nil: Start
+	// sizes one from RLIMIT_NOFILE, less a reserve for the fds it cannot count. Servers sharing a
+	// process can share one budget; Start never changes a budget it is given.
+	FDs *fdbudget.Budget
+
+	// ListenLock is the one-instance guard of Listen inherited from the wsgate process that
+	// started this one (Server.ListenLock, passed as an extra file): with it Start skips the
+	// guard and binds next to its predecessor's listeners. nil: Start takes the guard itself and
+	// fails if another wsgate serves Listen. See listen.go and docs/architecture.md.
+	ListenLock *os.File
 }
 
 // DefaultConfig returns the documented defaults with Listen and Backend empty.
@@ -81,6 +101,11 @@ func (c Config) withDefaults() Config {
 	if c.MaxConns <= 0 {
 		c.MaxConns = d.MaxConns
 	}
+	if c.Tunnel.MaxPipes == 0 {
+		// HAProxy's maxpipes default: a quarter of maxconn. A pipe is held only while a
+		// tunnel's bytes are in flight, so a quarter of the connections busy at once is generous.
+		c.Tunnel.MaxPipes = max(c.MaxConns/4, 1)
+	}
 	if c.MaxHeadBytes <= 0 {
 		c.MaxHeadBytes = d.MaxHeadBytes
 	}
@@ -103,8 +128,12 @@ type Stats struct {
 	Tunnels            int64 // WebSocket tunnels open in the tunnel plane now
 	TunnelsTotal       int64 // WebSocket tunnels handed to the tunnel plane since Start
 	Requests           int64 // request heads forwarded since Start
-	Rejected           int64 // connections refused with 503 over MaxConns
+	Rejected           int64 // connections refused with 503 over MaxConns (tunnels included)
+	RejectedFDs        int64 // connections and backend dials refused with 503 because the fd budget was full
+	FDsUsed, FDsLimit  int64 // the fd budget: fds counted now, and its limit
+	EngineRestarts     int64 // times the gnet engine stopped on its own and its listeners were restarted
 	Retries            int64 // requests re-sent after a pooled backend connection failed
 	Offloads           int64 // bodies moved to the tunnel plane since Start
 	BackendIdle        int64 // idle pooled backend connections now
+	QueuedBytes        int64 // bytes queued in user space toward slow peers now (both directions)
 }

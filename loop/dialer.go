@@ -2,6 +2,9 @@ package loop
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -53,24 +56,55 @@ func (p *dialPool) worker(j dialJob) {
 }
 
 // runDial connects a fresh backend conn and enrolls it on the client's loop; OnOpen attaches it.
+//
+// fd budget: a dial reserves two fds before it starts, the socket it dials and the dup gnet's
+// Enroll makes of it, because the budget must be asked before an fd exists. Once Enroll has
+// answered, gnet holds the dup (counted by OnOpen) and the dialled socket is closed here (gnet's
+// enroll worker closes it too, but may not have yet), so both reserved fds are released.
 func (s *Server) runDial(j dialJob) {
 	ls := j.cc.ls
+	if !s.fds.TryAcquire(2) {
+		s.rejectedFDs.Add(1)
+		err := fmt.Errorf("%w: %d of %d fds in use", errFDBudget, s.fds.Used(), s.fds.Limit())
+		s.execDialFailed(j, err)
+		return
+	}
 	nc, err := s.dialer.DialContext(s.ctx, "tcp", s.cfg.Backend)
 	if err == nil {
 		s.backendOpened.Add(1)
 		var ch <-chan gnet.RegisteredResult
 		ch, err = ls.el.Enroll(gnet.NewContext(context.Background(), j.bc), nc)
-		if err != nil {
-			_ = nc.Close()
-		} else if r := <-ch; r.Err != nil {
-			err = r.Err
+		if err == nil {
+			if r := <-ch; r.Err != nil {
+				err = r.Err
+			}
 		}
+		_ = nc.Close()
 	}
+	s.fds.Release(2)
 	if err != nil {
-		cc, gen := j.cc, j.gen
-		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			cc.dialFailed(gen, err)
-			return nil
-		}))
+		s.execDialFailed(j, err)
 	}
+}
+
+// execDialFailed reports a failed dial on the client's loop.
+func (s *Server) execDialFailed(j dialJob, err error) {
+	cc, gen := j.cc, j.gen
+	_ = cc.ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		cc.dialFailed(gen, err)
+		return nil
+	}))
+}
+
+// dialStatus is the answer to a failed backend dial: 503 when the fd budget had no room, 504
+// on a timeout, 502 otherwise (refused, unreachable).
+func dialStatus(err error) int {
+	if errors.Is(err, errFDBudget) {
+		return 503
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return 504
+	}
+	return 502
 }

@@ -1,9 +1,6 @@
 package loop
 
 import (
-	"errors"
-	"net"
-
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/wsgate/wsgate/httpparse"
@@ -42,11 +39,12 @@ type exchange struct {
 	wsKey      []byte // Sec-WebSocket-Key of an upgrade; capacity carries over
 
 	// request framing
-	reqFraming  httpparse.Framing
-	reqLeft     int64
-	reqChunk    httpparse.ChunkedDecoder
-	reqDone     bool
-	reqBodySent bool
+	reqFraming   httpparse.Framing
+	reqLeft      int64
+	reqChunk     httpparse.ChunkedDecoder
+	reqDone      bool
+	reqBodySent  bool
+	reqKeepAlive bool // the request as forwarded lets the backend keep the conn open
 
 	// response framing
 	respParser   httpparse.Parser
@@ -99,14 +97,23 @@ func (ex *exchange) frameResponse(buf []byte) (n int, done, ok bool) {
 }
 
 // startResponse records a final response head's framing and decides what happens to both
-// connections after it.
+// connections after it. respFinal is set by the caller once the head is queued to the client:
+// until then a failure can still be answered with 502.
 func (ex *exchange) startResponse(resp *httpparse.Response) {
 	ex.closeAfter = ex.closeAfter || ex.upgrade || resp.Framing == httpparse.FramingUntilClose || !ex.reqDone
 	ex.backendReuse = resp.KeepAlive && resp.Framing != httpparse.FramingUntilClose && !ex.upgrade
-	ex.respFinal = true
 	ex.respFraming = resp.Framing
 	ex.respLeft = resp.ContentLength
 	ex.respPhase = respBody
+}
+
+// poolable says whether bc may serve another client after this exchange: only when the response
+// is known to have ended exactly at its framing boundary with nothing unread, nothing is queued
+// toward the backend, the request was sent whole, and both messages are persistent. Anything else
+// could put one client's bytes in front of another's answer, so the conn is closed instead.
+func (ex *exchange) poolable(bc *backendConn) bool {
+	return ex.backendReuse && ex.reqKeepAlive && ex.reqDone && ex.respPhase == respDone &&
+		bc.c != nil && bc.c.InboundBuffered() == 0 && bc.out.pending() == 0
 }
 
 // releaseHead returns the forwarded head's buffer once no retry can need it.
@@ -137,7 +144,7 @@ func (cc *clientConn) attach(bc *backendConn) {
 // dial connects a fresh backend conn off the loop (dialPool) and enrolls it on this loop.
 func (cc *clientConn) dial() {
 	cc.ex.dialing = true
-	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1}}
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1, acct: &cc.srv.queuedBytes}}
 	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen})
 }
 
@@ -146,11 +153,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 		return
 	}
 	cc.ex.dialing = false
-	status := 502
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		status = 504
-	}
+	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
 	cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }
@@ -172,7 +175,7 @@ func (cc *clientConn) forwardBody() bool {
 	}
 	n, done, err := ex.frameRequest(buf)
 	if err != nil {
-		cc.abort() // the head is already at the backend: no clean answer is possible
+		cc.badRequestBody(err)
 		return false
 	}
 	err = bc.out.write(buf[:n])
@@ -204,6 +207,14 @@ func (cc *clientConn) forwardBody() bool {
 		return true
 	}
 	return !cc.pastHighWater(&bc.out, false)
+}
+
+// badRequestBody ends an exchange whose request body broke its chunked framing. None of the
+// offending bytes were relayed; the backend conn, which holds a partial body, is closed; the
+// client gets 400 with the decoder's reason if no final answer went out yet.
+func (cc *clientConn) badRequestBody(err error) {
+	cc.srv.log.Debug("request body refused", "client", string(cc.ip), "phase", "request body", "err", err)
+	cc.failResponse(rejectResponse(err))
 }
 
 // pastHighWater applies the bounded-memory rule to the queue a body just grew (gnet cannot pause
@@ -267,6 +278,14 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 					return
 				}
 				cc.noteQueued(&cc.out)
+				if cc.answersPastBound() {
+					// Interim answers count against the same bound as everything queued toward
+					// the client: a backend flooding them while the client does not read gets
+					// its conn closed, the client a 502.
+					s.backendWarn.warn(s.log, nanotime(), "backend flooded interim responses", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "queued", cc.out.pending())
+					cc.fail(502)
+					return
+				}
 				continue
 			}
 			ex.startResponse(resp)
@@ -278,6 +297,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				cc.deadline = 0
 			}
 			if resp.Framing == httpparse.FramingNone || (resp.Framing == httpparse.FramingLength && resp.ContentLength == 0) {
+				ex.respFinal = true
 				if cc.out.write(head) != nil {
 					cc.abort()
 					return
@@ -290,9 +310,12 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			body := bc.inbound()
 			bn, done, ok := ex.frameResponse(body)
 			if !ok {
-				cc.abort()
+				// Broken chunked framing and nothing of this answer sent yet: still a clean 502.
+				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response body", "status", 502)
+				cc.fail(502)
 				return
 			}
+			ex.respFinal = true
 			var werr error
 			if len(head)+bn <= headScratchCap {
 				head = append(head, body[:bn]...)
@@ -355,7 +378,7 @@ func (cc *clientConn) finishExchange() {
 	if bc := ex.bc; bc != nil {
 		ex.bc = nil
 		bc.cc = nil
-		if ex.backendReuse && ex.reqDone && bc.c != nil && bc.c.InboundBuffered() == 0 && bc.out.pending() == 0 {
+		if ex.poolable(bc) {
 			cc.ls.putIdle(bc)
 		} else {
 			bc.close()
@@ -390,6 +413,7 @@ func (cc *clientConn) flushQueues() bool {
 	}
 	left := false
 	if cc.out.pending() > 0 {
+		paused := cc.state == stateReadingHead && cc.answersPastBound()
 		if err := cc.out.flush(); err != nil {
 			cc.abort()
 			return false
@@ -398,6 +422,13 @@ func (cc *clientConn) flushQueues() bool {
 			left = true
 		} else if cc.state == stateClosing {
 			cc.halfClose()
+		}
+		if paused && !cc.answersPastBound() {
+			cc.process() // the client reads again: parse what it pipelined meanwhile
+			if cc.state == stateClosed || cc.state == stateOffloaded {
+				return false
+			}
+			left = cc.out.pending() > 0
 		}
 	}
 	if bc := cc.ex.bc; bc != nil && bc.out.pending() > 0 {

@@ -2,6 +2,7 @@ package loop
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 
@@ -24,11 +25,12 @@ const detachedFD = -2
 
 // offloadState is an exchange's bookkeeping while a body is in the tunnel plane.
 type offloadState struct {
-	req     bool // the request body is offloaded (else the response body)
-	pending int  // conns still to re-enroll
-	failed  bool
-	eof     bool // a close-delimited body ended in the plane: only the client comes back
-	extra   []byte
+	req        bool // the request body is offloaded (else the response body)
+	pending    int  // conns still to re-enroll
+	failed     bool
+	clientOnly bool  // only the client comes back (the backend conn was closed)
+	answer     error // with clientOnly: refuse the request with this (a bad chunked body), else finish
+	extra      []byte
 }
 
 // offloadRequest moves the rest of the request body to the tunnel plane, where readiness gives
@@ -56,18 +58,32 @@ func (cc *clientConn) offloadResponse() bool {
 func (cc *clientConn) offload(req bool) bool {
 	s, ls, ex := cc.srv, cc.ls, &cc.ex
 	bc := ex.bc
-	cfd, err := cc.c.Dup()
-	if err != nil {
+	var cfd int
+	if cc.c != nil {
+		var err error
+		if cfd, err = cc.c.Dup(); err != nil {
+			return false
+		}
+	} else if cc.peerEOF {
+		cfd = cc.out.fd // a half-closed client's socket is our dup already: it goes as it is
+	} else {
 		return false
 	}
 	bfd, err := bc.c.Dup()
 	if err != nil {
-		_ = unix.Close(cfd)
+		if !cc.peerEOF {
+			_ = unix.Close(cfd)
+		}
 		return false
 	}
 	// Client bytes gnet already read (pipelined requests) must survive the close of gnet's copy.
 	cc.holdInbound()
-	x := splice.Transfer{IdleTimeout: s.cfg.IdleTimeout}
+	// Only write stalls end a response body in the plane (a quiet backend is a streamed or
+	// long-poll body); an upload also ends when the client stops sending, as in the loop.
+	x := splice.Transfer{StallTimeout: s.cfg.IdleTimeout}
+	if req {
+		x.SrcIdleTimeout = s.cfg.IdleTimeout
+	}
 	framing, left, dec := ex.respFraming, ex.respLeft, &ex.respChunk
 	q := &cc.out
 	x.Src, x.Dst = bfd, cfd
@@ -94,13 +110,18 @@ func (cc *clientConn) offload(req bool) bool {
 	oc, ob := cc.c, bc.c
 	cc.c, bc.c = nil, nil
 	cc.out.fd, bc.out.fd = detachedFD, detachedFD
-	ls.loop.closeConn(oc)
+	if oc != nil {
+		ls.loop.closeConn(oc)
+	}
 	ls.loop.closeConn(ob)
 	x.Done = func(r splice.TransferResult) { cc.transferDone(r) }
+	if cc.peerEOF {
+		s.fds.Release(1) // the dup is the plane's (and counted by it) or closed below
+	}
 	if err := s.plane.Transfer(x); err != nil {
 		// Ownership did not pass: the fds are still ours.
 		s.log.Warn("body offload refused", "backend", s.cfg.Backend, "phase", "offload", "err", err)
-		_ = unix.Close(cfd)
+		_ = unix.Close(cfd) // (a half-closed client's dup too: out.fd is detached)
 		_ = unix.Close(bfd)
 		ex.bc, bc.cc = nil, nil
 		cc.teardown()
@@ -129,21 +150,24 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	if ex.off.req {
 		cfd, bfd = r.Src, r.Dst
 	}
-	if r.Err != nil && !ex.off.req && ex.respFraming == httpparse.FramingUntilClose {
+	var pe *httpparse.Error
+	switch {
+	case !ex.off.req && ex.respFraming == httpparse.FramingUntilClose && errors.Is(r.Err, splice.ErrUnexpectedEOF):
 		// A close-delimited body ends when the backend closes; the plane drained everything to the
 		// client before reporting the end. Only the client comes back, to be closed gracefully.
-		_ = unix.Close(bfd)
-		if bc := ex.bc; bc != nil {
-			bc.cc, ex.bc = nil, nil
-		}
-		ex.off.eof = true
-		ex.off.pending = 1
-		go s.reenroll(cc.ls, cfd, cc, cc)
+		cc.clientOnlyBack(cfd, bfd, nil)
+		return
+	case r.Err != nil && ex.off.req && !ex.respFinal && errors.As(r.Err, &pe):
+		// The request body broke its chunked framing in the plane, which relayed nothing of the
+		// offending bytes: the client comes back alone to be told why.
+		s.log.Debug("request body refused", "client", string(cc.ip), "phase", "offloaded request body", "err", r.Err)
+		cc.clientOnlyBack(cfd, bfd, pe)
 		return
 	}
 	if r.Err != nil {
 		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
-		_ = unix.Close(cfd)
+		resetOnClose(cfd)   // the body is cut short: it must not look complete
+		_ = unix.Close(cfd) // (for a half-closed client this is our dup: out.fd stays detached)
 		_ = unix.Close(bfd)
 		if bc := ex.bc; bc != nil {
 			bc.cc, ex.bc = nil, nil
@@ -153,8 +177,35 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	}
 	ex.off.extra = r.Extra
 	bc := ex.bc
-	go s.reenroll(cc.ls, cfd, cc, cc)
+	bc.cleanAfterOffload = !ex.off.req && len(r.Extra) == 0 && ex.backendReuse && ex.reqKeepAlive && ex.reqDone
 	go s.reenroll(cc.ls, bfd, bc, cc)
+	cc.clientBack(cfd)
+}
+
+// clientOnlyBack closes the backend's fd and re-enrolls only the client's; answer, if set, is
+// the error the request is refused with once it is back.
+func (cc *clientConn) clientOnlyBack(cfd, bfd int, answer error) {
+	ex := &cc.ex
+	_ = unix.Close(bfd)
+	if bc := ex.bc; bc != nil {
+		bc.cc, ex.bc = nil, nil
+	}
+	ex.off.clientOnly = true
+	ex.off.answer = answer
+	ex.off.pending = 1
+	cc.clientBack(cfd)
+}
+
+// clientBack returns the client's socket from the plane: to gnet, or, for a client that
+// half-closed, straight to its outq (it never goes back to gnet, which would only read the EOF).
+func (cc *clientConn) clientBack(cfd int) {
+	if cc.peerEOF {
+		cc.srv.fds.Acquire(1) // ours again (the plane released it at the hand-back)
+		cc.out.fd = cfd
+		cc.reattachDone()
+		return
+	}
+	go cc.srv.reenroll(cc.ls, cfd, cc, cc)
 }
 
 // reenroll gives an fd back to gnet on the same loop; OnOpen re-attaches v.
@@ -166,13 +217,21 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 		var ch <-chan gnet.RegisteredResult
 		if ch, err = ls.el.Enroll(gnet.NewContext(context.Background(), v), nc); err != nil {
 			_ = nc.Close()
-		} else if res := <-ch; res.Err != nil {
+		} else if res, ok := <-ch; !ok || res.Err != nil || res.Conn == nil {
+			// A closed channel without a result means gnet's worker gave up (it recovers a
+			// panic, e.g. on a socket whose peer is already gone): no OnOpen will come.
 			err = res.Err
+			if err == nil {
+				err = errors.New("gnet enroll ended without a result")
+			}
 		}
 	}
 	if err != nil {
 		s.log.Debug("re-enroll after offload failed", "phase", "re-enroll", "err", err)
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if cc.state != stateOffloaded {
+				return nil // the client left meanwhile; the fd is closed already
+			}
 			cc.ex.off.failed = true
 			cc.reattachDone()
 			return nil
@@ -195,7 +254,7 @@ func (cc *clientConn) reattachDone() {
 		return
 	}
 	bc := ex.bc
-	if ex.off.failed || cc.c == nil || (bc == nil) != ex.off.eof || (bc != nil && bc.c == nil) {
+	if ex.off.failed || !cc.present() || (bc == nil) != ex.off.clientOnly || (bc != nil && bc.c == nil) {
 		if bc != nil {
 			ex.bc, bc.cc = nil, nil
 			bc.close()
@@ -217,6 +276,11 @@ func (cc *clientConn) reattachDone() {
 		}
 	}
 	ex.off.extra = nil
+	if ex.off.answer != nil {
+		cc.state = stateAwaitingResponse
+		cc.failResponse(rejectResponse(ex.off.answer))
+		return
+	}
 	if ex.off.req {
 		ex.reqDone = true
 		ex.reqLeft = 0

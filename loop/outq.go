@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/valyala/bytebufferpool"
@@ -13,9 +14,15 @@ import (
 // outq every byte not yet in the kernel is ours, so it can be counted against BodyHighWater,
 // passed on as Transfer.Pending / Tunnel.To*, or flushed before a lingering close.
 type outq struct {
-	fd  int // -1 while the conn is detached (offloaded to the tunnel plane)
-	buf *bytebufferpool.ByteBuffer
-	off int
+	fd   int // -1 while dialling, detachedFD while the socket is in the tunnel plane
+	buf  *bytebufferpool.ByteBuffer
+	off  int
+	acct *atomic.Int64 // the server's queued-byte count (Stats.QueuedBytes); nil in some tests
+
+	// Write-stall tracking (stalled): progress is bytes written, sampled by the sweep.
+	sent  uint64 // bytes written to fd so far
+	mark  uint64 // sent when the sweep last saw progress
+	since int64  // nanotime of that sweep; 0 = no bytes were queued at the last sweep
 }
 
 func (q *outq) pending() int {
@@ -33,6 +40,7 @@ func (q *outq) write(p []byte) error {
 		}
 		if q.pending() > 0 {
 			q.buf.B = append(q.buf.B, p...)
+			q.count(len(p))
 			return nil
 		}
 	}
@@ -45,6 +53,7 @@ func (q *outq) write(p []byte) error {
 		switch err {
 		case nil:
 			p = p[n:]
+			q.sent += uint64(n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			q.stash(p)
@@ -62,6 +71,13 @@ func (q *outq) stash(p []byte) {
 		q.off = 0
 	}
 	q.buf.B = append(q.buf.B, p...)
+	q.count(len(p))
+}
+
+func (q *outq) count(n int) {
+	if q.acct != nil {
+		q.acct.Add(int64(n))
+	}
 }
 
 // flush writes as much of the queue as the socket takes now.
@@ -71,6 +87,8 @@ func (q *outq) flush() error {
 		switch err {
 		case nil:
 			q.off += n
+			q.sent += uint64(n)
+			q.count(-n)
 		case unix.EINTR:
 		case unix.EAGAIN:
 			q.compact()
@@ -83,6 +101,21 @@ func (q *outq) flush() error {
 		q.release()
 	}
 	return nil
+}
+
+// stalled is the write-stall rule, run by the sweep: bytes are queued and none was written for
+// limit. A queue that drains and fills again between two sweeps made progress; a slow reader that
+// takes a byte now and then is not stalled. Idle and linger timers never drop a queue: only this.
+func (q *outq) stalled(now, limit int64) bool {
+	if q.pending() == 0 {
+		q.since = 0
+		return false
+	}
+	if q.since == 0 || q.sent != q.mark {
+		q.mark, q.since = q.sent, now
+		return false
+	}
+	return now-q.since >= limit
 }
 
 // compact drops the written prefix once it dominates, so a long-lived queue does not creep.
@@ -103,6 +136,7 @@ func (q *outq) bytes() []byte {
 }
 
 func (q *outq) release() {
+	q.count(-q.pending())
 	if q.buf != nil {
 		bytebufferpool.Put(q.buf)
 		q.buf = nil

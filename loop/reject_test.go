@@ -46,3 +46,13 @@ func TestWarnLimiter(t *testing.T) {
 		t.Fatalf("suppressed count not carried on the next line:\n%s", buf.String())
 	}
 }
+
+// The monotonic clock starts near 0: the first line must not count as "too soon after line 0".
+func TestWarnLimiterFirstLineEarly(t *testing.T) {
+	var buf bytes.Buffer
+	l := warnLimiter{interval: time.Second}
+	l.warn(slog.New(slog.NewTextHandler(&buf, nil)), int64(time.Millisecond), "backend unavailable")
+	if !strings.Contains(buf.String(), "backend unavailable") {
+		t.Fatal("the first line, 1 ms after start, was suppressed")
+	}
+}

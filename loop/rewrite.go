@@ -44,6 +44,39 @@ func isHopByHop(name []byte) bool {
 	return false
 }
 
+// isFramingField reports the fields that delimit a message: the rewrites never copy them, they
+// emit them from what httpparse made of the message, so no client or backend spelling ("5, 5", a
+// list of codings over several lines) and no Connection option can make the next hop frame the
+// body differently from us.
+func isFramingField(name []byte) bool {
+	switch len(name) {
+	case 14:
+		return httpparse.EqualFold(name, "Content-Length")
+	case 17:
+		return httpparse.EqualFold(name, "Transfer-Encoding")
+	}
+	return false
+}
+
+// namesFields reports whether some Connection field lists an option other than keep-alive and
+// upgrade, i.e. names a field that must go too (close is counted: it would drop a field called
+// Close). Browsers send only keep-alive or upgrade, so the per-field search is usually skipped.
+func namesFields(hs []httpparse.Header) bool {
+	for i := range hs {
+		if len(hs[i].Name) != 10 || !httpparse.EqualFold(hs[i].Name, "Connection") {
+			continue
+		}
+		for list := hs[i].Value; len(list) > 0; {
+			var el []byte
+			el, list = nextElement(list)
+			if len(el) > 0 && !httpparse.EqualFold(el, "keep-alive") && !httpparse.EqualFold(el, "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // namedByConnection reports whether a Connection field lists name: such fields are hop-by-hop too.
 func namedByConnection(hs []httpparse.Header, name []byte) bool {
 	for i := range hs {
@@ -54,57 +87,56 @@ func namedByConnection(hs []httpparse.Header, name []byte) bool {
 	return false
 }
 
-// listHas is httpparse.HasToken for a []byte token, so no string conversion is needed.
+// listHas is httpparse.HasToken for a []byte token. The comparison folds ASCII case only: with
+// Unicode folding "X-\u212aey" (Kelvin sign) would name the field X-Key.
 func listHas(list, tok []byte) bool {
 	for len(list) > 0 {
-		i := bytes.IndexByte(list, ',')
 		var el []byte
-		if i < 0 {
-			el, list = list, nil
-		} else {
-			el, list = list[:i], list[i+1:]
-		}
-		el = bytes.Trim(el, " \t")
-		if bytes.EqualFold(el, tok) {
+		el, list = nextElement(list)
+		if httpparse.EqualFoldBytes(el, tok) {
 			return true
 		}
 	}
 	return false
 }
 
-// splitAbsolute splits an absolute-form target into authority and the rest (path?query).
-func splitAbsolute(t []byte) (authority, rest []byte, ok bool) {
-	var n int
-	switch {
-	case len(t) >= 7 && httpparse.EqualFold(t[:7], "http://"):
-		n = 7
-	case len(t) >= 8 && httpparse.EqualFold(t[:8], "https://"):
-		n = 8
-	default:
-		return nil, nil, false
-	}
-	t = t[n:]
-	i := bytes.IndexAny(t, "/?")
+// nextElement splits the first element off a comma-separated list, without surrounding OWS.
+func nextElement(list []byte) (el, rest []byte) {
+	i := bytes.IndexByte(list, ',')
 	if i < 0 {
-		return t, nil, true
+		el = list
+	} else {
+		el, rest = list[:i], list[i+1:]
 	}
-	return t[:i], t[i:], true
+	for len(el) > 0 && (el[0] == ' ' || el[0] == '\t') {
+		el = el[1:]
+	}
+	for len(el) > 0 && (el[len(el)-1] == ' ' || el[len(el)-1] == '\t') {
+		el = el[:len(el)-1]
+	}
+	return el, rest
 }
 
-// appendRequestHead rebuilds req for the backend: origin-form target, Host per PreserveHost,
-// hop-by-hop fields dropped, X-Forwarded-* set. It allocates nothing when dst has room.
-func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byte {
-	target, host := req.Target, req.Host
-	if auth, rest, ok := splitAbsolute(target); ok {
-		// RFC 9112 3.2.2: an absolute-form target overrides Host.
-		target, host = rest, auth
+// requestHost is the host a request names: the authority of an absolute-form target (RFC 9112
+// 3.2.2; httpparse has checked that a Host field agrees with it), else the Host field, nil if none.
+func requestHost(req *httpparse.Request) []byte {
+	if req.Authority != nil {
+		return req.Authority
 	}
+	return req.Host
+}
+
+// appendRequestHead rebuilds req for the backend: origin-form target, Host per PreserveHost, framing
+// from the parsed message, hop-by-hop fields and names outside [A-Za-z0-9-] dropped, X-Forwarded-*
+// set. It allocates nothing when dst has room.
+func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byte {
+	host := requestHost(req)
 	dst = append(dst, req.Method...)
 	dst = append(dst, ' ')
-	if len(target) == 0 || target[0] == '?' {
-		dst = append(dst, '/')
+	if len(req.Path) == 0 || req.Path[0] == '?' {
+		dst = append(dst, '/') // "http://h" and "http://h?q" are "/" and "/?q" in origin-form
 	}
-	dst = append(dst, target...)
+	dst = append(dst, req.Path...)
 	if req.Minor == 0 {
 		dst = append(dst, " HTTP/1.0\r\n"...)
 	} else {
@@ -117,10 +149,24 @@ func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byt
 		dst = append(dst, o.backendHost...)
 	}
 	dst = append(dst, crlf...)
+	switch req.Framing {
+	case httpparse.FramingLength:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, req.ContentLength, 10)
+		dst = append(dst, crlf...)
+	case httpparse.FramingChunked:
+		dst = append(dst, "Transfer-Encoding: chunked\r\n"...) // the only coding httpparse accepts in a request
+	}
 	hs := req.Headers
+	named := namesFields(hs)
+	odd := req.OddNames > 0
 	for i := range hs {
 		name := hs[i].Name
-		if httpparse.EqualFold(name, "Host") || isHopByHop(name) || namedByConnection(hs, name) {
+		if (len(name) == 4 && httpparse.EqualFold(name, "Host")) || isFramingField(name) || isHopByHop(name) {
+			continue
+		}
+		// X_Forwarded_For is X-Forwarded-For to a CGI/WSGI backend: such names never pass.
+		if (named && namedByConnection(hs, name)) || (odd && !httpparse.IsPlainName(name)) {
 			continue
 		}
 		if o.forwarded && isForwardedField(name) {
@@ -134,7 +180,8 @@ func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byt
 	if o.forwarded {
 		dst = append(dst, "X-Forwarded-For: "...)
 		for i := range hs {
-			if httpparse.EqualFold(hs[i].Name, "X-Forwarded-For") && len(hs[i].Value) > 0 {
+			if len(hs[i].Value) > 0 && len(hs[i].Name) == 15 && httpparse.EqualFold(hs[i].Name, "X-Forwarded-For") &&
+				!(named && namedByConnection(hs, hs[i].Name)) {
 				dst = append(dst, hs[i].Value...)
 				dst = append(dst, ", "...)
 			}
@@ -158,8 +205,9 @@ func isForwardedField(name []byte) bool {
 		httpparse.EqualFold(name, "X-Forwarded-Proto") || httpparse.EqualFold(name, "X-Forwarded-Host"))
 }
 
-// appendResponseHead rebuilds a backend response head for the client: hop-by-hop fields dropped,
-// Location/Content-Location rewritten back to the client's Host, our own Connection field added.
+// appendResponseHead rebuilds a backend response head for the client: framing from the parsed
+// response, hop-by-hop fields dropped, Location/Content-Location rewritten back to the client's
+// Host, our own Connection field added.
 func appendResponseHead(dst []byte, resp *httpparse.Response, o *respHeadOpts) []byte {
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(resp.Status), 10)
@@ -167,11 +215,12 @@ func appendResponseHead(dst []byte, resp *httpparse.Response, o *respHeadOpts) [
 	dst = append(dst, resp.Reason...)
 	dst = append(dst, crlf...)
 	hs := resp.Headers
+	named := namesFields(hs)
 	for i := range hs {
 		name := hs[i].Name
 		// Trailer stays: the chunked body, trailer section included, is relayed verbatim, and
 		// strict clients only accept trailer fields that were announced (RFC 9110 6.6.2).
-		if (isHopByHop(name) && !httpparse.EqualFold(name, "Trailer")) || namedByConnection(hs, name) {
+		if isFramingField(name) || (isHopByHop(name) && !httpparse.EqualFold(name, "Trailer")) || (named && namedByConnection(hs, name)) {
 			continue
 		}
 		dst = append(dst, name...)
@@ -183,6 +232,7 @@ func appendResponseHead(dst []byte, resp *httpparse.Response, o *respHeadOpts) [
 		}
 		dst = append(dst, crlf...)
 	}
+	dst = appendResponseFraming(dst, resp)
 	switch {
 	case o.websocket:
 		dst = append(dst, "Connection: Upgrade\r\nUpgrade: websocket\r\n"...)
@@ -193,6 +243,50 @@ func appendResponseHead(dst []byte, resp *httpparse.Response, o *respHeadOpts) [
 		dst = append(dst, "Connection: keep-alive\r\n"...)
 	}
 	return append(dst, crlf...)
+}
+
+// appendResponseFraming emits a response's framing fields from the parsed message (RFC 9110 8.6,
+// RFC 9112 6.1 and 6.3): none on 1xx and 204; the transfer codings, normalised to one line, when
+// they frame the body (chunked last) or leave it to the close; otherwise the Content-Length value,
+// which for an answer to HEAD and for 304 describes the representation and is relayed although no
+// body follows. A Transfer-Encoding on a HEAD answer or a 304 frames nothing and is not relayed.
+func appendResponseFraming(dst []byte, resp *httpparse.Response) []byte {
+	switch {
+	case resp.Status < 200 || resp.Status == 204:
+	case resp.Framing == httpparse.FramingChunked || resp.Framing == httpparse.FramingUntilClose:
+		dst = appendCodings(dst, resp.Headers)
+	case resp.DeclaredLength >= 0:
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, resp.DeclaredLength, 10)
+		dst = append(dst, crlf...)
+	}
+	return dst
+}
+
+// appendCodings writes every coding of every Transfer-Encoding line, in order, as one line
+// (httpparse has checked that each element is a plain token).
+func appendCodings(dst []byte, hs []httpparse.Header) []byte {
+	n := 0
+	for i := range hs {
+		if len(hs[i].Name) != 17 || !httpparse.EqualFold(hs[i].Name, "Transfer-Encoding") {
+			continue
+		}
+		for list := hs[i].Value; len(list) > 0; {
+			var el []byte
+			el, list = nextElement(list)
+			if n == 0 {
+				dst = append(dst, "Transfer-Encoding: "...)
+			} else {
+				dst = append(dst, ", "...)
+			}
+			dst = append(dst, el...)
+			n++
+		}
+	}
+	if n > 0 {
+		dst = append(dst, crlf...)
+	}
+	return dst
 }
 
 func isLocationField(name []byte) bool {
@@ -207,7 +301,7 @@ func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 		return append(dst, v...)
 	}
 	rest := v[len(scheme):]
-	if !bytes.EqualFold(rest[:len(o.backendHost)], o.backendHost) {
+	if !httpparse.EqualFoldBytes(rest[:len(o.backendHost)], o.backendHost) {
 		return append(dst, v...)
 	}
 	rest = rest[len(o.backendHost):]

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -147,7 +148,7 @@ func (sm *seam) client(sndbuf int) (*clientConn, *fakeWire) {
 // idleBackend puts a connected backend conn in the loop's pool, as if dialled earlier.
 func (sm *seam) idleBackend() (*backendConn, *fakeWire) {
 	w := sm.newWire(0)
-	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, out: outq{fd: w.fd}}
+	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, out: outq{fd: w.fd, acct: &sm.s.queuedBytes}}
 	w.ctx = bc
 	sm.ls.putIdle(bc)
 	return bc, w
@@ -241,5 +242,306 @@ func TestSeamQueueTowardSlowClient(t *testing.T) {
 	}
 	if cc.out.pending() != 0 || len(sm.ls.queued) != 0 {
 		t.Fatalf("queue not drained: %d pending, %d queued conns", cc.out.pending(), len(sm.ls.queued))
+	}
+}
+
+// TestSeamHeadIsCaseSensitive: "head" is not HEAD (RFC 9110 9.1), so its answer's body is
+// relayed as a body, and the backend conn is pooled only because it ended exactly there.
+func TestSeamHeadIsCaseSensitive(t *testing.T) {
+	sm := newSeam(t)
+	bc, bw := sm.idleBackend()
+	_, cw := sm.client(0)
+	cw.feed("head / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	got, _ := cw.readPeer()
+	if !strings.HasSuffix(got, "\r\n\r\nhello") {
+		t.Fatalf("answer to \"head\": %q, want the 5-byte body relayed", got)
+	}
+	if !sm.inPool(bc) {
+		t.Fatal("backend conn not pooled after an exactly framed answer")
+	}
+	// A real HEAD: the Content-Length describes a body that is not sent.
+	cw.feed("HEAD / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+	got, _ = cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 200 OK\r\n") || !strings.HasSuffix(got, "\r\n\r\n") {
+		t.Fatalf("answer to HEAD: %q", got)
+	}
+	if !sm.inPool(bc) {
+		t.Fatal("backend conn not pooled after HEAD")
+	}
+}
+
+// TestSeamNoPoolAfterStrayBytes: a backend conn that has anything unread after the response
+// (a body sent to a HEAD, bytes past Content-Length) is closed, never pooled, and the stray
+// bytes reach nobody.
+func TestSeamNoPoolAfterStrayBytes(t *testing.T) {
+	for _, tc := range []struct{ name, req, resp string }{
+		{"body after HEAD", "HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"},
+		{"bytes past the length", "GET / HTTP/1.1\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"},
+		{"HTTP/1.0 request", "GET / HTTP/1.0\r\nHost: h\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sm := newSeam(t)
+			bc, bw := sm.idleBackend()
+			_, cw := sm.client(0)
+			cw.feed(tc.req)
+			bw.feed(tc.resp)
+			got, _ := cw.readPeer()
+			if strings.Contains(got, "EVIL") {
+				t.Fatalf("stray backend bytes reached the client: %q", got)
+			}
+			if sm.inPool(bc) || !bw.closed {
+				t.Fatalf("backend conn pooled %v, closed %v: want closed", sm.inPool(bc), bw.closed)
+			}
+		})
+	}
+}
+
+// TestSeamStaleIdleConnSkipped: bytes a backend sent on an idle conn that the event loop has not
+// read yet are caught when the conn is taken from the pool: it is closed, and the request goes to
+// the next one.
+func TestSeamStaleIdleConnSkipped(t *testing.T) {
+	sm := newSeam(t)
+	good, gw := sm.idleBackend()
+	stale, sw := sm.idleBackend() // LIFO: taken first
+	if _, err := unix.Write(sw.peer, []byte("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")); err != nil {
+		t.Fatal(err)
+	}
+	_, cw := sm.client(0)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !sw.closed || sm.inPool(stale) {
+		t.Fatal("the idle conn with unread bytes was not closed")
+	}
+	fwd, _ := gw.readPeer()
+	mustHave(t, "request on the quiet conn", fwd, "GET / HTTP/1.1\r\n")
+	gw.feed("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+	got, _ := cw.readPeer()
+	if !strings.HasSuffix(got, "mine") || strings.Contains(got, "EVIL") {
+		t.Fatalf("client got %q", got)
+	}
+	if !sm.inPool(good) {
+		t.Fatal("quiet conn not pooled again")
+	}
+}
+
+// TestSeamBadChunkedRequestBody: the chunk that breaks the framing is not relayed, the backend
+// conn (holding a partial body) is closed, and the client is told 400 with the reason.
+func TestSeamBadChunkedRequestBody(t *testing.T) {
+	sm := newSeam(t)
+	bc, bw := sm.idleBackend()
+	cc, cw := sm.client(0)
+	cw.feed("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+	cw.feed("5\r\nworldXX\r\n0\r\n\r\n")
+	fwd, _ := bw.readPeer()
+	if !strings.HasSuffix(fwd, "\r\n\r\n5\r\nhello\r\n") {
+		t.Fatalf("backend got %q, want the head and the valid chunk only", fwd)
+	}
+	if !bw.closed || sm.inPool(bc) {
+		t.Fatal("backend conn with a partial body not closed")
+	}
+	got, _ := cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 400 Bad Request\r\n") || !strings.Contains(got, "Connection: close\r\n") {
+		t.Fatalf("client got %q, want 400 and close", got)
+	}
+	if cc.state != stateClosing {
+		t.Fatalf("state %d, want a lingering close", cc.state)
+	}
+}
+
+// TestSeamWriteStallRule: an answer queued toward a client that reads slowly outlives the idle
+// timer (keep-alive) and the linger timer (close); only a queue with no progress for IdleTimeout
+// is dropped, with a reset.
+func TestSeamWriteStallRule(t *testing.T) {
+	const sec = int64(time.Second)
+	body := strings.Repeat("x", 512<<10)
+	for _, mode := range []string{"keep-alive", "close"} {
+		t.Run(mode, func(t *testing.T) {
+			sm := newSeam(t, func(c *Config) { c.IdleTimeout, c.BackendIdleTimeout = time.Second, time.Hour })
+			_, bw := sm.idleBackend()
+			cc, cw := sm.client(4096)
+			req := "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+			if mode == "close" {
+				req = "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+			}
+			cw.feed(req)
+			bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n" + body)
+			if cc.out.pending() == 0 {
+				t.Fatal("nothing queued")
+			}
+			now := nanotime()
+			got := 0
+			sm.ls.sweep(now) // the idle deadline is IdleTimeout from here
+			// Sweeps far past every timer, with a little progress between them: nothing is dropped.
+			for i := 1; cc.out.pending() > 0; i++ {
+				if i > 10000 {
+					t.Fatal("queue never drained")
+				}
+				b, _ := cw.readPeer()
+				got += len(b)
+				sm.ls.flush()
+				if cc.out.pending() == 0 {
+					break
+				}
+				sm.ls.sweep(now + int64(i)*2*sec)
+				if cw.closed {
+					t.Fatalf("sweep %d dropped the conn with %d bytes still queued", i, cc.out.pending())
+				}
+			}
+			b, ended := cw.readPeer()
+			got += len(b)
+			if got < len(body) || !strings.HasSuffix(b, "xxxx") {
+				t.Fatalf("client got %d bytes, want the whole answer", got)
+			}
+			if mode == "close" {
+				if !ended || cc.state != stateClosing {
+					t.Fatalf("drained close: half-closed %v, state %d", ended, cc.state)
+				}
+				sm.ls.sweep(nanotime() + int64(lingerTime) + sec)
+				if !cw.closed {
+					t.Fatal("linger never ended")
+				}
+				return
+			}
+			if cc.state != stateReadingHead || cw.closed {
+				t.Fatalf("keep-alive: state %d closed %v", cc.state, cw.closed)
+			}
+			// Now a second answer that the client never reads: a write stall.
+			cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 524288\r\n\r\n" + body)
+			now = nanotime()
+			sm.ls.sweep(now)         // the stall clock starts
+			sm.ls.sweep(now + sec/2) // no progress yet, under the limit
+			if cw.closed {
+				t.Fatal("closed before IdleTimeout without progress")
+			}
+			sm.ls.sweep(now + sec + 1)
+			if !cw.closed || cc.state != stateClosed {
+				t.Fatal("a queue without progress for IdleTimeout was kept")
+			}
+		})
+	}
+}
+
+// TestSeamPipelinedAnswersBounded: a client that pipelines requests and does not read gets no
+// more requests parsed once its queued answers pass the bound; when it reads, parsing resumes.
+func TestSeamPipelinedAnswersBounded(t *testing.T) {
+	const hw = 16 << 10
+	sm := newSeam(t, func(c *Config) { c.BodyHighWater = hw })
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(4096)
+	answer := "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + strings.Repeat("a", 1000)
+	cw.feed(strings.Repeat("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 200))
+	answered := 0
+	for answered < 200 {
+		fwd, _ := bw.readPeer()
+		n := strings.Count(fwd, "GET / ")
+		if n == 0 {
+			break
+		}
+		for i := 0; i < n; i++ {
+			bw.feed(answer)
+			answered++
+		}
+	}
+	if answered >= 200 {
+		t.Fatalf("all %d pipelined requests were forwarded to a client that reads nothing", answered)
+	}
+	if q := sm.s.queuedBytes.Load(); q > hw+int64(len(answer))+1024 || q != int64(cc.out.pending()) {
+		t.Fatalf("%d bytes queued (outq %d), bound %d + one answer", q, cc.out.pending(), hw)
+	}
+	if cc.state != stateReadingHead || cc.inboundLen() == 0 {
+		t.Fatalf("state %d with %d unparsed bytes: want parsing paused", cc.state, cc.inboundLen())
+	}
+	// The client reads: the tick resumes parsing, the rest is answered in order.
+	for i := 0; i < 100000 && answered < 200; i++ {
+		cw.readPeer()
+		sm.ls.flush()
+		fwd, _ := bw.readPeer()
+		for n := strings.Count(fwd, "GET / "); n > 0; n-- {
+			bw.feed(answer)
+			answered++
+		}
+	}
+	if answered != 200 {
+		t.Fatalf("%d of 200 answered after the client read", answered)
+	}
+}
+
+// TestSeamInterimFlood: interim answers count against the same bound; a backend flooding them
+// toward a client that does not read has its conn closed, and the client gets 502 behind them.
+func TestSeamInterimFlood(t *testing.T) {
+	const hw = 16 << 10
+	sm := newSeam(t, func(c *Config) { c.BodyHighWater = hw })
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(4096)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed(strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 4000)) // 100 KB
+	if !bw.closed {
+		t.Fatal("backend conn flooding interim answers not closed")
+	}
+	if q := cc.out.pending(); q > hw+1024 {
+		t.Fatalf("%d bytes queued, bound %d", q, hw)
+	}
+	var got string
+	for i := 0; i < 1000; i++ {
+		b, ended := cw.readPeer()
+		got += b
+		sm.ls.flush()
+		if ended {
+			break
+		}
+	}
+	if i := strings.LastIndex(got, "HTTP/1.1 "); i < 0 || !strings.HasPrefix(got[i:], "HTTP/1.1 502 ") {
+		t.Fatalf("last answer %q, want 502", got[max(0, len(got)-200):])
+	}
+}
+
+// TestSeamBadChunkedResponse: an answer whose chunked framing is broken before anything of it
+// went out becomes a 502, not an empty close.
+func TestSeamBadChunkedResponse(t *testing.T) {
+	sm := newSeam(t)
+	_, bw := sm.idleBackend()
+	_, cw := sm.client(0)
+	cw.feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
+	got, _ := cw.readPeer()
+	if !strings.HasPrefix(got, "HTTP/1.1 502 ") || strings.Contains(got, "hello") {
+		t.Fatalf("client got %q, want 502", got)
+	}
+	if !bw.closed {
+		t.Fatal("backend conn not closed")
+	}
+}
+
+// eof delivers the client's EOF the way gnet does: OnClose with io.EOF, then gnet closes its fd.
+func (l *fakeLoop) eof(w *fakeWire) {
+	w.closed = true
+	onClosed(w, w.ctx, os.NewSyscallError("read", io.EOF))
+	unix.Close(w.fd)
+}
+
+// TestSeamHalfClose: the answer to a request followed by the client's EOF still goes out, through
+// a dup of the socket, and so do the answers to requests pipelined before the EOF; then the dup is
+// closed.
+func TestSeamHalfClose(t *testing.T) {
+	sm := newSeam(t)
+	_, bw := sm.idleBackend()
+	cc, cw := sm.client(0)
+	cw.feed("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+	sm.fl.eof(cw)
+	if cc.state == stateClosed || !cc.peerEOF {
+		t.Fatalf("state %d peerEOF %v: the exchange did not survive the EOF", cc.state, cc.peerEOF)
+	}
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+	fwd, _ := bw.readPeer()
+	mustHave(t, "pipelined request forwarded after the EOF", fwd, "GET /b HTTP/1.1\r\n")
+	bw.feed("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+	got, ended := cw.readPeer()
+	if strings.Count(got, "HTTP/1.1 200 OK") != 2 || !strings.HasSuffix(got, "\r\n\r\nb") || !ended {
+		t.Fatalf("client got %q (closed %v), want both answers, then the close", got, ended)
+	}
+	if cc.state != stateClosed || sm.s.conns.Load() != 0 {
+		t.Fatalf("state %d, conns %d after the last answer", cc.state, sm.s.conns.Load())
 	}
 }

@@ -2,19 +2,16 @@ package loop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/fdbudget"
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/splice"
 )
@@ -32,18 +29,25 @@ type Server struct {
 	log     *slog.Logger
 	h       *handler
 	plane   *splice.Plane
+	fds     *fdbudget.Budget // every fd the server owns (budget.go)
+	guard   *guard           // one-instance lock of the listen address (listen.go)
 	addr    string
-	host    string
 	backend []byte
 	dialer  net.Dialer
 	dials   dialPool
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	engMu  sync.Mutex
-	eng    gnet.Engine
-	booted chan struct{}
-	runErr chan error
+	// engine supervision (engine.go)
+	engMu     sync.Mutex
+	run       *engineRun             // the current gnet.Run
+	gnetErr   atomic.Pointer[string] // the first error gnet logged in the current run
+	superDone chan struct{}          // the supervisor has returned
+	done      chan struct{}          // Done()
+	doneOnce  sync.Once
+	errMu     sync.Mutex
+	err       error
+	restarts  atomic.Int64
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -53,6 +57,10 @@ type Server struct {
 	stopErr  error
 
 	conns, backendOpened, tunnelsTotal, requests, rejected, retries, offloads, idle atomic.Int64
+	rejectedFDs                                                                     atomic.Int64
+
+	// queuedBytes counts every byte queued toward a peer in an outq (both directions, all loops).
+	queuedBytes atomic.Int64
 
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
@@ -77,97 +85,6 @@ type loopState struct {
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
 }
 
-// Start listens on cfg.Listen and returns once the engine has booted.
-func Start(cfg Config) (*Server, error) {
-	cfg = cfg.withDefaults()
-	if cfg.Backend == "" {
-		return nil, errors.New("wsgate: no backend address")
-	}
-	host, port, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("wsgate: listen address %q: %w", cfg.Listen, err)
-	}
-	// gnet opens one SO_REUSEPORT listener per loop on the same address, so ":0" would give each
-	// loop a different port. For port 0 run a single listener (gnet's main-reactor mode) and read
-	// the port the kernel picked back from it in OnBoot.
-	reusePort := port != "0"
-	plane, err := splice.NewPlane(cfg.Tunnel)
-	if err != nil {
-		return nil, fmt.Errorf("wsgate: tunnel plane: %w", err)
-	}
-	s := &Server{
-		backendWarn: warnLimiter{interval: time.Second},
-		cfg:         cfg,
-		log:         cfg.Logger,
-		plane:       plane,
-		addr:        net.JoinHostPort(host, port),
-		host:        host,
-		backend:     []byte(cfg.Backend),
-		dialer:      net.Dialer{Timeout: cfg.DialTimeout},
-		booted:      make(chan struct{}),
-		runErr:      make(chan error, 1),
-		loops:       make(map[gnet.EventLoop]*loopState),
-		tickDone:    make(chan struct{}),
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
-	s.h = &handler{s: s}
-	go func() {
-		s.runErr <- gnet.Run(s.h, "tcp://"+s.addr,
-			gnet.WithMulticore(true),
-			gnet.WithNumEventLoop(cfg.Loops),
-			gnet.WithReusePort(reusePort),
-			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-			gnet.WithTCPKeepAlive(3*time.Minute),
-			gnet.WithReadBufferCap(64<<10),
-			gnet.WithLogger(gnetLogger{cfg.Logger}),
-		)
-	}()
-	select {
-	case <-s.booted:
-	case err := <-s.runErr:
-		s.cancel()
-		_ = plane.Close()
-		if err == nil {
-			err = errors.New("engine exited before boot")
-		}
-		return nil, fmt.Errorf("wsgate: listen %s: %w", s.addr, err)
-	}
-	go s.ticker()
-	s.log.Info("wsgate listening", "listen", s.addr, "backend", cfg.Backend, "loops", cfg.Loops)
-	return s, nil
-}
-
-// Addr is the address the server listens on (with the real port when Listen asked for 0).
-func (s *Server) Addr() string { return s.addr }
-
-// Stop closes the listeners, every client and backend connection, and the tunnel plane.
-func (s *Server) Stop(ctx context.Context) error {
-	s.stopOnce.Do(func() {
-		s.cancel()
-		<-s.tickDone
-		s.engMu.Lock()
-		eng := s.eng
-		s.engMu.Unlock()
-		// Engine.Stop polls for completion every 500ms; Run returning is the precise signal
-		// (event loops done, conns and listeners closed), so wait for that instead.
-		stopCtx, stopCancel := context.WithCancel(ctx)
-		go func() { _ = eng.Stop(stopCtx) }()
-		var err error
-		select {
-		case <-s.runErr:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-		stopCancel()
-		if perr := s.plane.Close(); err == nil {
-			err = perr
-		}
-		s.stopErr = err
-	})
-	return s.stopErr
-}
-
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	ps := s.plane.Stats()
@@ -178,9 +95,14 @@ func (s *Server) Stats() Stats {
 		TunnelsTotal:       s.tunnelsTotal.Load(),
 		Requests:           s.requests.Load(),
 		Rejected:           s.rejected.Load(),
+		RejectedFDs:        s.rejectedFDs.Load(),
+		FDsUsed:            int64(s.fds.Used()),
+		FDsLimit:           int64(s.fds.Limit()),
+		EngineRestarts:     s.restarts.Load(),
 		Retries:            s.retries.Load(),
 		Offloads:           s.offloads.Load(),
 		BackendIdle:        s.idle.Load(),
+		QueuedBytes:        s.queuedBytes.Load(),
 	}
 }
 
@@ -233,28 +155,8 @@ type handler struct {
 	s *Server
 }
 
-func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.s.engMu.Lock()
-	h.s.eng = eng
-	h.s.engMu.Unlock()
-	if strings.HasSuffix(h.s.addr, ":0") {
-		if fd, err := eng.Dup(); err == nil {
-			if sa, err := unix.Getsockname(fd); err == nil {
-				switch a := sa.(type) {
-				case *unix.SockaddrInet4:
-					h.s.addr = net.JoinHostPort(h.s.host, strconv.Itoa(a.Port))
-				case *unix.SockaddrInet6:
-					h.s.addr = net.JoinHostPort(h.s.host, strconv.Itoa(a.Port))
-				}
-			}
-			_ = unix.Close(fd)
-		}
-	}
-	close(h.s.booted)
-	return gnet.None
-}
-
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	overFDs := h.s.fds.Acquire(1) // every conn gnet holds is counted from OnOpen to OnClose
 	switch v := c.Context().(type) {
 	case *clientConn:
 		v.reattached(c)
@@ -262,9 +164,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		v.opened(c)
 	case nil:
 		s := h.s
-		if s.conns.Add(1) > int64(s.cfg.MaxConns) {
-			s.conns.Add(-1)
-			s.rejected.Add(1)
+		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go
 			return errorResponse(503), gnet.Close
 		}
 		var ip []byte
@@ -282,12 +182,17 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	h.s.fds.Release(1) // every conn gnet holds is counted from OnOpen to OnClose
 	onClosed(c, c.Context(), err)
 	return gnet.None
 }
 
-// gnetLogger routes gnet's logging to slog; gnet's chatty Info lines become Debug.
-type gnetLogger struct{ l *slog.Logger }
+// gnetLogger routes gnet's logging to slog; gnet's chatty Info lines become Debug. The first
+// error gnet reports in a run is kept: when the engine stops on its own, that is the cause.
+type gnetLogger struct {
+	l     *slog.Logger
+	first *atomic.Pointer[string]
+}
 
 func (g gnetLogger) Debugf(f string, a ...any) { g.log(slog.LevelDebug, f, a) }
 func (g gnetLogger) Infof(f string, a ...any)  { g.log(slog.LevelDebug, f, a) }
@@ -296,6 +201,10 @@ func (g gnetLogger) Errorf(f string, a ...any) { g.log(slog.LevelError, f, a) }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.log(slog.LevelError, f, a) }
 
 func (g gnetLogger) log(lv slog.Level, f string, a []any) {
+	if lv >= slog.LevelError && g.first != nil && g.first.Load() == nil {
+		msg := fmt.Sprintf(f, a...)
+		g.first.CompareAndSwap(nil, &msg)
+	}
 	if g.l.Enabled(context.Background(), lv) {
 		g.l.Log(context.Background(), lv, fmt.Sprintf(f, a...), "component", "gnet")
 	}

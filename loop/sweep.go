@@ -5,10 +5,17 @@ import "time"
 // Housekeeping on each loop: flushing queues toward slow peers and enforcing timeouts. One ticker
 // goroutine per server (server.go) Executes tick on the loops; there is no timer per request.
 //
-// Invariant: every deadline is a nanotime value checked by the sweep on the conn's own loop.
+// Invariant: every deadline is a nanotime value checked by the sweep on the conn's own loop, and
+// bytes queued toward a peer are only ever dropped by the write-stall rule (no progress for
+// IdleTimeout), never by the idle, header or linger timers.
 
-// nanotime is the clock for deadlines, in nanoseconds.
-func nanotime() int64 { return time.Now().UnixNano() }
+// clockBase anchors nanotime. time.Since reads the monotonic clock, so deadlines neither jump
+// nor fire early when the wall clock is stepped (NTP, a VM resumed, an operator's date -s).
+var clockBase = time.Now()
+
+// nanotime is the clock for deadlines: monotonic nanoseconds since the process started, never 0
+// (a zero deadline means "none").
+func nanotime() int64 { return int64(time.Since(clockBase)) + 1 }
 
 // now is nanotime for deadlines. Inside one OnTraffic callback it is read once: a callback lasts
 // microseconds and deadlines are enforced by a 200 ms sweep, while reading the clock four times
@@ -44,11 +51,23 @@ func (ls *loopState) flush() {
 	ls.hasQueued.Store(len(ls.queued) > 0)
 }
 
-// sweep fires the deadlines that passed by now and closes pool entries idle too long.
+// sweep applies the write-stall rule to every queue, fires the deadlines that passed by now and
+// closes pool entries idle too long.
 func (ls *loopState) sweep(now int64) {
+	stall := int64(ls.srv.cfg.IdleTimeout)
 	for cc := range ls.clients {
+		if cc.state != stateOffloaded { // queues wait while their sockets are in the plane
+			if cc.out.stalled(now, stall) {
+				cc.writeStalled()
+				continue
+			}
+			if bc := cc.ex.bc; bc != nil && bc.out.stalled(now, stall) {
+				cc.backendStalled()
+				continue
+			}
+		}
 		if cc.deadline != 0 && now >= cc.deadline {
-			cc.expire()
+			cc.expire(now)
 		}
 	}
 	idleLimit := now - int64(ls.srv.cfg.BackendIdleTimeout)

@@ -806,11 +806,17 @@ func TestE2ETunnelMany(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := range idx {
-					c, _, err := d.Dial("ws://"+addr+"/echo", nil)
+					c, resp, err := d.Dial("ws://"+addr+"/echo", nil)
 					if err != nil {
 						mu.Lock()
 						if firstErr == nil {
-							firstErr = fmt.Errorf("dial %d: %w", i, err)
+							st := 0
+							var b []byte
+							if resp != nil {
+								st = resp.StatusCode
+								b, _ = io.ReadAll(resp.Body)
+							}
+							firstErr = fmt.Errorf("dial %d: %w (status %d %q)", i, err, st, b)
 						}
 						mu.Unlock()
 						continue

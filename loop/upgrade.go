@@ -42,6 +42,12 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	toBackend.B = append(toBackend.B, bc.out.bytes()...)
 	toBackend.B = append(toBackend.B, cc.inbound()...)
 
+	if cc.c == nil { // a client that half-closed is not owed a tunnel (halfclose.go)
+		bytebufferpool.Put(toClient)
+		bytebufferpool.Put(toBackend)
+		cc.fail(502)
+		return
+	}
 	cfd, err := cc.c.Dup()
 	if err != nil {
 		bytebufferpool.Put(toClient)

@@ -83,6 +83,9 @@ func (f *flow) decay(n int) {
 	}
 }
 
+// holds reports bytes taken from src (in the pipe or the buffer) still waiting for dst.
+func (f *flow) holds() bool { return f.buf != nil || f.inPipe > 0 }
+
 // conn is a tunnel (two flows) or a transfer (flows[0] only, x != nil). It is
 // the whole per-tunnel state: about 170 bytes.
 type conn struct {
@@ -106,7 +109,8 @@ type conn struct {
 }
 
 type xfer struct {
-	remaining int64 // body bytes still to read from src; -1 = chunked
+	remaining int64  // body bytes still to read from src; -1 = chunked
+	quiet     uint32 // SrcIdleTimeout in ticks, 0 = none (the stall timeout is conn.idle)
 	pending   int64
 	framer    Framer
 	chunkDone bool
@@ -120,6 +124,7 @@ type loopStats struct {
 	pipesIdle, pipesBusy atomic.Int64
 	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
+	pipeFallbacks        atomic.Int64
 }
 
 type pipePair struct{ r, w int32 }
@@ -147,7 +152,8 @@ type loop struct {
 	now      uint32
 	lastTick uint32
 	budget   int
-	warned   bool
+	warned   bool    // a pipe2 failure was logged
+	capped   bool    // reaching MaxPipes or the fd budget was logged
 	small    []byte  // smallSize: the small-message path reads here and writes straight out
 	scratch  Scratch // the upgrade judges' per-loop state
 	st       loopStats
@@ -426,7 +432,7 @@ func (l *loop) move(c *conn, i int) bool {
 		}
 		if f.state&flowEOF != 0 {
 			if c.x != nil {
-				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: errUnexpectedEOF})
+				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: ErrUnexpectedEOF})
 				return false
 			}
 			if err := unix.Shutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
@@ -583,6 +589,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 			}
 			f.inPipe = int32(n)
 			f.decay(n)
+			c.active = l.now // progress: a stall is measured from here
 			if x != nil {
 				if x.remaining > 0 {
 					x.remaining -= int64(n)
@@ -618,6 +625,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 		}
 		f.buf, f.off, f.lim = bp, 0, int32(n)
 		f.decay(n)
+		c.active = l.now
 		if x != nil {
 			if x.remaining > 0 {
 				x.remaining -= int64(n)
@@ -682,9 +690,11 @@ func (l *loop) defer_(c *conn) {
 	}
 }
 
-// getPipe gives f a pipe from the loop's free list, or a new one. On
-// EMFILE/ENFILE/EPERM (pipe-user-pages-hard, fd limits) it returns false and
-// the caller copies instead: never stall, never drop.
+// getPipe gives f a pipe from the loop's free list, or a new one. It returns
+// false, and the caller copies that round instead (never stall, never drop),
+// when the plane already holds MaxPipes pipes, when the fd budget has no room
+// for two more fds, or when pipe2 fails (EMFILE/ENFILE, EPERM past
+// pipe-user-pages-hard).
 func (l *loop) getPipe(f *flow) bool {
 	if f.pr >= 0 {
 		return true
@@ -697,20 +707,47 @@ func (l *loop) getPipe(f *flow) bool {
 		l.st.pipesBusy.Add(1)
 		return true
 	}
-	var fds [2]int
-	if err := l.p.pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
-		if !l.warned {
-			l.warned = true
-			l.p.log.Warn("splice: cannot create pipe, copying through buffers", "loop", l.id, "err", err)
-		}
+	p := l.p
+	if p.pipes.Add(1) > p.maxPipes && p.maxPipes > 0 {
+		p.pipes.Add(-1)
+		l.noPipe("splice: pipe cap reached (-max-pipes), copying until pipes are free", nil)
 		return false
 	}
-	if sz := l.p.cfg.PipeSize; sz > 0 {
+	if !p.fds.TryAcquire(2) {
+		p.pipes.Add(-1)
+		l.noPipe("splice: fd budget exhausted, copying instead of creating a pipe", nil)
+		return false
+	}
+	var fds [2]int
+	if err := p.pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		p.pipes.Add(-1)
+		p.fds.Release(2)
+		l.noPipe("", err)
+		return false
+	}
+	if sz := p.cfg.PipeSize; sz > 0 {
 		setPipeSize(fds[1], sz)
 	}
 	f.pr, f.pw = int32(fds[0]), int32(fds[1])
 	l.st.pipesBusy.Add(1)
 	return true
+}
+
+// noPipe counts a round that copies for want of a pipe and says so once per
+// loop: at Info for a limit wsgate set itself, at Warn for a kernel refusal.
+func (l *loop) noPipe(msg string, err error) {
+	l.st.pipeFallbacks.Add(1)
+	if err != nil {
+		if !l.warned {
+			l.warned = true
+			l.p.log.Warn("splice: cannot create pipe, copying through buffers", "loop", l.id, "err", err)
+		}
+		return
+	}
+	if !l.capped {
+		l.capped = true
+		l.p.log.Info(msg, "loop", l.id, "max_pipes", l.p.maxPipes, "fd_budget", l.p.fds.Limit())
+	}
 }
 
 // putPipe returns f's pipe to the free list if it is empty, closes it
@@ -724,10 +761,17 @@ func (l *loop) putPipe(f *flow) {
 		l.pipes = append(l.pipes, pipePair{f.pr, f.pw})
 		l.st.pipesIdle.Add(1)
 	} else {
-		unix.Close(int(f.pr))
-		unix.Close(int(f.pw))
+		l.closePipe(f.pr, f.pw)
 	}
 	f.pr, f.pw, f.inPipe = -1, -1, 0
+}
+
+// closePipe closes a pipe and takes it off the plane's pipe and fd counts.
+func (l *loop) closePipe(r, w int32) {
+	unix.Close(int(r))
+	unix.Close(int(w))
+	l.p.pipes.Add(-1)
+	l.p.fds.Release(2)
 }
 
 // bufKeep is the floor of the loop-local spare buffers: a loop keeps no
@@ -834,6 +878,8 @@ func (l *loop) finish(c *conn, err error) {
 	}
 	if x := c.x; x != nil {
 		l.st.transfers.Add(-1)
+		// The fds go back to the caller: they leave the plane's count now.
+		l.p.fds.Release(2)
 		res := TransferResult{
 			Src:   int(c.ends[0].fd),
 			Dst:   int(c.ends[1].fd),
@@ -847,6 +893,8 @@ func (l *loop) finish(c *conn, err error) {
 	l.st.tunnels.Add(-1)
 	unix.Close(int(c.ends[0].fd))
 	unix.Close(int(c.ends[1].fd))
+	l.p.fds.Release(2)
+	l.p.open.Add(-1)
 	if c.onClose != nil {
 		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err})
 	}
@@ -878,8 +926,7 @@ func (l *loop) shutdown() {
 		}
 	}
 	for _, pp := range l.pipes {
-		unix.Close(int(pp.r))
-		unix.Close(int(pp.w))
+		l.closePipe(pp.r, pp.w)
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
 	l.pipes = nil

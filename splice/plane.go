@@ -24,18 +24,29 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/fdbudget"
 )
 
-// Config tunes a Plane. The zero value is usable; NewPlane fills defaults.
+// Config tunes a Plane. The zero value is usable; NewPlane fills defaults. Where 0 means "the
+// default", a negative value asks for the zero the field would otherwise mean (no pipes pooled,
+// the kernel's pipe size, no fin timeout).
 type Config struct {
 	Loops       int           // tunnel loops, default runtime.GOMAXPROCS(0)
 	Splice      bool          // use splice(2) when available; false = portable copy path
-	PipeSize    int           // F_SETPIPE_SZ for pooled pipes, default 256 KiB (0 = kernel default)
+	PipeSize    int           // F_SETPIPE_SZ for pooled pipes, default 256 KiB; negative = kernel default (64 KiB)
 	PipePoolMax int           // idle pipes kept per loop, default 256; negative keeps none
+	MaxPipes    int           // pipes the whole plane may hold, busy and pooled (HAProxy's maxpipes); 0 = no cap, negative = none (always copy)
 	BufferSize  int           // copy-path buffer size, default 64 KiB
 	IdleTimeout time.Duration // tunnel: no byte either way for this long -> close both; 0 = never
 	FinTimeout  time.Duration // tunnel: after one direction finished, the other gets this long; default 30s, negative = never
 	Logger      *slog.Logger  // nil = slog.Default()
+
+	// FDs, when set, counts every fd the plane owns: a tunnel's two sockets from Tunnel until
+	// the plane closes them, a transfer's two from Transfer until Done hands them back, and two
+	// per pipe from its creation to its close. A pipe is created only if the budget has room
+	// (otherwise that round copies); sockets are counted unconditionally, since they already exist.
+	FDs *fdbudget.Budget
 
 	// Upgrade defaults (Plane.Upgrade): the backend connect, then the
 	// answer head. Default 5s and 60s.
@@ -66,6 +77,7 @@ type Stats struct {
 	PipesIdle, PipesBusy      int64 // pool accounting
 	BuffersIdle               int64 // copy-path spares the loops keep (BufferSize each)
 	BytesSpliced, BytesCopied int64
+	PipeFallbacks             int64 // rounds that copied because no pipe could be had (MaxPipes, fd budget, pipe2 error)
 	SpliceAvailable           bool
 }
 
@@ -94,12 +106,19 @@ type TunnelResult struct {
 // block). If Plane.Transfer returns an error, Done never runs and the fds
 // stay the caller's.
 type Transfer struct {
-	Src, Dst    int
-	Pending     []byte        // written to Dst first (written or copied before Transfer returns; a write error goes to Done)
-	Length      int64         // body bytes still to move from Src after Pending; -1 => use Chunked
-	Chunked     Framer        // when Length == -1: decoder state already fed with Pending
-	IdleTimeout time.Duration // no progress for this long -> Done with error; 0 = none
-	Done        func(TransferResult)
+	Src, Dst int
+	Pending  []byte // written to Dst first (written or copied before Transfer returns; a write error goes to Done)
+	Length   int64  // body bytes still to move from Src after Pending; -1 => use Chunked
+	Chunked  Framer // when Length == -1: decoder state already fed with Pending
+	Done     func(TransferResult)
+
+	// StallTimeout: bytes wait for Dst and none moved for this long -> Done with ErrStallTimeout
+	// (Dst is not reading). 0 = none.
+	StallTimeout time.Duration
+	// SrcIdleTimeout: nothing waits for Dst and Src sent nothing for this long -> Done with
+	// ErrIdleTimeout. 0 = none: a quiet source is legitimate for streamed and long-poll response
+	// bodies, so only a caller that wants to bound a stalling sender (an upload) sets it.
+	SrcIdleTimeout time.Duration
 }
 
 // Framer finds the end of a chunked body; *httpparse.ChunkedDecoder
@@ -120,9 +139,14 @@ type TransferResult struct {
 
 // Errors reported in TunnelResult.Err and TransferResult.Err.
 var (
-	ErrClosed      = errors.New("splice: plane closed")
-	ErrIdleTimeout = errors.New("splice: idle timeout")
-	ErrFinTimeout  = errors.New("splice: fin timeout after one direction finished")
+	ErrClosed       = errors.New("splice: plane closed")
+	ErrIdleTimeout  = errors.New("splice: idle timeout")
+	ErrStallTimeout = errors.New("splice: write stalled")
+	ErrFinTimeout   = errors.New("splice: fin timeout after one direction finished")
+	// ErrUnexpectedEOF: a Transfer's Src closed before the body's end. For a body that ends at
+	// the sender's close (a Framer that never reports done) it is the normal end, reported after
+	// every byte reached Dst.
+	ErrUnexpectedEOF = errors.New("unexpected EOF before the end of the body")
 )
 
 // OpError names the direction and the phase that failed, e.g.
@@ -143,6 +167,10 @@ type Plane struct {
 	loops    []*loop
 	next     atomic.Uint32
 	total    atomic.Int64
+	open     atomic.Int64 // tunnels owned now: from Tunnel until their fds are closed
+	pipes    atomic.Int64 // pipes that exist now, busy and pooled (the MaxPipes count)
+	maxPipes int64        // 0 = no cap
+	fds      *fdbudget.Budget
 	spliceOK bool
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
@@ -175,6 +203,12 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.PipePoolMax < 0 {
 		cfg.PipePoolMax = 0
 	}
+	maxPipes := int64(cfg.MaxPipes)
+	if cfg.MaxPipes < 0 {
+		// No pipes at all: every direction takes the copy path.
+		cfg.Splice = false
+		maxPipes = 0
+	}
 	if cfg.BufferSize <= 0 {
 		cfg.BufferSize = DefaultBufferSize
 	}
@@ -196,7 +230,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)
@@ -227,7 +261,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 // wheelTick picks the timer wheel resolution: an eighth of the shortest
 // configured timeout, between 1ms and 250ms, so the default 30s FinTimeout
 // costs four wake-ups per second per loop, and only while some conn has a
-// timer armed. Transfer idle timeouts shorter than a tick fire within two.
+// timer armed. Transfer timeouts shorter than a tick fire within two.
 func wheelTick(ts ...time.Duration) time.Duration {
 	tick := 250 * time.Millisecond
 	for _, t := range ts {
@@ -263,9 +297,16 @@ func (p *Plane) Stats() Stats {
 		s.BuffersIdle += l.st.bufsIdle.Load()
 		s.BytesSpliced += l.st.spliced.Load()
 		s.BytesCopied += l.st.copied.Load()
+		s.PipeFallbacks += l.st.pipeFallbacks.Load()
 	}
 	return s
 }
+
+// OpenTunnels is the number of client connections the plane owns right now: tunnels from the
+// Tunnel call until their fds are closed, and upgrades from the Upgrade call until they are
+// closed or the tunnel they become ends. One atomic load, cheap enough to check on every accepted
+// connection.
+func (p *Plane) OpenTunnels() int64 { return p.open.Load() }
 
 func (p *Plane) pick() *loop {
 	return p.loops[int(p.next.Add(1))%len(p.loops)]
@@ -273,6 +314,7 @@ func (p *Plane) pick() *loop {
 
 // Tunnel hands both fds to a tunnel loop. See type Tunnel.
 func (p *Plane) Tunnel(t Tunnel) error {
+	counted := false
 	fail := func(err error) error {
 		if t.ClientFD >= 0 {
 			unix.Close(t.ClientFD)
@@ -280,11 +322,19 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		if t.BackendFD >= 0 && t.BackendFD != t.ClientFD {
 			unix.Close(t.BackendFD)
 		}
+		if counted {
+			p.fds.Release(2)
+			p.open.Add(-1)
+		}
 		return err
 	}
 	if t.ClientFD < 0 || t.BackendFD < 0 || t.ClientFD == t.BackendFD {
 		return fail(fmt.Errorf("splice: tunnel: bad fds client=%d backend=%d", t.ClientFD, t.BackendFD))
 	}
+	// The plane owns both fds from here on: count them, and the tunnel, until finish closes them.
+	p.fds.Acquire(2)
+	p.open.Add(1)
+	counted = true
 	if err := unix.SetNonblock(t.ClientFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set client non-blocking", Err: err})
 	}
@@ -338,7 +388,8 @@ func (p *Plane) Transfer(x Transfer) error {
 			c.x.chunkDone = true
 		}
 	}
-	c.idle = p.ticks(x.IdleTimeout)
+	c.idle = p.ticks(x.StallTimeout)
+	c.x.quiet = p.ticks(x.SrcIdleTimeout)
 	c.ends[0].fd = int32(x.Src)
 	c.ends[1].fd = int32(x.Dst)
 	c.flows[0].init()
@@ -349,8 +400,11 @@ func (p *Plane) Transfer(x Transfer) error {
 		// Nothing written yet: the fds really are still the caller's.
 		return ErrClosed
 	}
+	// Src and Dst are the plane's until finish hands them back: count them meanwhile.
+	p.fds.Acquire(2)
 	l.writePending(&c.flows[0], x.Dst, x.Pending)
 	if !l.submit(c) {
+		p.fds.Release(2)
 		return ErrClosed
 	}
 	return nil

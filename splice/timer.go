@@ -2,10 +2,7 @@ package splice
 
 import "errors"
 
-var (
-	errUnexpectedEOF = errors.New("unexpected EOF before the end of the body")
-	errFramerStalled = errors.New("framer consumed no bytes")
-)
+var errFramerStalled = errors.New("framer consumed no bytes")
 
 // The timer wheel: wheelSize buckets of intrusive doubly linked lists, one
 // tick per bucket. A conn sits in at most one bucket, at the earliest of its
@@ -20,14 +17,20 @@ func after(a, b uint32) bool { return int32(a-b) >= 0 }
 func (l *loop) arm(c *conn) {
 	var d uint32
 	has := false
-	if c.hs != nil {
-		// A pending upgrade has one deadline, its phase's.
+	switch {
+	case c.hs != nil:
+		// A pending upgrade (a refusal's relay included) has one deadline,
+		// its phase's.
 		d, has = c.hs.deadline, true
-	} else if c.idle > 0 {
-		d, has = c.active+c.idle+1, true
-	}
-	if c.hs == nil && c.finAt != 0 && (!has || after(d, c.finAt)) {
-		d, has = c.finAt, true
+	case c.x != nil:
+		d, has = c.x.next(c, l.lastTick)
+	default:
+		if c.idle > 0 {
+			d, has = c.active+c.idle+1, true
+		}
+		if c.finAt != 0 && (!has || after(d, c.finAt)) {
+			d, has = c.finAt, true
+		}
 	}
 	if !has || c.closed {
 		l.disarm(c)
@@ -111,13 +114,43 @@ func (l *loop) expire(c *conn, t uint32) {
 		l.finish(c, ErrFinTimeout)
 		return
 	}
-	if c.idle != 0 && after(t, c.active+c.idle+1) {
-		if c.x != nil {
-			l.finish(c, &OpError{Dir: c.dir(0), Op: "no progress", Err: ErrIdleTimeout})
-		} else {
-			l.finish(c, ErrIdleTimeout)
+	if x := c.x; x != nil {
+		held := c.flows[0].holds()
+		if held && c.idle != 0 && after(t, c.active+c.idle+1) {
+			l.finish(c, &OpError{Dir: c.dir(0), Op: "write to dst: no progress", Err: ErrStallTimeout})
+			return
 		}
+		if !held && x.quiet != 0 && after(t, c.active+x.quiet+1) {
+			l.finish(c, &OpError{Dir: c.dir(0), Op: "read from src: nothing arrived", Err: ErrIdleTimeout})
+			return
+		}
+	} else if c.idle != 0 && after(t, c.active+c.idle+1) {
+		l.finish(c, ErrIdleTimeout)
 		return
 	}
 	l.arm(c)
+}
+
+// next says when a transfer's timers must be looked at again: for each timer that is set, the
+// tick at which it fires if the direction stays as it is (holding bytes for the stall timer,
+// holding none for the source-idle timer). A timer whose tick has passed did not fire because
+// the direction was in the other condition; it is looked at again a full period later. That never
+// misses a deadline: the condition can only start holding with a fresh c.active (a read that
+// fills, a write that drains), whose own deadline lies beyond the new look.
+func (x *xfer) next(c *conn, now uint32) (uint32, bool) {
+	var d uint32
+	has := false
+	for _, lim := range [2]uint32{c.idle, x.quiet} {
+		if lim == 0 {
+			continue
+		}
+		t := c.active + lim + 1
+		if after(now, t) {
+			t = now + lim + 1
+		}
+		if !has || after(d, t) {
+			d, has = t, true
+		}
+	}
+	return d, has
 }

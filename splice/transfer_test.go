@@ -290,7 +290,7 @@ func TestTransferIdleAndShort(t *testing.T) {
 		p := newPlane(t, Config{Splice: on, Loops: 1})
 		ln := listen(t)
 		start := time.Now()
-		e := openTransfer(t, p, ln, Transfer{Length: 10, IdleTimeout: 100 * time.Millisecond})
+		e := openTransfer(t, p, ln, Transfer{Length: 10, SrcIdleTimeout: 100 * time.Millisecond})
 		r := e.result(t, 3*time.Second)
 		if !errors.Is(r.Err, ErrIdleTimeout) || time.Since(start) < 100*time.Millisecond {
 			t.Fatalf("idle transfer: %v after %v", r.Err, time.Since(start))
@@ -307,6 +307,63 @@ func TestTransferIdleAndShort(t *testing.T) {
 		}
 		if rest, err := readFD(r.Src, 4, 2*time.Second); string(rest) != "next" {
 			t.Fatalf("src left %q, %v", rest, err)
+		}
+	})
+}
+
+// TestTransferStallTimeout: StallTimeout ends a transfer whose Dst stops taking bytes, never one
+// whose Src is merely quiet (a streamed or long-poll body) or whose Dst reads slowly but steadily.
+func TestTransferStallTimeout(t *testing.T) {
+	modes(t, func(t *testing.T, on bool) {
+		const stall = 200 * time.Millisecond
+		p := newPlane(t, Config{Splice: on, Loops: 1})
+		ln := listen(t)
+
+		// A quiet source: nothing waits for dst, so nothing times out.
+		e := openTransfer(t, p, ln, Transfer{Length: 5, StallTimeout: stall})
+		select {
+		case r := <-e.res:
+			t.Fatalf("a transfer with a quiet source ended after %v: %v", 5*stall, r.Err)
+		case <-time.After(5 * stall):
+		}
+		e.src.Write([]byte("later"))
+		if r := e.result(t, 5*time.Second); r.Err != nil || r.Moved != 5 {
+			t.Fatalf("quiet then complete: %+v", r)
+		}
+		if got := readN(t, e.dst, 5, 2*time.Second); string(got) != "later" {
+			t.Fatalf("dst got %q", got)
+		}
+
+		// A destination that reads a little at a time, less than the timeout apart, for several
+		// timeouts in all: progress, not a stall.
+		const n = 2 << 20
+		e = openTransfer(t, p, ln, Transfer{Length: n, StallTimeout: stall})
+		e.dst.SetReadBuffer(16 << 10)
+		go stream(e.src, 7, n)
+		buf := make([]byte, 16<<10)
+		got := 0
+		start := time.Now()
+		for got < n && time.Since(start) < 30*time.Second {
+			e.dst.SetReadDeadline(time.Now().Add(5 * time.Second))
+			k, err := e.dst.Read(buf)
+			got += k
+			if err != nil {
+				t.Fatalf("slow dst read after %d bytes: %v", got, err)
+			}
+			if time.Since(start) < 3*stall {
+				time.Sleep(stall / 4)
+			}
+		}
+		if r := e.result(t, 5*time.Second); r.Err != nil || r.Moved != n {
+			t.Fatalf("slow but steady dst: %+v after %v", r, time.Since(start))
+		}
+
+		// A destination that stops reading: the bytes waiting for it time out.
+		e = openTransfer(t, p, ln, Transfer{Length: 64 << 20, StallTimeout: stall})
+		go stream(e.src, 8, 64<<20)
+		r := e.result(t, 20*time.Second)
+		if !errors.Is(r.Err, ErrStallTimeout) {
+			t.Fatalf("stalled dst: %v, want ErrStallTimeout", r.Err)
 		}
 	})
 }

@@ -211,8 +211,15 @@ func (p *Plane) Upgrade(u Upgrade) error {
 	if u.ClientFD < 0 {
 		return fmt.Errorf("splice: upgrade: bad client fd %d", u.ClientFD)
 	}
+	// The plane owns the client fd from here on: count it in the fd budget,
+	// and the upgrade as a connection (OpenTunnels, for -max-conns), until
+	// it is closed or the tunnel it becomes ends.
+	p.fds.Acquire(1)
+	p.open.Add(1)
 	fail := func(err error) error {
 		unix.Close(u.ClientFD)
+		p.fds.Release(1)
+		p.open.Add(-1)
 		return err
 	}
 	if u.Judge == nil {
@@ -280,8 +287,14 @@ func (l *loop) startHandshake(c *conn) {
 		l.hsEnd(c, UpgradeClientGone, &OpError{Dir: "upgrade", Op: "register client", Err: err})
 		return
 	}
+	// The backend socket is created only if the fd budget has room for it.
+	if !l.p.fds.TryAcquire(1) {
+		l.hsFail(c, UpgradeNoFD, l.dialErr(hs, fmt.Errorf("fd budget exhausted (%d of %d in use)", l.p.fds.Used(), l.p.fds.Limit())))
+		return
+	}
 	fd, err := dialNonblock(hs.backend, hs.source)
 	if err != nil {
+		l.p.fds.Release(1)
 		l.hsFail(c, UpgradeDialFailed, l.dialErr(hs, err))
 		return
 	}
@@ -595,7 +608,7 @@ func (l *loop) hsAnswerErr(c *conn, v Verdict, err error) {
 // relayDone runs from finish when a refusal's body is over (or failed).
 func (l *loop) relayDone(c *conn, err error) {
 	hs := c.hs
-	if err != nil && !(hs.untilEOF && errors.Is(err, errUnexpectedEOF)) {
+	if err != nil && !(hs.untilEOF && errors.Is(err, ErrUnexpectedEOF)) {
 		l.hsEnd(c, UpgradeRefused, err) // a body cut short: the client must see the close at once
 		return
 	}
@@ -636,6 +649,7 @@ func (l *loop) closeBackend(c *conn) {
 	if fd := c.ends[1].fd; fd >= 0 {
 		l.poll.del(int(fd))
 		unix.Close(int(fd))
+		l.p.fds.Release(1)
 		c.ends[1].fd = -1
 	}
 	f := &c.flows[0]
@@ -764,9 +778,11 @@ func (l *loop) hsEnd(c *conn, why UpgradeOutcome, err error) {
 		if fd := c.ends[i].fd; fd >= 0 {
 			l.poll.del(int(fd))
 			unix.Close(int(fd))
+			l.p.fds.Release(1)
 			c.ends[i].fd = -1
 		}
 	}
+	l.p.open.Add(-1)
 	for i := range c.flows {
 		f := &c.flows[i]
 		l.putPipe(f)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/fdbudget"
 )
 
 // Plane.Upgrade through real loopback sockets, with a small HTTP-ish judge
@@ -864,5 +866,70 @@ func TestUpgradeAllocs(t *testing.T) {
 	// pool (a burst larger than the pool allocates, hence the slack).
 	if per > 1.5 {
 		t.Fatalf("%.2f allocations per upgrade, want 1 (the conn)", per)
+	}
+}
+
+// TestUpgradeCountsFDs: the fd budget counts an upgrade's client socket from
+// Upgrade on and its backend socket from the dial on, the tunnel a switch
+// makes holds two, and every other ending gives both back; OpenTunnels
+// counts the upgrade as a connection throughout. With no room for the
+// backend socket the client gets the judge's UpgradeNoFD answer.
+func TestUpgradeCountsFDs(t *testing.T) {
+	be := newUpBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		h, _ := readHead(br)
+		if bytes.Contains([]byte(h), []byte("refuse")) {
+			c.Write([]byte("HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"))
+			return
+		}
+		c.Write([]byte(answer101("k")))
+		io.Copy(c, br)
+	})
+	b := fdbudget.New(1 << 20)
+	p := newPlane(t, Config{Splice: true, Loops: 1, FDs: b, PipePoolMax: -1})
+	ln := listen(t)
+	sw := startUpgrade(t, p, ln, be.addr, &testJudge{key: "k"}, nil, nil, nil)
+	if r := sw.result(t, 5*time.Second); r.Outcome != UpgradeSwitched {
+		t.Fatalf("result %+v", r)
+	}
+	if !waitFor(2*time.Second, func() bool { return b.Used() == 2 && p.OpenTunnels() == 1 }) {
+		t.Fatalf("a switched upgrade: budget %d, open %d; want 2 and 1", b.Used(), p.OpenTunnels())
+	}
+	ref := startUpgrade(t, p, ln, be.addr, &testJudge{key: "k"}, nil, nil, func(u *Upgrade) { u.Head = []byte("GET /refuse HTTP/1.1\r\n\r\n") })
+	if r := ref.result(t, 5*time.Second); r.Outcome != UpgradeRefused {
+		t.Fatalf("result %+v", r)
+	}
+	ref.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.ReadAll(ref.client)
+	ref.client.Close()
+	dead := listen(t)
+	deadAddr := netip.MustParseAddrPort(dead.Addr().String())
+	dead.Close()
+	df := startUpgrade(t, p, ln, deadAddr, &testJudge{}, nil, nil, nil)
+	if r := df.result(t, 5*time.Second); r.Outcome != UpgradeDialFailed {
+		t.Fatalf("result %+v", r)
+	}
+	df.client.Close()
+	if !waitFor(5*time.Second, func() bool { return b.Used() == 2 && p.OpenTunnels() == 1 }) {
+		t.Fatalf("after a refusal and a failed dial: budget %d, open %d; want 2 and 1", b.Used(), p.OpenTunnels())
+	}
+	sw.client.Close()
+	if !waitFor(5*time.Second, func() bool { return b.Used() == 0 && p.OpenTunnels() == 0 }) {
+		t.Fatalf("all ended: budget %d, open %d", b.Used(), p.OpenTunnels())
+	}
+
+	// A budget with room for the client socket only.
+	full := fdbudget.New(1)
+	p2 := newPlane(t, Config{Splice: true, Loops: 1, FDs: full})
+	e := startUpgrade(t, p2, ln, be.addr, &testJudge{key: "k"}, nil, nil, nil)
+	r := e.result(t, 5*time.Second)
+	if r.Outcome != UpgradeNoFD || r.Status != 503 {
+		t.Fatalf("result %+v", r)
+	}
+	e.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(e.client); string(got) != answer503 {
+		t.Fatalf("client got %q", got)
+	}
+	if !waitFor(5*time.Second, func() bool { return full.Used() == 0 && p2.OpenTunnels() == 0 }) {
+		t.Fatalf("budget %d, open %d", full.Used(), p2.OpenTunnels())
 	}
 }

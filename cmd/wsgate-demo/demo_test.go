@@ -686,3 +686,22 @@ func TestSlowAnswersLate(t *testing.T) {
 		}
 	}
 }
+
+// The Origin check folds case in ASCII only: a Kelvin sign (U+212A) is not a k.
+func TestSameOriginFoldsASCIIOnly(t *testing.T) {
+	for _, tc := range []struct {
+		origin, host string
+		want         bool
+	}{
+		{"http://Grafana.Example:8080", "grafana.example:8080", true},
+		{"http://\u212aeep.example", "keep.example", false},
+		{"http://keep.example", "keep.example.", false},
+	} {
+		r := httptest.NewRequest("GET", "/loki/api/v1/tail", nil)
+		r.Host = tc.host
+		r.Header.Set("Origin", tc.origin)
+		if got := sameOrigin(r); got != tc.want {
+			t.Errorf("sameOrigin(Origin %q, Host %q) = %v, want %v", tc.origin, tc.host, got, tc.want)
+		}
+	}
+}

@@ -41,7 +41,28 @@ func sameOrigin(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return false
 	}
-	return strings.EqualFold(u.Host, r.Host)
+	return asciiEqualFold(u.Host, r.Host)
+}
+
+// asciiEqualFold compares host names case-insensitively in ASCII only: strings.EqualFold folds
+// Unicode too (the Kelvin sign matches k), which no HTTP peer does.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // checkOrigin answers 403 and returns false when sameOrigin fails.

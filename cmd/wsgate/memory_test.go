@@ -179,19 +179,18 @@ func TestMemReaderSeesRealHeap(t *testing.T) {
 
 func TestMemoryReturnFlag(t *testing.T) {
 	var out bytes.Buffer
-	if _, _, every, err := parseCommandLine(nil, &out); err != nil || every != 10*time.Second {
-		t.Fatalf("default -memory-return %v, %v; want 10s", every, err)
+	if o, err := parseCommandLine(nil); err != nil || o.memEvery != 10*time.Second {
+		t.Fatalf("default -memory-return %v, %v; want 10s", o.memEvery, err)
 	}
-	if _, _, every, err := parseCommandLine([]string{"-memory-return", "0"}, &out); err != nil || every != 0 {
-		t.Fatalf("-memory-return 0 gave %v, %v", every, err)
+	if o, err := parseCommandLine([]string{"-memory-return", "0"}); err != nil || o.memEvery != 0 {
+		t.Fatalf("-memory-return 0 gave %v, %v", o.memEvery, err)
 	}
-	out.Reset()
-	if code := run([]string{"-memory-return", "-1s"}, &out); code != 2 ||
-		out.String() != "wsgate: -memory-return -1s: must not be negative\n" {
+	if code := runIO([]string{"-memory-return", "-1s"}, &out, &out); code != 2 ||
+		out.String() != "wsgate: -memory-return -1s: want 0 (no limit) or more\n" {
 		t.Fatalf("exit %d, output %q", code, out.String())
 	}
 	out.Reset()
-	run([]string{"-h"}, &out)
+	runIO([]string{"-h"}, &out, &out)
 	if !strings.Contains(out.String(), "  -memory-return") {
 		t.Fatal("-h does not list -memory-return")
 	}
