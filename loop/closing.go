@@ -164,7 +164,7 @@ func (cc *clientConn) expire(now int64) {
 		default:
 			cc.closeNow() // idle keep-alive (or a conn that never spoke): nothing to answer
 		}
-	case stateAwaitingResponse, stateUpgrading:
+	case stateAwaitingResponse:
 		if !cc.ex.respFinal {
 			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
 			cc.fail(504)

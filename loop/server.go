@@ -65,6 +65,8 @@ type Server struct {
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
 	backendWarn warnLimiter
+
+	up upgradeState // upgrades: the plane's dial target, results (upgrade.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).

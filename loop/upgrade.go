@@ -1,80 +1,290 @@
 package loop
 
 import (
-	"github.com/valyala/bytebufferpool"
-	"golang.org/x/sys/unix"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
 
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/splice"
 )
 
-// The hand-off of a verified WebSocket upgrade to the tunnel plane.
+// WebSocket upgrades. An upgrade request leaves gnet as soon as its head is parsed and checked:
+// the client socket goes to the tunnel plane once (dup, gnet's copy closed), with the rewritten
+// head and an upgradeJudge; the plane dials the backend itself (non-blocking connect on its own
+// loop, no goroutine and no thread per dial), sends the head, and hands the answer to the judge,
+// which runs on the plane's loop thread and reads it with httpparse. The plane knows nothing of
+// HTTP; the judge knows nothing of sockets.
 //
 // Invariant: a connection becomes a tunnel only after a 101 whose Upgrade, Connection and
-// Sec-WebSocket-Accept match the client's request, and every byte either side sent before the
-// switch reaches the other side before any spliced byte, in order.
+// Sec-WebSocket-Accept match the client's request. Until then nothing the client sent behind its
+// head reaches the backend (the plane does not even read the client's socket; the bytes gnet had
+// already read go as Upgrade.Pending, written only after the switch), and nothing is ever parsed
+// from it. Any other final answer is relayed with Connection: close and its body, then both
+// connections close; a 101 that fails the check is 502.
 
-// switchProtocols handles a 101. Only a verified WebSocket switch is tunnelled.
-func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {
-	s, ls := cc.srv, cc.ls
-	if !cc.ex.upgrade || !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
-		!httpparse.VerifyAccept(cc.ex.wsKey, resp.Header("Sec-WebSocket-Accept")) {
-		s.log.Debug("backend sent an unverified 101", "backend", s.cfg.Backend, "phase", "upgrade")
-		cc.fail(502)
-		return
+// upgradeState is the server's part of the upgrade path.
+type upgradeState struct {
+	target   netip.AddrPort             // the backend address the plane dials (resolved once at Start)
+	onResult func(splice.UpgradeResult) // s.upgradeDone, bound once so an upgrade allocates no closure
+	results  [nUpgradeResults]atomic.Int64
+}
+
+// Upgrade results, the label set of issue 11's wsgate_websocket_upgrades_total{result}.
+type upgradeResult uint8
+
+const (
+	resultOK            upgradeResult = iota // a verified 101: a tunnel
+	resultRefused                            // the backend answered something else, relayed
+	resultBadAccept                          // a 101 that failed verification: 502
+	resultUpstreamError                      // dial refused or timed out, no or a malformed answer: 502/503/504
+	resultClientGone                         // the client left before the answer
+	nUpgradeResults
+)
+
+var upgradeResultNames = [nUpgradeResults]string{"ok", "refused", "bad_accept", "upstream_error", "client_gone"}
+
+func (r upgradeResult) String() string { return upgradeResultNames[r] }
+
+// UpgradeStats counts decided upgrades by result since Start.
+type UpgradeStats struct {
+	OK, Refused, BadAccept, UpstreamError, ClientGone int64
+}
+
+// UpgradeStats returns the upgrade counters.
+func (s *Server) UpgradeStats() UpgradeStats {
+	r := &s.up.results
+	return UpgradeStats{OK: r[resultOK].Load(), Refused: r[resultRefused].Load(), BadAccept: r[resultBadAccept].Load(),
+		UpstreamError: r[resultUpstreamError].Load(), ClientGone: r[resultClientGone].Load()}
+}
+
+// upgradePlaneConfig gives the tunnel plane the server's upgrade timeouts (its defaults for
+// Plane.Upgrade, and they set its timer wheel's tick).
+func upgradePlaneConfig(cfg *Config) {
+	cfg.Tunnel.DialTimeout = cfg.DialTimeout
+	cfg.Tunnel.ResponseTimeout = cfg.ResponseTimeout
+}
+
+// initUpgrades resolves the backend address the plane dials for upgrades, once: the plane takes
+// an address, not a name (a name is resolved here with the dial timeout, its first address
+// kept; plain requests resolve per dial).
+func (s *Server) initUpgrades() error {
+	s.up.onResult = s.upgradeDone
+	host, port, err := net.SplitHostPort(s.cfg.Backend)
+	if err != nil {
+		return fmt.Errorf("backend %q: %w", s.cfg.Backend, err)
 	}
-	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true}
-	head := appendResponseHead(ls.scratch[:0], resp, &o)
-	ls.scratch = head[:0]
-	_, _ = bc.c.Discard(n)
-
-	// Everything gnet or our queues hold goes to the plane as pending, ahead of any spliced byte:
-	// to the client, older queued bytes, the 101, frames the backend sent right behind it; to the
-	// backend, any unsent request bytes, then frames the client sent before the 101.
-	toClient := bytebufferpool.Get()
-	toClient.B = append(toClient.B, cc.out.bytes()...)
-	toClient.B = append(toClient.B, head...)
-	if bc.c.InboundBuffered() > 0 {
-		b, _ := bc.c.Next(-1)
-		toClient.B = append(toClient.B, b...)
+	p, err := net.LookupPort("tcp", port)
+	if err != nil {
+		return fmt.Errorf("backend %q: port: %w", s.cfg.Backend, err)
 	}
-	toBackend := bytebufferpool.Get()
-	toBackend.B = append(toBackend.B, bc.out.bytes()...)
-	toBackend.B = append(toBackend.B, cc.inbound()...)
+	if a, err := netip.ParseAddr(host); err == nil {
+		s.up.target = netip.AddrPortFrom(a.Unmap(), uint16(p))
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	defer cancel()
+	as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(as) == 0 {
+		return fmt.Errorf("backend %q: resolve for upgrades: %v", s.cfg.Backend, err)
+	}
+	s.up.target = netip.AddrPortFrom(as[0].Unmap(), uint16(p))
+	return nil
+}
 
-	if cc.c == nil { // a client that half-closed is not owed a tunnel (halfclose.go)
-		bytebufferpool.Put(toClient)
-		bytebufferpool.Put(toBackend)
+// startUpgrade hands an upgrade request whose head is parsed, checked and rewritten (ex.fwd) to
+// the tunnel plane. The client socket leaves gnet here; what gnet already read behind the head
+// goes along as pending bytes for the backend (sent only after a verified 101).
+func (cc *clientConn) startUpgrade() {
+	s, ex := cc.srv, &cc.ex
+	if cc.c == nil {
+		// The client half-closed right behind its upgrade request: it could never send a frame,
+		// and a client that half-closed is not owed a tunnel (halfclose.go).
 		cc.fail(502)
 		return
 	}
 	cfd, err := cc.c.Dup()
 	if err != nil {
-		bytebufferpool.Put(toClient)
-		bytebufferpool.Put(toBackend)
-		cc.fail(502)
+		s.log.Warn("upgrade: dup of the client socket failed", "client", string(cc.ip), "phase", "upgrade", "err", err)
+		cc.fail(503)
 		return
 	}
-	bfd, err := bc.c.Dup()
+	j := getJudge(s, ex.wsKey, ex.host)
+	err = s.plane.Upgrade(splice.Upgrade{
+		ClientFD:        cfd,
+		Backend:         s.up.target,
+		Head:            ex.fwd.B,
+		Pending:         cc.inbound(),
+		Judge:           j,
+		DialTimeout:     s.cfg.DialTimeout,
+		ResponseTimeout: s.cfg.ResponseTimeout,
+		OnResult:        s.up.onResult,
+	})
 	if err != nil {
-		_ = unix.Close(cfd)
-		bytebufferpool.Put(toClient)
-		bytebufferpool.Put(toBackend)
-		cc.fail(502)
+		// The plane closed cfd and will not call OnResult; gnet's copy is still ours to answer on.
+		putJudge(j)
+		s.log.Warn("upgrade refused by the tunnel plane", "backend", s.cfg.Backend, "phase", "upgrade", "err", err)
+		cc.fail(503)
 		return
 	}
-	oc, ob := cc.c, bc.c
-	cc.c, bc.c = nil, nil
-	cc.ex.bc, bc.cc = nil, nil
-	ls.loop.closeConn(oc)
-	ls.loop.closeConn(ob)
-	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B})
-	bytebufferpool.Put(toClient)
-	bytebufferpool.Put(toBackend)
-	if err != nil {
-		s.log.Warn("tunnel refused", "backend", s.cfg.Backend, "phase", "tunnel", "err", err)
-	} else {
-		s.tunnelsTotal.Add(1)
-	}
+	// gnet's copy goes now, synchronously: gnet never reads or writes this socket again (its
+	// outbound buffer is empty, our outq is the only write path), and OnClose sees c != cc.c.
+	oc := cc.c
+	cc.c = nil
+	cc.ls.loop.closeConn(oc)
 	cc.teardown()
+}
+
+// upgradeDone runs on a tunnel-plane loop when an upgrade is decided; it is the plane's last use
+// of the judge. Metrics and access-log lines (issue 11) and passive health for the dialled
+// member (issue 10: r.Connected is a success, UpgradeDialFailed/UpgradeDialTimeout a failure)
+// hook in here.
+func (s *Server) upgradeDone(r splice.UpgradeResult) {
+	j := r.Judge.(*upgradeJudge)
+	res := j.result
+	switch r.Outcome {
+	case splice.UpgradeSwitched:
+		res = resultOK
+		s.tunnelsTotal.Add(1)
+	case splice.UpgradeRefused:
+		res = resultRefused
+	case splice.UpgradeClientGone, splice.UpgradeClosed:
+		res = resultClientGone
+	case splice.UpgradeRejected:
+		// the judge said why (bad_accept or upstream_error)
+	default:
+		res = resultUpstreamError
+	}
+	s.up.results[res].Add(1)
+	if res == resultUpstreamError || res == resultBadAccept {
+		phase := "response head"
+		switch r.Outcome {
+		case splice.UpgradeDialFailed, splice.UpgradeDialTimeout, splice.UpgradeNoFD:
+			phase = "dial"
+		}
+		if res == resultBadAccept {
+			phase = "upgrade"
+		}
+		s.backendWarn.warn(s.log, nanotime(), "backend upgrade failed", "backend", s.cfg.Backend, "phase", phase,
+			"result", res.String(), "status", r.Status, "err", r.Err)
+	}
+	putJudge(j)
+}
+
+// upgradeJudge is one upgrade's part of the handshake: the client's key and Host. It runs on a
+// plane loop's thread; everything large (the parsed answer's header table, the head it writes)
+// lives in that loop's Scratch, so judging allocates nothing.
+type upgradeJudge struct {
+	srv    *Server
+	key    []byte // Sec-WebSocket-Key; capacity kept across reuse
+	host   []byte // the Host the client used, for Location rewrites in a refusal
+	chunk  httpparse.ChunkedDecoder
+	result upgradeResult // what Judge decided, for a rejection's result label
+}
+
+// judgePool recycles judges: one lives from the request head to the decision.
+var judgePool = sync.Pool{New: func() any { return new(upgradeJudge) }}
+
+func getJudge(s *Server, key, host []byte) *upgradeJudge {
+	j := judgePool.Get().(*upgradeJudge)
+	j.srv = s
+	j.key = append(j.key[:0], key...)
+	j.host = append(j.host[:0], host...)
+	j.chunk.Reset()
+	j.result = resultOK
+	return j
+}
+
+func putJudge(j *upgradeJudge) {
+	j.srv = nil
+	judgePool.Put(j)
+}
+
+// judgeScratch is a plane loop's scratch for judging: one Response (its 256-entry header table is
+// why it is per loop, not per upgrade) and the buffer rewritten heads are built in.
+type judgeScratch struct {
+	resp httpparse.Response
+	head []byte
+}
+
+func scratchOf(s *splice.Scratch) *judgeScratch {
+	js, _ := s.Value.(*judgeScratch)
+	if js == nil {
+		js = &judgeScratch{head: make([]byte, 0, 4096)}
+		s.Value = js
+	}
+	return js
+}
+
+// Judge reads the backend's answer so far. A head that is not complete yet needs more; a
+// malformed one is 502. A 101 is checked (Upgrade: websocket, Connection: upgrade, the accept
+// value of the client's key) and switches with the rebuilt head, or is 502. Other 1xx are
+// relayed; any other final answer is a refusal, relayed with Connection: close and its body.
+func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
+	js := scratchOf(s)
+	resp := &js.resp
+	p := httpparse.Parser{Limits: respLimits}
+	n, err := p.ParseResponse(ans, resp, false)
+	if err == httpparse.ErrNeedMore {
+		return splice.Verdict{Action: splice.NeedMore}
+	}
+	if err != nil {
+		j.result = resultUpstreamError
+		return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
+	}
+	srv := j.srv
+	o := respHeadOpts{backendHost: srv.backend, clientHost: j.host}
+	switch {
+	case resp.Status == 101:
+		if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
+			!httpparse.VerifyAccept(j.key, resp.Header("Sec-WebSocket-Accept")) {
+			j.result = resultBadAccept
+			return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
+		}
+		o.websocket = true
+		js.head = appendResponseHead(js.head[:0], resp, &o)
+		return splice.Verdict{Action: splice.Switch, Consumed: n, ToClient: js.head, Status: 101}
+	case resp.Status < 200:
+		o.interim = true
+		js.head = appendResponseHead(js.head[:0], resp, &o)
+		return splice.Verdict{Action: splice.Interim, Consumed: n, ToClient: js.head, Status: resp.Status}
+	}
+	o.close = true
+	js.head = appendResponseHead(js.head[:0], resp, &o)
+	v := splice.Verdict{Action: splice.Refuse, Consumed: n, ToClient: js.head, Status: resp.Status}
+	switch resp.Framing {
+	case httpparse.FramingLength:
+		v.Body = resp.ContentLength
+	case httpparse.FramingChunked:
+		j.chunk.Reset()
+		v.Body, v.Framer = splice.BodyChunked, &j.chunk
+	case httpparse.FramingUntilClose:
+		v.Body = splice.BodyUntilClose
+	}
+	return v
+}
+
+// Failed is the answer when the plane ends the handshake itself.
+func (j *upgradeJudge) Failed(_ *splice.Scratch, why splice.UpgradeOutcome) ([]byte, int) {
+	j.result = resultUpstreamError
+	status := 502
+	switch why {
+	case splice.UpgradeDialTimeout, splice.UpgradeResponseTimeout:
+		status = 504
+	case splice.UpgradeNoFD:
+		status = 503
+	}
+	return errorResponse(status), status
+}
+
+// switchProtocols handles a 101 that reaches the HTTP plane: upgrades leave gnet before their
+// head is sent, so this answers a plain request, and nothing but a verified WebSocket switch is
+// tunnelled: 502.
+func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {
+	s := cc.srv
+	s.backendWarn.warn(s.log, nanotime(), "backend switched protocols on a plain request", "backend", s.cfg.Backend, "phase", "response head", "status", 502)
+	cc.fail(502)
 }

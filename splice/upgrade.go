@@ -45,10 +45,12 @@ type Upgrade struct {
 	// Timeouts: from the dial's start to connected, then from the head's
 	// write to a verdict. Zero takes the plane's Config defaults.
 	DialTimeout, ResponseTimeout time.Duration
-	// OnResult runs once, on the plane's loop, when the handshake is decided
-	// (a switch, a refusal relayed, an answer of the plane's own, or the
-	// client gone or the plane closed), before any tunnel byte moves. It
-	// must not block. Optional.
+	// OnResult runs once, on the plane's loop, when the handshake is over: at
+	// a switch (before any tunnel byte moves), when a refusal's body has been
+	// relayed, when an answer of the plane's own is queued, or when the
+	// client left or the plane closed. It is the plane's last use of Judge
+	// (UpgradeResult.Judge), which the caller may then recycle. It must not
+	// block. Optional.
 	OnResult func(UpgradeResult)
 	// OnClose runs when the tunnel a switch made ends (as Tunnel.OnClose).
 	OnClose func(TunnelResult)
@@ -143,6 +145,7 @@ func (o UpgradeOutcome) String() string {
 
 // UpgradeResult reports a decided handshake.
 type UpgradeResult struct {
+	Judge     Handshake // Upgrade.Judge: OnResult is the plane's last use of it
 	Outcome   UpgradeOutcome
 	Status    int           // status of the answer the client got (0: none was sent)
 	Connected bool          // the backend connection was established (for passive health: a success)
@@ -192,6 +195,7 @@ type handshake struct {
 	respTO    uint32
 	deadline  uint32 // tick at which the current phase times out
 	untilEOF  bool   // relaying a body that ends at the backend's close
+	status    int    // a refusal's status, reported when its body has been relayed
 	t0        time.Time
 	connDur   time.Duration
 }
@@ -579,8 +583,9 @@ func (l *loop) hsRefuse(c *conn, v Verdict, rest []byte) {
 		l.toClient(c, rest[:take])
 	}
 	hs.answer = nil
-	l.report(c, UpgradeRefused, v.Status, nil)
+	hs.status = v.Status
 	if done {
+		l.report(c, UpgradeRefused, v.Status, nil)
 		l.closeBackend(c)
 		l.startLinger(c)
 		return
@@ -590,7 +595,9 @@ func (l *loop) hsRefuse(c *conn, v Verdict, rest []byte) {
 	c.x = x
 	c.flows[0].state = flowDone // the client's bytes go nowhere
 	if err := l.poll.activate(int(c.ends[0].fd), c.slot, 0); err != nil {
-		l.hsEnd(c, UpgradeRefused, &OpError{Dir: "upgrade", Op: "register client", Err: err})
+		err = &OpError{Dir: "upgrade", Op: "register client", Err: err}
+		l.report(c, UpgradeRefused, v.Status, err)
+		l.hsEnd(c, UpgradeRefused, err)
 		return
 	}
 	c.ends[0].ev |= evOut
@@ -609,9 +616,11 @@ func (l *loop) hsAnswerErr(c *conn, v Verdict, err error) {
 func (l *loop) relayDone(c *conn, err error) {
 	hs := c.hs
 	if err != nil && !(hs.untilEOF && errors.Is(err, ErrUnexpectedEOF)) {
+		l.report(c, UpgradeRefused, hs.status, err)
 		l.hsEnd(c, UpgradeRefused, err) // a body cut short: the client must see the close at once
 		return
 	}
+	l.report(c, UpgradeRefused, hs.status, nil)
 	c.x = nil
 	l.closeBackend(c)
 	l.startLinger(c)
@@ -641,7 +650,7 @@ func (l *loop) report(c *conn, why UpgradeOutcome, status int, err error) {
 	hs.reported = true
 	l.st.handshakes.Add(-1)
 	if hs.onResult != nil {
-		hs.onResult(UpgradeResult{Outcome: why, Status: status, Connected: hs.connected, Connect: hs.connDur, Err: err})
+		hs.onResult(UpgradeResult{Judge: hs.judge, Outcome: why, Status: status, Connected: hs.connected, Connect: hs.connDur, Err: err})
 	}
 }
 
