@@ -29,16 +29,16 @@ func dialNonblock(dst netip.AddrPort, src netip.Addr) (int, error) {
 		return -1, os.NewSyscallError("socket", err)
 	}
 	fail := func(op string, e error) (int, error) {
-		unix.Close(fd)
+		rawClose(fd)
 		return -1, os.NewSyscallError(op, e)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+	if err := rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		return fail("setsockopt TCP_NODELAY", err)
 	}
 	if src.IsValid() {
 		src = src.Unmap()
 		if src.Is4() != (family == unix.AF_INET) {
-			unix.Close(fd)
+			rawClose(fd)
 			return -1, errors.New("source address " + src.String() + " is not of the backend's address family")
 		}
 		if err := bindNoPort(fd); err != nil {

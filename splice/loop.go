@@ -435,7 +435,7 @@ func (l *loop) move(c *conn, i int) bool {
 				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: ErrUnexpectedEOF})
 				return false
 			}
-			if err := unix.Shutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+			if err := rawShutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 				l.fail(c, &OpError{Dir: c.dir(i), Op: "shutdown " + c.name(1-i), Err: err})
 				return false
 			}
@@ -768,8 +768,8 @@ func (l *loop) putPipe(f *flow) {
 
 // closePipe closes a pipe and takes it off the plane's pipe and fd counts.
 func (l *loop) closePipe(r, w int32) {
-	unix.Close(int(r))
-	unix.Close(int(w))
+	rawClose(int(r))
+	rawClose(int(w))
 	l.p.pipes.Add(-1)
 	l.p.fds.Release(2)
 }
@@ -891,8 +891,8 @@ func (l *loop) finish(c *conn, err error) {
 		return
 	}
 	l.st.tunnels.Add(-1)
-	unix.Close(int(c.ends[0].fd))
-	unix.Close(int(c.ends[1].fd))
+	rawClose(int(c.ends[0].fd))
+	rawClose(int(c.ends[1].fd))
 	l.p.fds.Release(2)
 	l.p.open.Add(-1)
 	if c.onClose != nil {

@@ -437,7 +437,7 @@ func (p *Plane) ticks(d time.Duration) uint32 {
 // as they did when the loop wrote them.
 func (l *loop) writePending(f *flow, dst int, b []byte) {
 	for len(b) > 0 {
-		n, err := unix.Write(dst, b)
+		n, err := rawWrite(dst, b)
 		if err == unix.EINTR {
 			continue
 		}

@@ -76,15 +76,6 @@ func (p *poller) add(fd int, slot int32, side int) error {
 	return nil
 }
 
-// addQuiet registers nothing on kqueue: it has no "hang-up only" filter
-// (EVFILT_READ would report every byte the client sends while its upgrade
-// is pending). The end is registered by activate; a client that leaves
-// meanwhile is noticed then.
-func (p *poller) addQuiet(fd int, slot int32, side int) error { return nil }
-
-// activate registers an end that addQuiet left out.
-func (p *poller) activate(fd int, slot int32, side int) error { return p.add(fd, slot, side) }
-
 func (p *poller) del(fd int) {
 	if fd < len(p.owner) {
 		p.owner[fd] = -1

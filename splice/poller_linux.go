@@ -101,31 +101,23 @@ func (p *poller) close() {
 	unix.Close(p.evfd)
 }
 
+// ctl is epoll_ctl, raw (it never blocks).
+func (p *poller) ctl(op, fd int, ev *unix.EpollEvent) error {
+	if _, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(p.epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
 // add registers one end of the conn in slot; the event carries both.
 func (p *poller) add(fd int, slot int32, side int) error {
 	ev := unix.EpollEvent{Events: epollFlags, Fd: slot, Pad: int32(side)}
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-}
-
-// addQuiet registers one end for hang-up and error reports only (EPOLLRDHUP;
-// EPOLLHUP and EPOLLERR are always reported): a client whose upgrade is
-// pending is not read, so bytes it sends meanwhile wait in its socket and
-// raise no wake-up, but its going away is noticed.
-func (p *poller) addQuiet(fd int, slot int32, side int) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(side)}
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
-}
-
-// activate gives an end registered by addQuiet the full interest. With
-// EPOLLET the modification reports the current readiness at once, so bytes
-// already waiting are not missed.
-func (p *poller) activate(fd int, slot int32, side int) error {
-	ev := unix.EpollEvent{Events: epollFlags, Fd: slot, Pad: int32(side)}
-	return unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev)
+	return p.ctl(unix.EPOLL_CTL_ADD, fd, &ev)
 }
 
 func (p *poller) del(fd int) {
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	var ev unix.EpollEvent // ignored, but kernels before 2.6.9 wanted a non-nil pointer
+	p.ctl(unix.EPOLL_CTL_DEL, fd, &ev)
 }
 
 // wait returns the number of events; timeout is in ms, -1 waits until an
@@ -174,7 +166,7 @@ func (p *poller) event(i int) (slot int32, side int32, ev uint8) {
 func (p *poller) wake() {
 	var one = [8]byte{1}
 	for {
-		_, err := unix.Write(p.evfd, one[:])
+		_, err := rawWrite(p.evfd, one[:])
 		if err != unix.EINTR {
 			return // EAGAIN: the counter is already non-zero, the loop will wake
 		}
@@ -184,5 +176,5 @@ func (p *poller) wake() {
 // drainWake resets the eventfd counter so the next submit wakes us again.
 func (p *poller) drainWake() {
 	var b [8]byte
-	unix.Read(p.evfd, b[:])
+	rawRead(p.evfd, b[:])
 }

@@ -91,3 +91,26 @@ func rawWrite(fd int, p []byte) (int, error) {
 	}
 	return int(n), nil
 }
+
+// The loop's other socket calls are raw too, for the same reason as rawRead: none of them can
+// block on a non-blocking socket, and any that outlasts 20us (a close or shutdown runs the FIN
+// through loopback, a connect the whole handshake) would otherwise cost a P hand-off.
+
+func rawClose(fd int) {
+	unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+func rawShutdown(fd, how int) error {
+	if _, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), uintptr(how), 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+func rawSetsockoptInt(fd, level, opt, v int) error {
+	val := int32(v)
+	if _, _, e := unix.RawSyscall6(unix.SYS_SETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt), uintptr(unsafe.Pointer(&val)), 4, 0); e != 0 {
+		return e
+	}
+	return nil
+}

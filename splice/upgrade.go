@@ -20,16 +20,18 @@ import (
 //
 // Invariant: until the judge says Switch, no client byte reaches the
 // backend. The client's socket is not read while the handshake is pending
-// (its epoll interest is hang-ups only), so whatever the client sends waits
-// in the kernel, unparsed; bytes the HTTP plane had already read behind the
+// (its readiness is only remembered), so whatever the client sends waits in
+// the kernel, unparsed; bytes the HTTP plane had already read behind the
 // request head (Upgrade.Pending) are held and written to the backend only
 // after the switch, before anything read from the client later. On every
 // other verdict they are dropped and the client's socket is only drained.
 
 // Upgrade asks the plane to complete a WebSocket (or any) upgrade.
 type Upgrade struct {
-	// ClientFD is the client's socket; the plane owns it from the call on
-	// and closes it on every path (Upgrade's error return included).
+	// ClientFD is the client's socket, non-blocking (a dup of a non-blocking
+	// socket is: the flag belongs to the open file); the plane owns it from
+	// the call on and closes it on every path (Upgrade's error return
+	// included).
 	ClientFD int
 	// Backend is the address to dial; Source, when valid, is the local
 	// address to bind first (with IP_BIND_ADDRESS_NO_PORT on Linux).
@@ -232,9 +234,6 @@ func (p *Plane) Upgrade(u Upgrade) error {
 	if !u.Backend.IsValid() {
 		return fail(fmt.Errorf("splice: upgrade: invalid backend address %v", u.Backend))
 	}
-	if err := unix.SetNonblock(u.ClientFD, true); err != nil {
-		return fail(&OpError{Dir: "upgrade", Op: "set client non-blocking", Err: err})
-	}
 	hs := hsPool.Get().(*handshake)
 	buf := append(hs.buf[:0], u.Head...)
 	*hs = handshake{
@@ -287,7 +286,13 @@ func (l *loop) startHandshake(c *conn) {
 	l.st.handshakes.Add(1)
 	hs.t0 = time.Now()
 	hs.deadline = l.now + hs.dialTO + 1
-	if err := l.poll.addQuiet(int(c.ends[0].fd), c.slot, 0); err != nil {
+	// The client is registered once, with the tunnel's interest: while the
+	// handshake is pending its readiness is only remembered in end.ev, never
+	// acted on (no read: its bytes wait in the kernel), except that a hang-up
+	// is noticed at once. A hang-up-only registration switched to the full
+	// interest at the switch costs one more epoll_ctl per upgrade, and
+	// edge-triggered epoll reports nothing more while nothing is read.
+	if err := l.poll.add(int(c.ends[0].fd), c.slot, 0); err != nil {
 		l.hsEnd(c, UpgradeClientGone, &OpError{Dir: "upgrade", Op: "register client", Err: err})
 		return
 	}
@@ -526,10 +531,6 @@ func (l *loop) hsSwitch(c *conn, v Verdict, rest []byte) {
 	l.p.total.Add(1)
 	c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
 	c.active = l.now
-	if err := l.poll.activate(int(c.ends[0].fd), c.slot, 0); err != nil {
-		l.fail(c, &OpError{Dir: "client->backend", Op: "register client", Err: err})
-		return
-	}
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {
 			l.failWrite(c, i, unix.Errno(e))
@@ -594,12 +595,6 @@ func (l *loop) hsRefuse(c *conn, v Verdict, rest []byte) {
 	hs.deadline = l.now + hs.respTO + 1
 	c.x = x
 	c.flows[0].state = flowDone // the client's bytes go nowhere
-	if err := l.poll.activate(int(c.ends[0].fd), c.slot, 0); err != nil {
-		err = &OpError{Dir: "upgrade", Op: "register client", Err: err}
-		l.report(c, UpgradeRefused, v.Status, err)
-		l.hsEnd(c, UpgradeRefused, err)
-		return
-	}
 	c.ends[0].ev |= evOut
 	l.arm(c)
 	l.hsStep(c)
@@ -657,7 +652,7 @@ func (l *loop) report(c *conn, why UpgradeOutcome, status int, err error) {
 func (l *loop) closeBackend(c *conn) {
 	if fd := c.ends[1].fd; fd >= 0 {
 		l.poll.del(int(fd))
-		unix.Close(int(fd))
+		rawClose(int(fd))
 		l.p.fds.Release(1)
 		c.ends[1].fd = -1
 	}
@@ -676,10 +671,6 @@ func (l *loop) startLinger(c *conn) {
 	hs := c.hs
 	hs.phase = hsLinger
 	hs.deadline = l.now + l.p.ticks(lingerTime) + 1
-	if err := l.poll.activate(int(c.ends[0].fd), c.slot, 0); err != nil {
-		l.hsEnd(c, UpgradeClosed, nil)
-		return
-	}
 	c.ends[0].ev |= evOut | evIn
 	l.arm(c)
 	l.linger(c)
@@ -721,7 +712,7 @@ func (l *loop) linger(c *conn) {
 	}
 	if !hs.shut {
 		hs.shut = true
-		if err := unix.Shutdown(int(cl.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+		if err := rawShutdown(int(cl.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 			l.hsEnd(c, UpgradeClosed, nil)
 			return
 		}
@@ -786,7 +777,7 @@ func (l *loop) hsEnd(c *conn, why UpgradeOutcome, err error) {
 	for i := range c.ends {
 		if fd := c.ends[i].fd; fd >= 0 {
 			l.poll.del(int(fd))
-			unix.Close(int(fd))
+			rawClose(int(fd))
 			l.p.fds.Release(1)
 			c.ends[i].fd = -1
 		}
