@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/wsgate/wsgate/httpparse"
@@ -30,6 +29,7 @@ import (
 type upgradeState struct {
 	target   netip.AddrPort             // the backend address the plane dials (resolved once at Start)
 	onResult func(splice.UpgradeResult) // s.upgradeDone, bound once so an upgrade allocates no closure
+	judges   *judgeSlab
 	results  [nUpgradeResults]atomic.Int64
 }
 
@@ -73,6 +73,7 @@ func upgradePlaneConfig(cfg *Config) {
 // kept; plain requests resolve per dial).
 func (s *Server) initUpgrades() error {
 	s.up.onResult = s.upgradeDone
+	s.up.judges = newJudgeSlab()
 	host, port, err := net.SplitHostPort(s.cfg.Backend)
 	if err != nil {
 		return fmt.Errorf("backend %q: %w", s.cfg.Backend, err)
@@ -112,7 +113,7 @@ func (cc *clientConn) startUpgrade() {
 		cc.fail(503)
 		return
 	}
-	j := getJudge(s, ex.wsKey, ex.host)
+	j := s.getJudge(ex.wsKey, ex.host)
 	err = s.plane.Upgrade(splice.Upgrade{
 		ClientFD:        cfd,
 		Backend:         s.up.target,
@@ -125,7 +126,7 @@ func (cc *clientConn) startUpgrade() {
 	})
 	if err != nil {
 		// The plane closed cfd and will not call OnResult; gnet's copy is still ours to answer on.
-		putJudge(j)
+		s.putJudge(j)
 		s.log.Warn("upgrade refused by the tunnel plane", "backend", s.cfg.Backend, "phase", "upgrade", "err", err)
 		cc.fail(503)
 		return
@@ -171,36 +172,67 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 		s.backendWarn.warn(s.log, nanotime(), "backend upgrade failed", "backend", s.cfg.Backend, "phase", phase,
 			"result", res.String(), "status", r.Status, "err", r.Err)
 	}
-	putJudge(j)
+	s.putJudge(j)
 }
 
 // upgradeJudge is one upgrade's part of the handshake: the client's key and Host. It runs on a
 // plane loop's thread; everything large (the parsed answer's header table, the head it writes)
 // lives in that loop's Scratch, so judging allocates nothing.
 type upgradeJudge struct {
-	srv    *Server
-	key    []byte // Sec-WebSocket-Key; capacity kept across reuse
-	host   []byte // the Host the client used, for Location rewrites in a refusal
-	chunk  httpparse.ChunkedDecoder
-	result upgradeResult // what Judge decided, for a rejection's result label
+	srv     *Server
+	key     [24]byte // Sec-WebSocket-Key (httpparse.CheckWebSocketRequest: exactly 24 bytes)
+	host    []byte   // the Host the client used, for Location rewrites in a refusal: hostBuf or its own array
+	hostBuf [96]byte
+	chunk   httpparse.ChunkedDecoder
+	result  upgradeResult // what Judge decided, for a rejection's result label
+	slab    bool          // one of judgeSlab's, returned to it when done
 }
 
-// judgePool recycles judges: one lives from the request head to the decision.
-var judgePool = sync.Pool{New: func() any { return new(upgradeJudge) }}
+// judgeSlab holds the judges of the upgrades in flight, allocated once per server: a steady
+// stream of upgrades allocates none, a storm's surplus (more than judgeSlabSize in flight) is
+// allocated and becomes garbage. One contiguous allocation, not a pool of heap objects, for the
+// reason splice's hsSlab gives: pooled survivors of a storm pin the storm's spans.
+type judgeSlab struct {
+	free   chan *upgradeJudge
+	judges [judgeSlabSize]upgradeJudge
+}
 
-func getJudge(s *Server, key, host []byte) *upgradeJudge {
-	j := judgePool.Get().(*upgradeJudge)
+const judgeSlabSize = 64
+
+func newJudgeSlab() *judgeSlab {
+	s := &judgeSlab{free: make(chan *upgradeJudge, judgeSlabSize)}
+	for i := range s.judges {
+		s.judges[i].slab = true
+		s.free <- &s.judges[i]
+	}
+	return s
+}
+
+func (s *Server) getJudge(key, host []byte) *upgradeJudge {
+	var j *upgradeJudge
+	select {
+	case j = <-s.up.judges.free:
+	default:
+		j = new(upgradeJudge)
+	}
 	j.srv = s
-	j.key = append(j.key[:0], key...)
-	j.host = append(j.host[:0], host...)
+	copy(j.key[:], key) // 24 bytes: checked by httpparse.CheckWebSocketRequest
+	if len(host) <= len(j.hostBuf) {
+		j.host = j.hostBuf[:copy(j.hostBuf[:], host)]
+	} else {
+		j.host = append([]byte(nil), host...)
+	}
 	j.chunk.Reset()
 	j.result = resultOK
 	return j
 }
 
-func putJudge(j *upgradeJudge) {
-	j.srv = nil
-	judgePool.Put(j)
+func (s *Server) putJudge(j *upgradeJudge) {
+	if !j.slab {
+		return
+	}
+	j.srv, j.host = nil, nil
+	s.up.judges.free <- j // never blocks: only the slab's own judges come back
 }
 
 // judgeScratch is a plane loop's scratch for judging: one Response (its 256-entry header table is
@@ -240,7 +272,7 @@ func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
 	switch {
 	case resp.Status == 101:
 		if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
-			!httpparse.VerifyAccept(j.key, resp.Header("Sec-WebSocket-Accept")) {
+			!httpparse.VerifyAccept(j.key[:], resp.Header("Sec-WebSocket-Accept")) {
 			j.result = resultBadAccept
 			return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
 		}

@@ -172,6 +172,7 @@ type Plane struct {
 	maxPipes int64        // 0 = no cap
 	fds      *fdbudget.Budget
 	spliceOK bool
+	hs       *hsSlab   // handshake states of the upgrades in flight (upgrade.go)
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
 
@@ -230,7 +231,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, hs: newHSSlab()}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)

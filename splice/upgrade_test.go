@@ -817,10 +817,7 @@ func TestUpgradeLargePending(t *testing.T) {
 // of upgrades whose client sockets exist beforehand and whose backend is a
 // child process.
 func TestUpgradeAllocs(t *testing.T) {
-	if raceEnabled {
-		t.Skip("sync.Pool drops items on purpose under the race detector")
-	}
-	const n = 400
+	const n = hsSlabSize // a batch the slab covers
 	addr := childBackend(t)
 	p := newPlane(t, Config{Splice: true, Loops: 1})
 	ln := listen(t)
@@ -862,8 +859,8 @@ func TestUpgradeAllocs(t *testing.T) {
 	run() // warm the pools
 	per := run()
 	t.Logf("%.2f allocations per upgrade", per)
-	// The conn that becomes the tunnel; the handshake state comes from a
-	// pool (a burst larger than the pool allocates, hence the slack).
+	// The conn that becomes the tunnel; the handshake state comes from the
+	// slab.
 	if per > 1.5 {
 		t.Fatalf("%.2f allocations per upgrade, want 1 (the conn)", per)
 	}
