@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -612,5 +614,62 @@ func TestE2EStorm(t *testing.T) {
 	}
 	if u := s.UpgradeStats(); u.OK != int64(n) {
 		t.Errorf("upgrade stats %+v, want %d ok", u, n)
+	}
+}
+
+// BenchmarkE2EStormIdleMemory is BenchmarkE2EIdleTunnelMemory after a storm: 6,000 tunnels whose
+// upgrades start at once (1,000 in flight, 16 source addresses, the storm child), then wsgate's
+// growth per idle tunnel after a GC and FreeOSMemory (what cmd/wsgate's -memory-return does once
+// the heap is quiet): VmRSS and heap in use, plus heap allocated (live objects) to show what of
+// the heap in use is fragmentation the storm left behind. Run with -benchtime=1x.
+func BenchmarkE2EStormIdleMemory(b *testing.B) {
+	n := 6000
+	if testing.Short() {
+		n = 2000
+	}
+	for i := 0; i < b.N; i++ {
+		raiseNofile(b)
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), stormChildEnv+"=1", "WSGATE_E2E_STORM_N="+strconv.Itoa(n))
+		cmd.Stderr = os.Stderr
+		stdin, _ := cmd.StdinPipe()
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		out := bufio.NewReader(stdout)
+		line := func(prefix string) string {
+			l, err := out.ReadString('\n')
+			if err != nil || !strings.HasPrefix(l, prefix) {
+				b.Fatalf("child: %q %v, want %s", l, err, prefix)
+			}
+			return strings.TrimSpace(strings.TrimPrefix(l, prefix))
+		}
+		backend := line("BACKEND ")
+		s, addr := startProxy(b, backend, func(c *loop.Config) { c.MaxConns = n + 100 })
+		time.Sleep(200 * time.Millisecond)
+		runtime.GC()
+		debug.FreeOSMemory()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		r0 := vmRSS()
+		fmt.Fprintf(stdin, "PROXY %s\n", addr)
+		var ok int
+		fmt.Sscanf(line("UP "), "%d", &ok)
+		if ok != n {
+			b.Fatalf("%d of %d tunnels up", ok, n)
+		}
+		time.Sleep(500 * time.Millisecond)
+		runtime.GC()
+		debug.FreeOSMemory()
+		runtime.ReadMemStats(&m1)
+		r1 := vmRSS()
+		per := func(a, z uint64) float64 { return (float64(a) - float64(z)) / float64(n) }
+		b.ReportMetric(per(r1, r0), "rss-B/tunnel")
+		b.ReportMetric(per(m1.HeapInuse, m0.HeapInuse), "heap-B/tunnel")
+		b.ReportMetric(per(m1.HeapAlloc, m0.HeapAlloc), "live-B/tunnel")
+		stdin.Close()
+		cmd.Wait()
+		stopProxy(b, s)
 	}
 }
