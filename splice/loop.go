@@ -92,14 +92,14 @@ type conn struct {
 	ends  [2]end
 	flows [2]flow
 
-	slot     int32  // index in loop.slots; the poller's event carries it
-	tb       int32  // wheel bucket or -1
+	slot     int32 // index in loop.slots; the poller's event carries it
+	tb       int16 // wheel bucket (< wheelSize) or -1; 16 bits keep the conn in the 160-byte size class
+	closed   bool
+	ready    bool   // on loop.ready: budget ran out with work left
 	deadline uint32 // wheel tick at which to look again
 	active   uint32 // tick of the last byte moved
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
-	closed   bool
-	ready    bool // on loop.ready: budget ran out with work left
 	tnext    *conn
 	tprev    *conn
 

@@ -44,7 +44,7 @@ func (l *loop) arm(c *conn) {
 	}
 	l.disarm(c)
 	c.deadline = d
-	b := int32(d % wheelSize)
+	b := int16(d % wheelSize)
 	c.tb = b
 	c.tprev = nil
 	c.tnext = l.wheel[b]
