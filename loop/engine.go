@@ -89,6 +89,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	cfg.Tunnel.FDs = cfg.FDs
 	upgradePlaneConfig(&cfg)
+	reserveProcs(&cfg, cfg.Logger)
 	plane, err := splice.NewPlane(cfg.Tunnel)
 	if err != nil {
 		g.close()
