@@ -2,21 +2,23 @@ package loop
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
-// WebSocket upgrades. An upgrade request leaves gnet as soon as its head is parsed and checked:
-// the client socket goes to the tunnel plane once (dup, gnet's copy closed), with the rewritten
-// head and an upgradeJudge; the plane dials the backend itself (non-blocking connect on its own
-// loop, no goroutine and no thread per dial), sends the head, and hands the answer to the judge,
-// which runs on the plane's loop thread and reads it with httpparse. The plane knows nothing of
-// HTTP; the judge knows nothing of sockets.
+// WebSocket upgrades. An upgrade request leaves gnet as soon as its head is parsed, checked and
+// routed: the client socket goes to the tunnel plane once (dup, gnet's copy closed), with the
+// rewritten head and an upgradeJudge; the plane dials the exchange's member itself (non-blocking
+// connect on its own loop, from the member's next source address, no goroutine and no thread per
+// dial), sends the head, and hands the answer to the judge, which runs on the plane's loop
+// thread and reads it with httpparse. The plane knows nothing of HTTP; the judge knows nothing
+// of sockets.
 //
 // Invariant: a connection becomes a tunnel only after a 101 whose Upgrade, Connection and
 // Sec-WebSocket-Accept match the client's request. Until then nothing the client sent behind its
@@ -24,13 +26,24 @@ import (
 // already read go as Upgrade.Pending, written only after the switch), and nothing is ever parsed
 // from it. Any other final answer is relayed with Connection: close and its body, then both
 // connections close; a 101 that fails the check is 502.
+//
+// The member's count (routes.go): the exchange's Request count passes to the judge at the
+// hand-off; upgradeDone turns it into a Tunnel count on a switch (released by the tunnel's
+// OnClose, one closure per member and loop) and releases it otherwise, and feeds the connect's
+// outcome to the member's passive health.
 
 // upgradeState is the server's part of the upgrade path.
 type upgradeState struct {
-	target   netip.AddrPort             // the backend address the plane dials (resolved once at Start)
 	onResult func(splice.UpgradeResult) // s.upgradeDone, bound once so an upgrade allocates no closure
 	judges   *judgeSlab
 	results  [nUpgradeResults]atomic.Int64
+
+	// names holds the addresses of members written as host names (route.Dialer.AddrPort is
+	// invalid for them): the plane dials an address, not a name. Resolved when a table is
+	// started or set, and again, off the loops, after a failed dial to that member.
+	names     atomic.Pointer[map[string]netip.AddrPort]
+	namesMu   sync.Mutex
+	resolving map[string]bool
 }
 
 // Upgrade results, the label set of issue 11's wsgate_websocket_upgrades_total{result}.
@@ -68,42 +81,118 @@ func upgradePlaneConfig(cfg *Config) {
 	cfg.Tunnel.ResponseTimeout = cfg.ResponseTimeout
 }
 
-// initUpgrades resolves the backend address the plane dials for upgrades, once: the plane takes
-// an address, not a name (a name is resolved here with the dial timeout, its first address
-// kept; plain requests resolve per dial).
+// initUpgrades prepares the upgrade path for the table Start serves.
 func (s *Server) initUpgrades() error {
 	s.up.onResult = s.upgradeDone
 	s.up.judges = newJudgeSlab()
-	host, port, err := net.SplitHostPort(s.cfg.Backend)
+	s.up.names.Store(&map[string]netip.AddrPort{})
+	s.resolveNames(s.routes.Load())
+	return nil
+}
+
+// resolveNames resolves the members of t written as host names (each with the dial timeout; the
+// first address is kept) and adds them to the names the plane dials. A name that does not
+// resolve is logged; its upgrades get 502 and try again in the background.
+func (s *Server) resolveNames(t *route.Table) {
+	if t == nil {
+		return
+	}
+	for _, r := range t.Routes() {
+		for _, m := range r.Pool.Members() {
+			if d := r.Pool.Dialer(m); d == nil || d.AddrPort().IsValid() {
+				continue
+			}
+			if _, ok := (*s.up.names.Load())[m.Addr()]; ok {
+				continue
+			}
+			if err := s.resolveName(m.Addr()); err != nil {
+				s.log.Warn("backend name does not resolve: its WebSocket upgrades get 502 until it does", "backend", m.Addr(), "phase", "resolve", "err", err)
+			}
+		}
+	}
+}
+
+// resolveName looks addr ("host:port") up and stores its first address.
+func (s *Server) resolveName(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("backend %q: %w", s.cfg.Backend, err)
+		return err
 	}
 	p, err := net.LookupPort("tcp", port)
 	if err != nil {
-		return fmt.Errorf("backend %q: port: %w", s.cfg.Backend, err)
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		s.up.target = netip.AddrPortFrom(a.Unmap(), uint16(p))
-		return nil
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
 	defer cancel()
 	as, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil || len(as) == 0 {
-		return fmt.Errorf("backend %q: resolve for upgrades: %v", s.cfg.Backend, err)
+	if err != nil {
+		return err
 	}
-	s.up.target = netip.AddrPortFrom(as[0].Unmap(), uint16(p))
+	if len(as) == 0 {
+		return &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
+	}
+	s.up.namesMu.Lock()
+	defer s.up.namesMu.Unlock()
+	next := make(map[string]netip.AddrPort, len(*s.up.names.Load())+1)
+	for k, v := range *s.up.names.Load() {
+		next[k] = v
+	}
+	next[addr] = netip.AddrPortFrom(as[0].Unmap(), uint16(p))
+	s.up.names.Store(&next)
 	return nil
 }
 
-// startUpgrade hands an upgrade request whose head is parsed, checked and rewritten (ex.fwd) to
-// the tunnel plane. The client socket leaves gnet here; what gnet already read behind the head
-// goes along as pending bytes for the backend (sent only after a verified 101).
+// resolveLater resolves addr again on a goroutine of its own (one per name at a time): the name
+// did not resolve, or a dial to its address failed (the backend may have moved).
+func (s *Server) resolveLater(addr string) {
+	s.up.namesMu.Lock()
+	if s.up.resolving == nil {
+		s.up.resolving = map[string]bool{}
+	}
+	if s.up.resolving[addr] {
+		s.up.namesMu.Unlock()
+		return
+	}
+	s.up.resolving[addr] = true
+	s.up.namesMu.Unlock()
+	go func() {
+		err := s.resolveName(addr)
+		s.up.namesMu.Lock()
+		delete(s.up.resolving, addr)
+		s.up.namesMu.Unlock()
+		if err != nil {
+			s.log.Debug("backend name does not resolve", "backend", addr, "phase", "resolve", "err", err)
+		}
+	}()
+}
+
+// upgradeTarget is the address the plane dials for m: the member's own when it is an IP
+// literal, else the resolved name (invalid when it has not resolved).
+func (s *Server) upgradeTarget(d *route.Dialer, m *route.Member) netip.AddrPort {
+	if ap := d.AddrPort(); ap.IsValid() {
+		return ap
+	}
+	return (*s.up.names.Load())[m.Addr()]
+}
+
+// startUpgrade hands an upgrade request whose head is parsed, checked, routed and rewritten
+// (ex.fwd) to the tunnel plane, with the exchange's member (counted: takeMember). The client
+// socket leaves gnet here; what gnet already read behind the head goes along as pending bytes for
+// the backend (sent only after a verified 101).
 func (cc *clientConn) startUpgrade() {
 	s, ex := cc.srv, &cc.ex
+	r, m := ex.route, ex.member
 	if cc.c == nil {
 		// The client half-closed right behind its upgrade request: it could never send a frame,
 		// and a client that half-closed is not owed a tunnel (halfclose.go).
+		cc.fail(502)
+		return
+	}
+	d := r.Pool.Dialer(m)
+	target := s.upgradeTarget(d, m)
+	if !target.IsValid() {
+		s.resolveLater(m.Addr())
+		s.backendWarn.warn(s.log, nanotime(), "backend name not resolved", "route", routeLabel{r}, "backend", m.Addr(), "phase", "resolve", "status", 502)
 		cc.fail(502)
 		return
 	}
@@ -114,23 +203,32 @@ func (cc *clientConn) startUpgrade() {
 		return
 	}
 	j := s.getJudge(ex.wsKey, ex.host)
+	j.route, j.member = r, m
+	j.backendHost, j.stripped = cc.ls.memberHost(m), strippedPrefix(r)
+	src := d.NextSource()
+	j.source = src
 	err = s.plane.Upgrade(splice.Upgrade{
 		ClientFD:        cfd,
-		Backend:         s.up.target,
+		Backend:         target,
+		Source:          src,
 		Head:            ex.fwd.B,
 		Pending:         cc.inbound(),
 		Judge:           j,
-		DialTimeout:     s.cfg.DialTimeout,
-		ResponseTimeout: s.cfg.ResponseTimeout,
+		DialTimeout:     d.Timeout(),
+		ResponseTimeout: cc.responseTimeout(),
+		IdleTimeout:     tunnelIdle(r),
 		OnResult:        s.up.onResult,
+		OnClose:         cc.ls.tunnelClose(m),
 	})
 	if err != nil {
-		// The plane closed cfd and will not call OnResult; gnet's copy is still ours to answer on.
+		// The plane closed cfd and will not call OnResult; gnet's copy is still ours to answer
+		// on, and the exchange still holds the member's count (fail releases it).
 		s.putJudge(j)
-		s.log.Warn("upgrade refused by the tunnel plane", "backend", s.cfg.Backend, "phase", "upgrade", "err", err)
+		s.log.Warn("upgrade refused by the tunnel plane", "route", routeLabel{r}, "backend", m.Addr(), "phase", "upgrade", "err", err)
 		cc.fail(503)
 		return
 	}
+	ex.holding = false // the member's Request count is the judge's now (upgradeDone)
 	// gnet's copy goes now, synchronously: gnet never reads or writes this socket again (its
 	// outbound buffer is empty, our outq is the only write path), and OnClose sees c != cc.c.
 	oc := cc.c
@@ -139,16 +237,32 @@ func (cc *clientConn) startUpgrade() {
 	cc.teardown()
 }
 
+// tunnelClose is the tunnel OnClose for m on this loop: it gives back the Tunnel count a switch
+// took. One closure per member and loop, made once, so a tunnel costs no allocation for it.
+func (ls *loopState) tunnelClose(m *route.Member) func(splice.TunnelResult) {
+	id := m.ID()
+	if id >= len(ls.onTunnelClose) {
+		ls.onTunnelClose = append(ls.onTunnelClose, make([]func(splice.TunnelResult), id+1-len(ls.onTunnelClose))...)
+	}
+	f := ls.onTunnelClose[id]
+	if f == nil {
+		f = func(splice.TunnelResult) { m.Release(route.Tunnel) }
+		ls.onTunnelClose[id] = f
+	}
+	return f
+}
+
 // upgradeDone runs on a tunnel-plane loop when an upgrade is decided; it is the plane's last use
-// of the judge. Metrics and access-log lines (issue 11) and passive health for the dialled
-// member (issue 10: r.Connected is a success, UpgradeDialFailed/UpgradeDialTimeout a failure)
-// hook in here.
+// of the judge. The member's count and passive health are settled here; metrics and access-log
+// lines (issue 11) hook in here too.
 func (s *Server) upgradeDone(r splice.UpgradeResult) {
 	j := r.Judge.(*upgradeJudge)
+	m := j.member
 	res := j.result
 	switch r.Outcome {
 	case splice.UpgradeSwitched:
 		res = resultOK
+		m.Upgraded() // the Request count becomes a Tunnel count, released by the tunnel's OnClose
 		s.tunnelsTotal.Add(1)
 	case splice.UpgradeRefused:
 		res = resultRefused
@@ -158,6 +272,20 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 		// the judge said why (bad_accept or upstream_error)
 	default:
 		res = resultUpstreamError
+	}
+	if r.Outcome != splice.UpgradeSwitched {
+		m.Release(route.Request)
+	}
+	// Passive health: a connect that completed is a success, a refused or timed-out one a
+	// failure; the fd budget's refusal and the plane's own shutdown are not the backend's doing.
+	switch {
+	case r.Connected:
+		s.reportDialSuccess(m)
+	case r.Outcome == splice.UpgradeDialFailed || r.Outcome == splice.UpgradeDialTimeout:
+		s.reportDialFailure(m, &route.DialError{Addr: m.Addr(), Source: j.source, Err: r.Err}, nanotime())
+		if !j.route.Pool.Dialer(m).AddrPort().IsValid() {
+			s.resolveLater(m.Addr()) // a name: the backend may have moved
+		}
 	}
 	s.up.results[res].Add(1)
 	if res == resultUpstreamError || res == resultBadAccept {
@@ -169,7 +297,7 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 		if res == resultBadAccept {
 			phase = "upgrade"
 		}
-		s.backendWarn.warn(s.log, nanotime(), "backend upgrade failed", "backend", s.cfg.Backend, "phase", phase,
+		s.backendWarn.warn(s.log, nanotime(), "backend upgrade failed", "route", routeLabel{j.route}, "backend", m.Addr(), "phase", phase,
 			"result", res.String(), "status", r.Status, "err", r.Err)
 	}
 	s.putJudge(j)
@@ -179,13 +307,18 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 // plane loop's thread; everything large (the parsed answer's header table, the head it writes)
 // lives in that loop's Scratch, so judging allocates nothing.
 type upgradeJudge struct {
-	srv     *Server
-	key     [24]byte // Sec-WebSocket-Key (httpparse.CheckWebSocketRequest: exactly 24 bytes)
-	host    []byte   // the Host the client used, for Location rewrites in a refusal: hostBuf or its own array
-	hostBuf [96]byte
-	chunk   httpparse.ChunkedDecoder
-	result  upgradeResult // what Judge decided, for a rejection's result label
-	slab    bool          // one of judgeSlab's, returned to it when done
+	srv         *Server
+	route       *route.Route
+	member      *route.Member
+	source      netip.Addr // the source address the plane dialled from (invalid: the kernel's)
+	backendHost []byte     // the member's address as Location values name it (loopState.memberHost: read-only)
+	stripped    string     // the route's stripped prefix, put back into Location values
+	key         [24]byte   // Sec-WebSocket-Key (httpparse.CheckWebSocketRequest: exactly 24 bytes)
+	host        []byte     // the Host the client used, for Location rewrites in a refusal: hostBuf or its own array
+	hostBuf     [96]byte
+	chunk       httpparse.ChunkedDecoder
+	result      upgradeResult // what Judge decided, for a rejection's result label
+	slab        bool          // one of judgeSlab's, returned to it when done
 }
 
 // judgeSlab holds the judges of the upgrades in flight, allocated once per server: a steady
@@ -231,7 +364,7 @@ func (s *Server) putJudge(j *upgradeJudge) {
 	if !j.slab {
 		return
 	}
-	j.srv, j.host = nil, nil
+	j.srv, j.host, j.route, j.member, j.backendHost = nil, nil, nil, nil, nil
 	s.up.judges.free <- j // never blocks: only the slab's own judges come back
 }
 
@@ -267,8 +400,7 @@ func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
 		j.result = resultUpstreamError
 		return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
 	}
-	srv := j.srv
-	o := respHeadOpts{backendHost: srv.backend, clientHost: j.host}
+	o := respHeadOpts{backendHost: j.backendHost, clientHost: j.host, stripped: j.stripped}
 	switch {
 	case resp.Status == 101:
 		if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
@@ -317,6 +449,6 @@ func (j *upgradeJudge) Failed(_ *splice.Scratch, why splice.UpgradeOutcome) ([]b
 // tunnelled: 502.
 func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {
 	s := cc.srv
-	s.backendWarn.warn(s.log, nanotime(), "backend switched protocols on a plain request", "backend", s.cfg.Backend, "phase", "response head", "status", 502)
+	s.backendWarn.warn(s.log, nanotime(), "backend switched protocols on a plain request", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 502)
 	cc.fail(502)
 }

@@ -43,8 +43,7 @@ func FuzzUpgradeJudge(f *testing.F) {
 		if len(ans) > 8<<10 {
 			return
 		}
-		srv := &Server{backend: []byte("127.0.0.1:3000")}
-		j := &upgradeJudge{srv: srv, host: []byte("grafana.example")}
+		j := &upgradeJudge{srv: &Server{}, backendHost: []byte("127.0.0.1:3000"), host: []byte("grafana.example")}
 		copy(j.key[:], key)
 		var s splice.Scratch
 		judge := func(b []byte) (splice.Verdict, []byte) {

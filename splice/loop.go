@@ -290,8 +290,7 @@ func (l *loop) attach(c *conn) {
 	if c.x != nil {
 		l.st.transfers.Add(1)
 	} else {
-		l.st.tunnels.Add(1)
-		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		l.st.tunnels.Add(1) // c.idle was set by Tunnel (its own or the Config's)
 	}
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {

@@ -91,6 +91,10 @@ type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
 	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+	// IdleTimeout overrides Config.IdleTimeout for this tunnel (a route's own): no byte either way
+	// for this long closes it; 0 = the Config's value, negative = never. The timer's resolution
+	// is the plane's wheel tick (an eighth of the shortest Config timeout, at most 250ms).
+	IdleTimeout time.Duration
 }
 
 // TunnelResult reports how a tunnel ended. The byte counts include the
@@ -342,7 +346,7 @@ func (p *Plane) Tunnel(t Tunnel) error {
 	if err := unix.SetNonblock(t.BackendFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
-	c := &conn{onClose: t.OnClose}
+	c := &conn{onClose: t.OnClose, idle: p.tunnelIdle(t.IdleTimeout)}
 	c.ends[0].fd = int32(t.ClientFD)
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()
@@ -409,6 +413,15 @@ func (p *Plane) Transfer(x Transfer) error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// tunnelIdle is a tunnel's idle timeout in ticks: its own (Tunnel.IdleTimeout,
+// Upgrade.IdleTimeout) when set, negative meaning never, else the Config's.
+func (p *Plane) tunnelIdle(d time.Duration) uint32 {
+	if d == 0 {
+		d = p.cfg.IdleTimeout
+	}
+	return p.ticks(d) // 0 (never) for a negative value
 }
 
 // ticks converts a timeout into wheel ticks, rounding up so a timeout never

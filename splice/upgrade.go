@@ -55,6 +55,9 @@ type Upgrade struct {
 	OnResult func(UpgradeResult)
 	// OnClose runs when the tunnel a switch made ends (as Tunnel.OnClose).
 	OnClose func(TunnelResult)
+	// IdleTimeout is the tunnel's, as Tunnel.IdleTimeout: 0 = the Config's,
+	// negative = never.
+	IdleTimeout time.Duration
 }
 
 // Handshake is the HTTP plane's part of an upgrade. Its methods run on a
@@ -290,7 +293,7 @@ func (p *Plane) Upgrade(u Upgrade) error {
 	if len(u.Pending) > 0 {
 		hs.pending = append([]byte(nil), u.Pending...)
 	}
-	c := &conn{onClose: u.OnClose, hs: hs}
+	c := &conn{onClose: u.OnClose, hs: hs, idle: p.tunnelIdle(u.IdleTimeout)}
 	c.ends[0].fd = int32(u.ClientFD)
 	c.ends[1].fd = -1
 	c.flows[0].init()
@@ -560,8 +563,7 @@ func (l *loop) hsSwitch(c *conn, v Verdict, rest []byte) {
 	l.p.hs.put(hs)
 	l.st.tunnels.Add(1)
 	l.p.total.Add(1)
-	c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
-	c.active = l.now
+	c.active = l.now // c.idle: set by Upgrade, armed from here
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {
 			l.failWrite(c, i, unix.Errno(e))
