@@ -673,3 +673,19 @@ func BenchmarkE2EStormIdleMemory(b *testing.B) {
 		stopProxy(b, s)
 	}
 }
+
+// TestE2EUpgradeBackendName: a member written as a host name (localhost:PORT) is resolved for the
+// tunnel plane, which dials addresses: the upgrade is tunnelled and carries bytes.
+func TestE2EUpgradeBackendName(t *testing.T) {
+	t.Parallel()
+	be, peers := rawTunnelBackend(t)
+	_, port, _ := net.SplitHostPort(be.Addr)
+	_, addr := startProxy(t, net.JoinHostPort("localhost", port))
+	e := openRawTunnel(t, addr, peers)
+	e.CT.Write([]byte("through a name"))
+	got := make([]byte, len("through a name"))
+	e.B.Conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(e.B.R, got); err != nil || string(got) != "through a name" {
+		t.Fatalf("backend got %q, %v", got, err)
+	}
+}

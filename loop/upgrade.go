@@ -90,8 +90,8 @@ func (s *Server) initUpgrades() error {
 	return nil
 }
 
-// resolveNames resolves the members of t written as host names (each with the dial timeout; the
-// first address is kept) and adds them to the names the plane dials. A name that does not
+// resolveNames resolves the members of t written as host names (each with the dial timeout) and
+// adds them to the names the plane dials. A name that does not
 // resolve is logged; its upgrades get 502 and try again in the background.
 func (s *Server) resolveNames(t *route.Table) {
 	if t == nil {
@@ -131,13 +131,22 @@ func (s *Server) resolveName(addr string) error {
 	if len(as) == 0 {
 		return &net.DNSError{Err: "no address", Name: host, IsNotFound: true}
 	}
+	// One address is kept (the goroutine dialer tries them all): the first IPv4 one if there is
+	// one, as a backend behind a name usually listens on IPv4 (localhost may list ::1 first).
+	a := as[0].Unmap()
+	for _, x := range as {
+		if x.Unmap().Is4() {
+			a = x.Unmap()
+			break
+		}
+	}
 	s.up.namesMu.Lock()
 	defer s.up.namesMu.Unlock()
 	next := make(map[string]netip.AddrPort, len(*s.up.names.Load())+1)
 	for k, v := range *s.up.names.Load() {
 		next[k] = v
 	}
-	next[addr] = netip.AddrPortFrom(as[0].Unmap(), uint16(p))
+	next[addr] = netip.AddrPortFrom(a, uint16(p))
 	s.up.names.Store(&next)
 	return nil
 }
