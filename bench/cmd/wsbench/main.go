@@ -91,7 +91,7 @@ func main() {
 }
 
 func run() error {
-	suiteName := flag.String("suite", "default", "preset: quick (~1-2 min) or default (~5 min on 2 cores)")
+	suiteName := flag.String("suite", "default", "preset: quick (~3 min) or default (~12 min on 2 cores)")
 	fPeers := flag.String("peers", "", "comma list: direct, wsgate (= wsgate-splice,wsgate-copy), nginx (= nginx-w1,nginx-w2), haproxy, httputil; default all")
 	fScen := flag.String("scenarios", "", "comma list of "+strings.Join(allScenarios, ",")+"; default all")
 	fRuns := flag.Int("runs", 0, "runs per figure (>= 3 for a median with spread)")
