@@ -84,6 +84,8 @@ type Server struct {
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
 	backendWarn warnLimiter
+
+	up upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -103,6 +105,8 @@ type loopState struct {
 	sweepFn   gnet.RunnableFunc
 	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
+
+	onTunnelClose []func(splice.TunnelResult) // per member (by Member.ID): an upgraded tunnel's OnClose (upgrade.go)
 }
 
 // Stats returns a snapshot of the counters.

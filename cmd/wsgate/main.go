@@ -131,6 +131,7 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 	}
 
 	raiseNoFile(logger)
+	reserveProcs(&cfg, logger) // procs.go: the tunnel plane's loops need Ps gnet's waiting loops do not hold
 
 	// Before Start: a signal that arrives while it runs is acted on, not fatal.
 	sig := make(chan os.Signal, 4)
