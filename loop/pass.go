@@ -134,7 +134,7 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 					return
 				}
 			}
-			if len(q) == 0 && s.conns.Load() == 0 && s.plane.Stats().Tunnels == 0 {
+			if ps := s.plane.Stats(); len(q) == 0 && s.conns.Load() == 0 && ps.Tunnels == 0 && ps.Handshakes == 0 {
 				return // every client connection and every tunnel has left
 			}
 			if time.Now().After(deadline) {

@@ -84,8 +84,8 @@ func (l *loop) closeTunnels(n int) int {
 	done := 0
 	for i := len(l.slots) - 1; i >= 0 && done < n; i-- {
 		c := l.slots[i]
-		if c == nil || c.closed || c.x != nil {
-			continue
+		if c == nil || c.closed || c.x != nil || c.hs != nil {
+			continue // an upgrade still deciding becomes a tunnel first
 		}
 		l.finish(c, ErrDrained)
 		done++

@@ -33,12 +33,12 @@ import (
 // State, version 1 (big-endian):
 //
 //	u8  version
-//	u8  flags: 1 the idle timeout is the tunnel's own (Tunnel.IdleTimeout), else the plane's
+//	u8  flags: none yet (0)
 //	u8  flow 0 state, u8 flow 1 state: 1 EOF seen, 2 done (dst shut down), 4 copy only (splice
 //	    refused the socket)
 //	u8  pipes: 1 flow 0's pipe is passed (its read and write ends follow the two sockets),
 //	    2 flow 1's (after flow 0's)
-//	u32 idle timeout in ms (0: none)
+//	u32 idle timeout in ms (0: none): the tunnel's own or the old plane's Config's, kept as it is
 //	u32 ms since the last byte moved
 //	u32 ms left of the fin timeout (0: not armed)
 //	u64 flow 0 bytes moved, u64 flow 1 bytes moved
@@ -56,7 +56,6 @@ const tunnelStateVersion = 1
 const exportHead = 1 + 1 + 2 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 4
 
 const (
-	expIdleSet uint8 = 1
 	expFlowEOF uint8 = 1
 	expDone    uint8 = 2
 	expCopy    uint8 = 4
@@ -77,7 +76,8 @@ type Exported struct {
 
 // ExportTunnels takes up to n tunnels off their loops, as evenly over the loops as they allow.
 // Each one must be given to ExportDone. Transfers are not exported (they are HTTP exchanges,
-// which finish here).
+// which finish here), nor upgrades still being decided (Stats.Handshakes): they are exported
+// once they are tunnels.
 func (p *Plane) ExportTunnels(n int) []*Exported {
 	if n <= 0 {
 		return nil
@@ -110,8 +110,8 @@ func (l *loop) exportTunnels(n int) []*Exported {
 	var out []*Exported
 	for i := len(l.slots) - 1; i >= 0 && len(out) < n; i-- {
 		c := l.slots[i]
-		if c == nil || c.closed || c.x != nil {
-			continue
+		if c == nil || c.closed || c.x != nil || c.hs != nil {
+			continue // transfers finish here; an upgrade still deciding goes once it is a tunnel
 		}
 		out = append(out, l.export(c))
 	}
@@ -132,9 +132,6 @@ func (l *loop) export(c *conn) *Exported {
 	e := &Exported{c: c, l: l, FDs: []int{int(c.ends[0].fd), int(c.ends[1].fd)}}
 	b := make([]byte, exportHead, exportHead+int(c.flows[0].lim-c.flows[0].off)+int(c.flows[1].lim-c.flows[1].off)+8)
 	b[0] = tunnelStateVersion
-	if c.idleSet {
-		b[1] |= expIdleSet
-	}
 	for i := range c.flows {
 		f := &c.flows[i]
 		var s uint8
@@ -281,16 +278,14 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 	if pipes != 0 && !p.spliceOK {
 		return nil, errors.New("tunnel holds bytes in a pipe and splice(2) is not available here")
 	}
-	c := &conn{idleSet: state[1]&expIdleSet != 0}
+	c := &conn{}
 	c.ends[0].fd, c.ends[1].fd = int32(fds[0]), int32(fds[1])
 	c.flows[0].init()
 	c.flows[1].init()
 	ms := func(off int) time.Duration {
 		return time.Duration(binary.BigEndian.Uint32(state[off:])) * time.Millisecond
 	}
-	if c.idleSet {
-		c.idle = p.ticks(ms(5))
-	}
+	c.idle = p.ticks(ms(5))
 	a := &AdoptedTunnel{c: c, ago: ms(9), finLeft: ms(13), nfds: want}
 	next := 2 // after the two sockets
 	rest := state[exportHead:]
