@@ -130,6 +130,9 @@ func e2eParamsFromEnv(t *testing.T) e2eParams {
 // messages: a WebSocket binary frame with a 12-byte payload, tunnel index (u32) and sequence
 // number (u64); masked from the client as RFC 6455 wants.
 
+// churnIdx names the short tunnels of the load (not counted per tunnel).
+const churnIdx = 1<<32 - 2
+
 const (
 	msgPayload  = 12
 	clientFrame = 2 + 4 + msgPayload
@@ -251,6 +254,11 @@ func (b *msgBackend) read(c net.Conn, r *bufio.Reader) {
 			return
 		}
 		i, seq, err := parseClientFrame(f)
+		if err == nil && i == churnIdx {
+			// A short tunnel: echo its one message as a server frame, then wait for its close.
+			c.Write(appendServerFrame(nil, i, seq))
+			continue
+		}
 		b.mu.Lock()
 		if idx == 1<<32-1 && err == nil && i < uint32(len(b.counts)) {
 			idx = i
@@ -424,6 +432,7 @@ func e2eOrchestrator(t *testing.T) {
 	be.sending.Store(false)
 	clientCounts, backendCounts := cl.settle(t, be, 15*time.Second)
 	t.Logf("HTTP during the upgrades: %d ok, %d failed %v", load.OK, load.Failed, load.Errors)
+	t.Logf("short tunnels opened, used and closed during the upgrades: %d ok, %d failed", load.ChurnOK, load.ChurnFailed)
 	var sent, recv, bad, closed [2]uint64
 	for i := range clientCounts {
 		c, b := clientCounts[i], backendCounts[i]
@@ -454,6 +463,9 @@ func e2eOrchestrator(t *testing.T) {
 	}
 	if load.Failed != 0 || load.OK == 0 {
 		t.Errorf("HTTP: %d ok, %d failed: %v", load.OK, load.Failed, load.Errors)
+	}
+	if load.ChurnFailed != 0 || load.ChurnOK == 0 {
+		t.Errorf("short tunnels: %d ok, %d failed: %v", load.ChurnOK, load.ChurnFailed, load.Errors)
 	}
 	// Quiescent: the load's connections are gone; what is left besides the tunnels is the
 	// process's fixed set, as in generation 0.
@@ -654,6 +666,9 @@ func readProcNetTCP(t *testing.T) map[uint64]tcpEnds {
 type e2eLoadReport struct {
 	OK, Failed int64
 	Errors     []string
+	// Short tunnels opened and closed during the load (upgrades in flight while the old
+	// process passes its tunnels): opened and echoed through, or failed.
+	ChurnOK, ChurnFailed int64
 }
 
 type e2eCtl struct {
@@ -917,7 +932,8 @@ func e2eUpgrade(addr string) (net.Conn, *bufio.Reader, error) {
 // e2eLoad is the HTTP load: Workers goroutines, half on a keep-alive connection, half with a
 // new connection per request; rate 0 = as fast as they go. Every request must get 200 "ok".
 type e2eLoad struct {
-	ok, failed atomic.Int64
+	ok, failed           atomic.Int64
+	churnOK, churnFailed atomic.Int64
 	mu         sync.Mutex
 	errs       []string
 	stop       chan struct{}
@@ -926,6 +942,10 @@ type e2eLoad struct {
 
 func startE2ELoad(p e2eParams, rate float64) *e2eLoad {
 	l := &e2eLoad{stop: make(chan struct{})}
+	if rate > 0 {
+		l.wg.Add(1)
+		go l.churn(p) // upgrades in flight during the upgrades
+	}
 	per := time.Duration(0)
 	if rate > 0 {
 		per = time.Duration(float64(p.Workers) / rate * float64(time.Second))
@@ -987,6 +1007,46 @@ func startE2ELoad(p e2eParams, rate float64) *e2eLoad {
 	return l
 }
 
+// churn opens a short tunnel every 20 ms: upgrade, one message echoed back, close.
+func (l *e2eLoad) churn(p e2eParams) {
+	defer l.wg.Done()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for seq := uint64(0); ; seq++ {
+		select {
+		case <-l.stop:
+			return
+		case <-tick.C:
+		}
+		err := func() error {
+			c, br, err := e2eUpgrade(p.Listen)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(appendClientFrame(nil, churnIdx, seq, [4]byte{1, 2, 3, 4})); err != nil {
+				return err
+			}
+			f := make([]byte, serverFrame)
+			if _, err := io.ReadFull(br, f); err != nil {
+				return fmt.Errorf("short tunnel echo: %w", err)
+			}
+			if idx, s, err := parseServerFrame(f); err != nil || idx != churnIdx || s != seq {
+				return fmt.Errorf("short tunnel echo: %d %d %v", idx, s, err)
+			}
+			return nil
+		}()
+		if err != nil {
+			l.churnFailed.Add(1)
+			l.fail("short tunnel: " + err.Error())
+			l.failed.Add(-1) // counted as a tunnel failure, not an HTTP one
+			continue
+		}
+		l.churnOK.Add(1)
+	}
+}
+
 func (l *e2eLoad) fail(s string) {
 	l.failed.Add(1)
 	l.mu.Lock()
@@ -1003,5 +1063,5 @@ func (l *e2eLoad) finish() e2eLoadReport {
 	defer l.mu.Unlock()
 	errs := append([]string(nil), l.errs...)
 	sort.Strings(errs)
-	return e2eLoadReport{OK: l.ok.Load(), Failed: l.failed.Load(), Errors: errs}
+	return e2eLoadReport{OK: l.ok.Load(), Failed: l.failed.Load(), Errors: errs, ChurnOK: l.churnOK.Load(), ChurnFailed: l.churnFailed.Load()}
 }
