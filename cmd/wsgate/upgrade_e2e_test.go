@@ -934,10 +934,10 @@ func e2eUpgrade(addr string) (net.Conn, *bufio.Reader, error) {
 type e2eLoad struct {
 	ok, failed           atomic.Int64
 	churnOK, churnFailed atomic.Int64
-	mu         sync.Mutex
-	errs       []string
-	stop       chan struct{}
-	wg         sync.WaitGroup
+	mu                   sync.Mutex
+	errs                 []string
+	stop                 chan struct{}
+	wg                   sync.WaitGroup
 }
 
 func startE2ELoad(p e2eParams, rate float64) *e2eLoad {
