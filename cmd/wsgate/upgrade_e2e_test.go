@@ -424,6 +424,15 @@ func e2eOrchestrator(t *testing.T) {
 		if gone > 10*time.Second {
 			t.Errorf("upgrade %d: old pid %d exited %v after SIGUSR2", gen, old, gone)
 		}
+		// The old process closed its copy of every fd it passed: nothing is held twice.
+		if fm := regexp.MustCompile(`open_fds_before=(\d+) open_fds_after=(\d+)`).FindStringSubmatch(line); fm == nil {
+			t.Errorf("upgrade %d: no fd counts in %q", gen, line)
+		} else if before, _ := strconv.Atoi(fm[1]); true {
+			after, _ := strconv.Atoi(fm[2])
+			if after > before-2*p.Tunnels || after > 200 {
+				t.Errorf("upgrade %d: the old process held %d fds before and %d after handing over %d tunnels", gen, before, after, p.Tunnels)
+			}
+		}
 		upgradeTimes = append(upgradeTimes, handed.Round(time.Millisecond).String())
 		time.Sleep(time.Second) // traffic under the new process
 	}
