@@ -51,12 +51,15 @@ const (
 	BadUpgrade                  // a 101 that failed verification (502)
 	Overloaded                  // -max-conns or the fd budget (503)
 	Draining                    // the process is draining (503)
+	ClientOverflow              // the client sent more than wsgate holds meanwhile: bytes before a 101, a body while the backend is dialled
+	TunnelFailed                // a verified 101 could not become a tunnel (no fd for the hand-off, the tunnel plane closing, a client that half-closed)
+	NoBackend                   // the route has no healthy backend (502)
 	numWhy
 )
 
 var whyNames = [numWhy]string{"", "parse_error", "no_route", "websocket_refused", "header_timeout",
 	"connect_refused", "connect_timeout", "connect_failed", "response_timeout", "bad_response",
-	"backend_reset", "bad_upgrade", "overloaded", "draining"}
+	"backend_reset", "bad_upgrade", "overloaded", "draining", "client_overflow", "tunnel_failed", "no_backend"}
 
 func (w Why) String() string {
 	if w < numWhy {

@@ -1,12 +1,15 @@
 package splice
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/metrics"
 )
 
 const (
@@ -59,7 +62,7 @@ func (f *flow) init() { f.pr, f.pw = -1, -1 }
 func (f *flow) holds() bool { return f.buf != nil || f.inPipe > 0 }
 
 // conn is a tunnel (two flows) or a transfer (flows[0] only, x != nil). It is
-// the whole per-tunnel state: about 170 bytes.
+// the whole per-tunnel state: 168 bytes (the 176-byte size class).
 type conn struct {
 	ends  [2]end
 	flows [2]flow
@@ -71,7 +74,10 @@ type conn struct {
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
 	closed   bool
-	ready    bool // on loop.ready: budget ran out with work left
+	ready    bool  // on loop.ready: budget ran out with work left
+	first    uint8 // tunnel: 1 + the direction that finished first (0: none yet), for the close reason
+	route    int32 // tunnel: metrics route index (Tunnel.Route); fits the padding after the flags
+	started  int64 // tunnel: Plane.mono() at the Tunnel call, for the lifetime
 	tnext    *conn
 	tprev    *conn
 
@@ -125,10 +131,11 @@ type loop struct {
 	warned   bool // a pipe2 failure was logged
 	capped   bool // reaching MaxPipes or the fd budget was logged
 	st       loopStats
+	m        *metrics.Shard // this loop's metrics (nil: off); only the loop goroutine writes it
 }
 
 func newLoop(p *Plane, id int) (*loop, error) {
-	l := &loop{p: p, id: id, start: time.Now()}
+	l := &loop{p: p, id: id, start: time.Now(), m: p.cfg.Metrics.NewShard()}
 	if err := l.poll.open(); err != nil {
 		return nil, err
 	}
@@ -258,6 +265,7 @@ func (l *loop) attach(c *conn) {
 	} else {
 		l.st.tunnels.Add(1)
 		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		l.countPending(c)
 	}
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {
@@ -353,6 +361,9 @@ func (l *loop) move(c *conn, i int) bool {
 			f.off += int32(n)
 			f.moved += int64(n)
 			l.st.copied.Add(int64(n))
+			if c.x == nil {
+				l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
+			}
 			c.active = l.now
 			if f.off == f.lim {
 				l.dropBuf(f)
@@ -377,6 +388,9 @@ func (l *loop) move(c *conn, i int) bool {
 			f.inPipe -= int32(n)
 			f.moved += int64(n)
 			l.st.spliced.Add(int64(n))
+			if c.x == nil {
+				l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
+			}
 			c.active = l.now
 			if f.inPipe == 0 {
 				l.putPipe(f)
@@ -402,6 +416,9 @@ func (l *loop) move(c *conn, i int) bool {
 				return false
 			}
 			f.state |= flowDone
+			if c.first == 0 {
+				c.first = uint8(i) + 1 // which side finished first names a clean close
+			}
 			l.halfDone(c)
 			return true
 		}
@@ -579,6 +596,8 @@ func (l *loop) getPipe(f *flow) bool {
 		f.pr, f.pw = pp.r, pp.w
 		l.st.pipesIdle.Add(-1)
 		l.st.pipesBusy.Add(1)
+		l.m.Pipes(metrics.PipeIdle, -1)
+		l.m.Pipes(metrics.PipeBusy, 1)
 		return true
 	}
 	p := l.p
@@ -604,6 +623,7 @@ func (l *loop) getPipe(f *flow) bool {
 	}
 	f.pr, f.pw = int32(fds[0]), int32(fds[1])
 	l.st.pipesBusy.Add(1)
+	l.m.Pipes(metrics.PipeBusy, 1)
 	return true
 }
 
@@ -631,9 +651,11 @@ func (l *loop) putPipe(f *flow) {
 		return
 	}
 	l.st.pipesBusy.Add(-1)
+	l.m.Pipes(metrics.PipeBusy, -1)
 	if f.inPipe == 0 && len(l.pipes) < l.p.cfg.PipePoolMax {
 		l.pipes = append(l.pipes, pipePair{f.pr, f.pw})
 		l.st.pipesIdle.Add(1)
+		l.m.Pipes(metrics.PipeIdle, 1)
 	} else {
 		l.closePipe(f.pr, f.pw)
 	}
@@ -761,8 +783,44 @@ func (l *loop) finish(c *conn, err error) {
 	unix.Close(int(c.ends[1].fd))
 	l.p.fds.Release(2)
 	l.p.open.Add(-1)
+	reason := closeReason(c, err)
+	dur := time.Duration(l.p.mono() - c.started)
+	l.m.TunnelClosed(int(c.route), reason, dur)
 	if c.onClose != nil {
-		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err})
+		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err,
+			Reason: reason, Duration: dur, Loop: l.id})
+	}
+}
+
+// closeReason classifies a tunnel's end from what finish knows: the error that ended it, or,
+// for a clean close, which direction finished first (flows[0] is the client's).
+func closeReason(c *conn, err error) metrics.CloseReason {
+	switch {
+	case err == nil:
+		if c.first == 2 {
+			return metrics.CloseBackend
+		}
+		return metrics.CloseClient
+	case errors.Is(err, ErrIdleTimeout):
+		return metrics.CloseIdleTimeout
+	case errors.Is(err, ErrFinTimeout):
+		return metrics.CloseFinTimeout
+	case errors.Is(err, ErrClosed):
+		return metrics.CloseDrain
+	case errors.Is(err, unix.ECONNRESET), errors.Is(err, unix.EPIPE):
+		return metrics.CloseReset
+	}
+	return metrics.CloseError
+}
+
+// countPending counts the bytes Plane.Tunnel wrote inline on the HTTP loop's goroutine, before
+// this loop owned the conn: the first thing the loop does with a tunnel (attach, or shutdown for
+// one that never got attached).
+func (l *loop) countPending(c *conn) {
+	for i := range c.flows {
+		if n := c.flows[i].moved; n > 0 {
+			l.m.TunnelBytes(int(c.route), metrics.Direction(i), int(n))
+		}
 	}
 }
 
@@ -781,6 +839,7 @@ func (l *loop) shutdown() {
 			l.st.transfers.Add(1)
 		} else {
 			l.st.tunnels.Add(1)
+			l.countPending(c)
 		}
 		l.finish(c, ErrClosed)
 	}
@@ -793,6 +852,7 @@ func (l *loop) shutdown() {
 		l.closePipe(pp.r, pp.w)
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
+	l.m.Pipes(metrics.PipeIdle, -len(l.pipes))
 	l.pipes = nil
 	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/metrics"
 )
 
 // Config tunes a Plane. The zero value is usable; NewPlane fills defaults. Where 0 means "the
@@ -43,6 +44,10 @@ type Config struct {
 	// per pipe from its creation to its close. A pipe is created only if the budget has room
 	// (otherwise that round copies); sockets are counted unconditionally, since they already exist.
 	FDs *fdbudget.Budget
+
+	// Metrics, when set, gives every tunnel loop its own shard: tunnel bytes as they move, closes
+	// by reason with their lifetime, pipes by state. nil: metrics are off.
+	Metrics *metrics.Registry
 }
 
 // Defaults applied by NewPlane. DefaultPipeSize is 256 KiB rather than the
@@ -79,6 +84,11 @@ type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
 	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+
+	// Route is the metrics route index the tunnel's bytes, close and lifetime count under
+	// (metrics.Registry.Route; metrics.NoRoute when unknown). It lives in the padding of the
+	// plane's per-tunnel state: naming a route costs an idle tunnel nothing.
+	Route int
 }
 
 // TunnelResult reports how a tunnel ended. The byte counts include the
@@ -86,6 +96,15 @@ type Tunnel struct {
 type TunnelResult struct {
 	ClientToBackend, BackendToClient int64
 	Err                              error // names the peer and phase; nil on a clean close
+
+	// Reason classifies the end, as wsgate_tunnel_closes_total{reason} counts it: which side
+	// finished first on a clean close, else the timeout, the plane's close, a reset or an error.
+	Reason metrics.CloseReason
+	// Duration is the tunnel's lifetime, from the Tunnel call to the close of its sockets.
+	Duration time.Duration
+	// Loop is the index (0 <= Loop < Plane.Loops()) of the tunnel loop OnClose runs on: state
+	// kept per loop (an access-log writer) may be used from OnClose without a lock.
+	Loop int
 }
 
 // Transfer moves one message body from Src to Dst with real backpressure,
@@ -162,6 +181,7 @@ type Plane struct {
 	spliceOK bool
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
+	epoch    time.Time // tunnel lifetimes are measured on its monotonic clock
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -211,7 +231,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, epoch: time.Now()}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
@@ -282,6 +302,12 @@ func (p *Plane) Stats() Stats {
 	return s
 }
 
+// Loops is the number of tunnel loops (TunnelResult.Loop is below it).
+func (p *Plane) Loops() int { return len(p.loops) }
+
+// mono is the plane's monotonic clock in nanoseconds, for tunnel lifetimes.
+func (p *Plane) mono() int64 { return int64(time.Since(p.epoch)) }
+
 // OpenTunnels is the number of tunnels the plane owns right now, from the Tunnel call until their
 // fds are closed: one atomic load, cheap enough to check on every accepted connection.
 func (p *Plane) OpenTunnels() int64 { return p.open.Load() }
@@ -319,7 +345,7 @@ func (p *Plane) Tunnel(t Tunnel) error {
 	if err := unix.SetNonblock(t.BackendFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
-	c := &conn{onClose: t.OnClose}
+	c := &conn{onClose: t.OnClose, route: int32(t.Route), started: p.mono()}
 	c.ends[0].fd = int32(t.ClientFD)
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()
