@@ -7,7 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
 )
 
 // Backend connections and the per-loop idle pool.
@@ -26,6 +28,7 @@ type backendConn struct {
 	reused    bool
 	inPool    bool
 	idleSince int64
+	dialAt    int64 // nanotime the dial started, for the connect time
 
 	// cleanAfterOffload: the offloaded response body ended exactly at its framing boundary and
 	// the exchange allows reuse, so the conn may be pooled even if its client is gone by the time
@@ -59,6 +62,7 @@ func (bc *backendConn) opened(c wire) {
 	}
 	bc.c = c
 	bc.out.fd = c.Fd()
+	bc.connected()
 	cc := bc.cc
 	if cc == nil || cc.gen != bc.gen || !cc.ex.dialing || cc.state == stateClosed {
 		bc.cc = nil
@@ -115,9 +119,10 @@ func (bc *backendConn) closed(err error) {
 		cc.dial()
 	case !ex.respFinal:
 		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
-		cc.fail(502)
+		cc.failUpstream(502, accesslog.BackendReset, metrics.UpstreamReset)
 	default:
 		// Mid-body: a reset is the only way the client can tell the body is truncated.
+		cc.countUpstream(metrics.UpstreamReset)
 		cc.abort()
 	}
 }

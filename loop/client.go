@@ -1,8 +1,11 @@
 package loop
 
 import (
+	"net/netip"
+
 	"github.com/valyala/bytebufferpool"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
 )
 
@@ -60,6 +63,10 @@ type clientConn struct {
 
 	gen uint32   // exchange generation: a dial result for an older exchange is ignored
 	ex  exchange // the exchange in flight; a new one starts from a zero value
+
+	addr     netip.AddrPort // the client's address, for the access log
+	headAt   int64          // nanotime of the current head's first byte
+	tunneled bool           // handed to the tunnel plane: counted out of the HTTP plane already
 }
 
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
@@ -101,6 +108,7 @@ func (cc *clientConn) inboundLen() int {
 }
 
 func (cc *clientConn) consume(n int) {
+	cc.ex.obs.in += int64(n)
 	if cc.held != nil {
 		cc.heldOff += n
 		if cc.heldOff >= len(cc.held.B) {
@@ -173,7 +181,7 @@ func (cc *clientConn) process() {
 		case stateUpgrading:
 			// Frames sent before the 101 wait here; they become Tunnel.ToBackend, never a request.
 			if cc.inboundLen() > upgradeHoldCap {
-				cc.fail(502)
+				cc.fail(502, accesslog.ClientOverflow)
 			}
 		case stateClosing:
 			cc.discardInbound()
@@ -197,7 +205,8 @@ func (cc *clientConn) readHead() bool {
 	s := cc.srv
 	if !cc.headStarted {
 		cc.headStarted = true
-		cc.deadline = cc.ls.now() + int64(s.cfg.HeaderTimeout)
+		cc.headAt = cc.ls.now()
+		cc.deadline = cc.headAt + int64(s.cfg.HeaderTimeout)
 	}
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
@@ -223,7 +232,7 @@ func (cc *clientConn) readHead() bool {
 			return false
 		}
 		if req.Framing != httpparse.FramingNone {
-			cc.fail(400)
+			cc.fail(400, accesslog.ParseError)
 			return false
 		}
 		upgrade = true
@@ -262,6 +271,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 		wsKey:        wsKey,
 		respParser:   httpparse.Parser{Limits: respLimits},
 		fwd:          bytebufferpool.Get(),
+		obs:          cc.beginObs(req),
 	}
 	ex := &cc.ex
 	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade}

@@ -88,6 +88,9 @@ func Start(cfg Config) (*Server, error) {
 		cfg.FDs = fdbudget.New(plan.limit)
 	}
 	cfg.Tunnel.FDs = cfg.FDs
+	if cfg.Tunnel.Metrics == nil {
+		cfg.Tunnel.Metrics = cfg.Metrics
+	}
 	plane, err := splice.NewPlane(cfg.Tunnel)
 	if err != nil {
 		g.close()
@@ -108,6 +111,8 @@ func Start(cfg Config) (*Server, error) {
 		superDone:   make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	s.obs.init(&cfg)
+	s.startObs()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}

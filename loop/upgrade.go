@@ -4,6 +4,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/splice"
 )
@@ -20,7 +21,7 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	if !cc.ex.upgrade || !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
 		!httpparse.VerifyAccept(cc.ex.wsKey, resp.Header("Sec-WebSocket-Accept")) {
 		s.log.Debug("backend sent an unverified 101", "backend", s.cfg.Backend, "phase", "upgrade")
-		cc.fail(502)
+		cc.badAccept()
 		return
 	}
 	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true}
@@ -45,14 +46,14 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	if cc.c == nil { // a client that half-closed is not owed a tunnel (halfclose.go)
 		bytebufferpool.Put(toClient)
 		bytebufferpool.Put(toBackend)
-		cc.fail(502)
+		cc.fail(502, accesslog.TunnelFailed)
 		return
 	}
 	cfd, err := cc.c.Dup()
 	if err != nil {
 		bytebufferpool.Put(toClient)
 		bytebufferpool.Put(toBackend)
-		cc.fail(502)
+		cc.fail(502, accesslog.TunnelFailed)
 		return
 	}
 	bfd, err := bc.c.Dup()
@@ -60,7 +61,7 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 		_ = unix.Close(cfd)
 		bytebufferpool.Put(toClient)
 		bytebufferpool.Put(toBackend)
-		cc.fail(502)
+		cc.fail(502, accesslog.TunnelFailed)
 		return
 	}
 	oc, ob := cc.c, bc.c
@@ -68,7 +69,8 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	cc.ex.bc, bc.cc = nil, nil
 	ls.loop.closeConn(oc)
 	ls.loop.closeConn(ob)
-	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B})
+	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B,
+		Route: cc.ex.obs.route, OnClose: cc.tunnelOnClose()})
 	bytebufferpool.Put(toClient)
 	bytebufferpool.Put(toBackend)
 	if err != nil {
@@ -76,5 +78,6 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	} else {
 		s.tunnelsTotal.Add(1)
 	}
+	cc.switched(err, len(head))
 	cc.teardown()
 }

@@ -1,0 +1,435 @@
+package loop
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/accesslog"
+	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/splice"
+)
+
+// Metrics and the access log (docs/observability.md).
+//
+// Invariant: every event is counted on the loop it happens on, into that loop's own shard and
+// access-log writer (loopObs): no lock, no allocation, no label lookup per event. Routes and
+// backends are small integers chosen when they are configured; their names are looked up only
+// to write a log line, in a slice nobody writes while loops read it. An exchange is counted and
+// logged exactly once: by finishExchange, by the answer wsgate gives itself (failResponse), by
+// the switch to a tunnel, or by teardown when the client leaves or is reset mid-exchange.
+
+// serverObs is the Server's part: the registry, the log and the names behind the indices.
+type serverObs struct {
+	reg  *metrics.Registry // cfg.Metrics; nil: metrics off (shards are nil and ignore every call)
+	alog *accesslog.Log    // cfg.AccessLog; nil: no access log
+
+	// names hands out route and backend indices: the metrics registry itself, or, with metrics
+	// off, a private one that is never scraped, so that indices mean the same either way.
+	names    *metrics.Registry
+	namesMu  sync.Mutex
+	routes   atomic.Pointer[[]string] // route names by index; replaced, never written in place
+	backends atomic.Pointer[[]string] // backend addresses by index
+
+	defRoute, defBackend int // the single route ("/" -> cfg.Backend) until routes are configured
+
+	// tunnelLogs is one access-log writer per tunnel loop: a tunnel's line is written by its
+	// OnClose, which runs on tunnel loop TunnelResult.Loop, the writer's only producer.
+	tunnelLogs []*accesslog.Writer
+}
+
+// defaultRouteName is the route label of everything proxied while wsgate has one backend: the
+// catch-all prefix, which is also what a route table built from -backend alone calls it.
+const defaultRouteName = "/"
+
+func (o *serverObs) init(cfg *Config) {
+	o.reg, o.alog = cfg.Metrics, cfg.AccessLog
+	o.names = o.reg
+	if o.names == nil {
+		o.names = metrics.NewRegistry()
+	}
+	o.routes.Store(&[]string{metrics.NoRouteName})
+	o.backends.Store(&[]string{})
+	o.defRoute = o.route(defaultRouteName)
+	o.defBackend = o.backend(cfg.Backend)
+}
+
+// route registers a route name (at configuration time) and returns its index.
+func (o *serverObs) route(name string) int {
+	o.namesMu.Lock()
+	defer o.namesMu.Unlock()
+	return register(o.names.Route(name), name, &o.routes)
+}
+
+// backend registers a backend address and returns its index.
+func (o *serverObs) backend(addr string) int {
+	o.namesMu.Lock()
+	defer o.namesMu.Unlock()
+	return register(o.names.Backend(addr), addr, &o.backends)
+}
+
+func register(i int, name string, names *atomic.Pointer[[]string]) int {
+	old := *names.Load()
+	if i < len(old) {
+		return i
+	}
+	grown := make([]string, i+1)
+	copy(grown, old)
+	grown[i] = name
+	names.Store(&grown)
+	return i
+}
+
+func nameOf(names *atomic.Pointer[[]string], i int) string {
+	if ns := *names.Load(); uint(i) < uint(len(ns)) {
+		return ns[i]
+	}
+	return ""
+}
+
+func (o *serverObs) routeName(i int) string   { return nameOf(&o.routes, i) }
+func (o *serverObs) backendName(i int) string { return nameOf(&o.backends, i) }
+
+// start runs at Start once the plane exists: one log writer per tunnel loop, and the server's
+// own counters as gauges.
+func (s *Server) startObs() {
+	o := &s.obs
+	if o.alog != nil {
+		o.tunnelLogs = make([]*accesslog.Writer, s.plane.Loops())
+		for i := range o.tunnelLogs {
+			o.tunnelLogs[i] = o.alog.NewWriter()
+		}
+	}
+	o.reg.SetServerStats(func() metrics.ServerStats {
+		st := s.Stats()
+		return metrics.ServerStats{FDsUsed: st.FDsUsed, FDsLimit: st.FDsLimit, EngineRestarts: st.EngineRestarts,
+			QueuedBytes: st.QueuedBytes, BackendIdle: st.BackendIdle, Retries: st.Retries}
+	})
+}
+
+// loopObs is one event loop's part, touched only on that loop.
+type loopObs struct {
+	m   *metrics.Shard
+	log *accesslog.Writer
+	rec accesslog.Request // the line being written; reused
+
+	// The wall clock of log lines, derived from the monotonic nanotime the loop reads anyway:
+	// wallAt was the time at monoAt; the sweep refreshes the pair, so a stepped clock shows in
+	// the log within a sweep interval, and a line costs no clock read.
+	wallAt time.Time
+	monoAt int64
+}
+
+func (ls *loopState) initObs() {
+	o := &ls.srv.obs
+	ls.m = o.reg.NewShard()
+	ls.log = o.alog.NewWriter()
+	ls.syncWall()
+}
+
+func (ls *loopState) syncWall() { ls.wallAt, ls.monoAt = time.Now(), nanotime() }
+
+func (ls *loopState) wall(ns int64) time.Time { return ls.wallAt.Add(time.Duration(ns - ls.monoAt)) }
+
+// exchangeObs is what an exchange keeps for its count and its log line.
+type exchangeObs struct {
+	open             bool   // begun and not yet counted
+	status           int    // final status sent to the client (0: none yet)
+	start            int64  // nanotime of the head's first byte
+	in               int64  // bytes received from the client for this exchange
+	out              int64  // bytes a transfer moved to the client (the outq counts the rest)
+	outAt            uint64 // the client outq's wrote count when the exchange began
+	connect          int64  // ns to connect a fresh backend conn for it; 0 for a pooled one
+	route, backend   int
+	method, target   []byte // copies, only while the access log is on; capacity carries over
+	routeN, backendN string
+}
+
+// beginObs starts the record of the exchange for req; the caller stores it in the new exchange.
+func (cc *clientConn) beginObs(req *httpparse.Request) exchangeObs {
+	o := &cc.srv.obs
+	prev := &cc.ex.obs
+	x := exchangeObs{open: true, start: cc.headAt, outAt: cc.out.wrote, method: prev.method[:0], target: prev.target[:0],
+		route: o.defRoute, backend: o.defBackend}
+	if cc.ls.log != nil {
+		x.method = append(x.method, req.Method...)
+		x.target = append(x.target, req.Target...)
+		x.routeN, x.backendN = o.routeName(x.route), o.backendName(x.backend)
+	}
+	return x
+}
+
+// noteResponse records the final status relayed to the client; an upgrade answered with anything
+// else than a switch was refused by the backend.
+func (cc *clientConn) noteResponse(status int) {
+	cc.ex.obs.status = status
+	if cc.ex.upgrade {
+		cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeRefused)
+	}
+}
+
+// noteTransfer adds the body bytes an offload moved to the exchange's counts.
+func (cc *clientConn) noteTransfer(r splice.TransferResult) {
+	if cc.ex.off.req {
+		cc.ex.obs.in += r.Moved
+	} else {
+		cc.ex.obs.out += r.Moved
+	}
+}
+
+// endRequest counts and logs the exchange in flight, once; answer is the size of an answer
+// wsgate is about to queue itself. Before an exchange began (a head refused by the parser, a
+// head that timed out) the line describes what the client sent: the request line as received,
+// route "none".
+func (cc *clientConn) endRequest(status int, why accesslog.Why, detail string, answer int) {
+	ls, x := cc.ls, &cc.ex.obs
+	now := ls.now()
+	if !x.open {
+		if cc.state != stateReadingHead || !cc.headStarted {
+			return
+		}
+		d := time.Duration(now - cc.headAt)
+		ls.m.Request(metrics.NoRoute, status, d)
+		if ls.log != nil {
+			buf := cc.inbound()
+			method, target := requestLine(buf, cc.srv.cfg.MaxHeadBytes)
+			ls.rec = accesslog.Request{Time: ls.wall(now), Client: cc.addr, Method: method, Target: target,
+				Status: status, BytesIn: int64(len(buf)), BytesOut: int64(answer), Duration: d,
+				Route: metrics.NoRouteName, Answered: why, Detail: detail}
+			ls.log.Request(&ls.rec)
+		}
+		return
+	}
+	x.open = false
+	d := time.Duration(now - x.start)
+	ls.m.Request(x.route, status, d)
+	if ls.log != nil {
+		ls.rec = accesslog.Request{Time: ls.wall(now), Client: cc.addr, Method: x.method, Target: x.target,
+			Status: status, BytesIn: x.in, BytesOut: int64(cc.out.wrote-x.outAt) + x.out + int64(answer), Duration: d,
+			Route: x.routeN, Backend: x.backendN, Connect: time.Duration(x.connect), Answered: why, Detail: detail}
+		ls.log.Request(&ls.rec)
+	}
+}
+
+// failUpstream answers status because of the backend (why), counting the failure against the
+// exchange's backend, and against the upgrade if the request was one.
+func (cc *clientConn) failUpstream(status int, why accesslog.Why, r metrics.UpstreamReason) {
+	cc.countUpstream(r)
+	cc.fail(status, why)
+}
+
+// countUpstream counts a backend failure of the exchange in flight (and of its upgrade).
+func (cc *clientConn) countUpstream(r metrics.UpstreamReason) {
+	ls, x := cc.ls, &cc.ex.obs
+	ls.m.UpstreamError(x.backend, r)
+	if cc.ex.upgrade && !cc.ex.respFinal {
+		ls.m.Upgrade(x.route, metrics.UpgradeUpstreamError)
+	}
+}
+
+// failDial answers a failed backend dial: 503 when the fd budget had no room (not the backend's
+// fault), 504 on a timeout, 502 for a refusal or anything else.
+func (cc *clientConn) failDial(status int, err error) {
+	switch {
+	case status == 503:
+		cc.fail(503, accesslog.Overloaded)
+	case status == 504:
+		cc.failUpstream(504, accesslog.ConnectTimeout, metrics.UpstreamTimeout)
+	case errors.Is(err, unix.ECONNREFUSED):
+		cc.failUpstream(status, accesslog.ConnectRefused, metrics.UpstreamRefused)
+	default:
+		cc.failUpstream(status, accesslog.ConnectFailed, metrics.UpstreamUnreachable)
+	}
+}
+
+// connected counts a fresh backend connection's connect time (runs in OnOpen, on the loop).
+func (bc *backendConn) connected() {
+	d := nanotime() - bc.dialAt
+	bc.ls.m.UpstreamConnected(bc.ls.srv.obs.defBackend, time.Duration(d))
+	if cc := bc.cc; cc != nil && cc.gen == bc.gen && cc.ex.dialing {
+		cc.ex.obs.connect = d
+	}
+}
+
+// statusOf reads the status of one of wsgate's canned answers ("HTTP/1.1 503 ...").
+func statusOf(resp []byte) int {
+	if len(resp) < 12 {
+		return 0
+	}
+	return int(resp[9]-'0')*100 + int(resp[10]-'0')*10 + int(resp[11]-'0')
+}
+
+// requestLine returns the method and target of the request line at the start of buf as
+// received, for the log line of a head the parser refused: the bytes up to the first space, and
+// the bytes up to the next space or the end of the line (never past max bytes).
+func requestLine(buf []byte, max int) (method, target []byte) {
+	if len(buf) > max {
+		buf = buf[:max]
+	}
+	for i, c := range buf {
+		if c == '\n' {
+			buf = buf[:i]
+			break
+		}
+	}
+	if n := len(buf); n > 0 && buf[n-1] == '\r' {
+		buf = buf[:n-1]
+	}
+	for i, c := range buf {
+		if c == ' ' {
+			method, buf = buf[:i], buf[i+1:]
+			for j, c := range buf {
+				if c == ' ' {
+					return method, buf[:j]
+				}
+			}
+			return method, buf
+		}
+	}
+	return buf, nil
+}
+
+// parseDetail is the parser's reason for a refused head, for the log line's detail field.
+func parseDetail(err error) string {
+	var pe *httpparse.Error
+	if errors.As(err, &pe) {
+		return pe.Reason
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// clientAddr is the client's address and port, read once at accept.
+func clientAddr(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// rejected counts a client refused at accept and logs the answer it got.
+func (ls *loopState) rejected(r metrics.RejectReason, addr netip.AddrPort, answer []byte) {
+	ls.m.Rejected(r)
+	if ls.log == nil {
+		return
+	}
+	why := accesslog.Overloaded
+	if r == metrics.RejectDraining {
+		why = accesslog.Draining
+	}
+	now := ls.now()
+	ls.rec = accesslog.Request{Time: ls.wall(now), Client: addr, Status: statusOf(answer), BytesOut: int64(len(answer)),
+		Route: metrics.NoRouteName, Answered: why}
+	ls.log.Request(&ls.rec)
+}
+
+// The tunnel's access-log line is written when it closes, on the tunnel loop, from what the
+// HTTP loop knew at the switch. That record lives as long as the tunnel, so it is packed into one
+// string held by the OnClose closure (32 bytes): the client's IP (16 bytes, IPv4 mapped), its port
+// (2), whether it was IPv4 (1), the route and backend indices (4 each), then the upgrade
+// request's target. An idle tunnel with a 12-byte target carries 48 + 32 bytes for its line, and
+// nothing when the access log is off.
+const tunnelRecHead = 16 + 2 + 1 + 4 + 4
+
+func packTunnelRec(addr netip.AddrPort, route, backend int, target []byte) string {
+	b := make([]byte, tunnelRecHead, tunnelRecHead+len(target))
+	ip := addr.Addr().As16()
+	copy(b, ip[:])
+	binary.BigEndian.PutUint16(b[16:], addr.Port())
+	if addr.Addr().Is4() {
+		b[18] = 1
+	}
+	binary.BigEndian.PutUint32(b[19:], uint32(route))
+	binary.BigEndian.PutUint32(b[23:], uint32(backend))
+	return string(append(b, target...))
+}
+
+func unpackTunnelRec(rec string) (addr netip.AddrPort, route, backend int, target string) {
+	if len(rec) < tunnelRecHead {
+		return
+	}
+	var ip [16]byte
+	copy(ip[:], rec)
+	a := netip.AddrFrom16(ip)
+	if rec[18] == 1 {
+		a = a.Unmap()
+	}
+	u32 := func(s string) int { return int(uint32(s[0])<<24 | uint32(s[1])<<16 | uint32(s[2])<<8 | uint32(s[3])) }
+	addr = netip.AddrPortFrom(a, uint16(rec[16])<<8|uint16(rec[17]))
+	return addr, u32(rec[19:]), u32(rec[23:]), rec[tunnelRecHead:]
+}
+
+// tunnelOnClose is the OnClose of the tunnel cc is about to become: nil without an access log,
+// else a closure that writes the tunnel's line from its packed record.
+func (cc *clientConn) tunnelOnClose() func(splice.TunnelResult) {
+	s := cc.srv
+	if s.obs.tunnelLogs == nil {
+		return nil
+	}
+	x := &cc.ex.obs
+	rec := packTunnelRec(cc.addr, x.route, x.backend, x.target)
+	return func(r splice.TunnelResult) { s.tunnelClosed(r, rec) }
+}
+
+// badAccept answers a 101 that failed verification: the upgrade counts as bad_accept, the
+// backend's answer as a bad response.
+func (cc *clientConn) badAccept() {
+	x := &cc.ex.obs
+	cc.ls.m.Upgrade(x.route, metrics.UpgradeBadAccept)
+	cc.ls.m.UpstreamError(x.backend, metrics.UpstreamBadResponse)
+	cc.fail(502, accesslog.BadUpgrade)
+}
+
+// switched ends the upgrade exchange once plane.Tunnel answered: with err nil the client is the
+// plane's now (it leaves the HTTP plane's count here, not in teardown) and the exchange is a
+// 101 whose head (headLen bytes) the plane wrote; otherwise nothing more reaches the client.
+func (cc *clientConn) switched(err error, headLen int) {
+	x := &cc.ex.obs
+	if err != nil {
+		cc.endRequest(0, accesslog.TunnelFailed, "", 0)
+		return
+	}
+	cc.ls.m.Upgrade(x.route, metrics.UpgradeOK)
+	cc.ls.m.TunnelOpened(x.route)
+	cc.tunneled = true
+	x.status = 101
+	cc.endRequest(101, accesslog.Relayed, "", headLen)
+}
+
+// tunnelClosed writes a closed tunnel's line with the writer of the tunnel loop it runs on.
+func (s *Server) tunnelClosed(r splice.TunnelResult, rec string) {
+	o := &s.obs
+	if uint(r.Loop) >= uint(len(o.tunnelLogs)) {
+		return
+	}
+	addr, route, backend, target := unpackTunnelRec(rec)
+	w := o.tunnelLogs[r.Loop]
+	w.Tunnel(&accesslog.Tunnel{Time: time.Now(), Client: addr, Target: unsafeBytes(target),
+		Route: o.routeName(route), Backend: o.backendName(backend), Duration: r.Duration,
+		BytesUp: r.ClientToBackend, BytesDown: r.BackendToClient, Reason: r.Reason.String()})
+}
+
+// endObs runs in teardown: an exchange still open ends with the client (gone, or reset by us);
+// a client still in the HTTP plane leaves it (one that became a tunnel left at the switch).
+func (cc *clientConn) endObs() {
+	if cc.ex.obs.open {
+		cc.endRequest(cc.ex.obs.status, accesslog.Relayed, "", 0)
+	}
+	if !cc.tunneled {
+		cc.ls.m.Closed()
+	}
+}
+
+// unsafeBytes views s as bytes for a call that only reads them (accesslog copies the target
+// into its line).
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
