@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -695,4 +697,111 @@ func TestE2EObserveTunnels(t *testing.T) {
 				"bytes_down": strconv.FormatInt(ti.down, 10)}, tunnelFields, start)
 		})
 	}
+}
+
+// TestE2EObserveRejected: a client over -max-conns is refused at accept with 503, counted by
+// reason and logged.
+func TestE2EObserveRejected(t *testing.T) {
+	be := obsBackend(t)
+	r := startObserved(t, be.Addr, accesslog.JSON, func(c *loop.Config) { c.MaxConns = 1 })
+	start := time.Now()
+	c1 := dialRaw(t, r.addr)
+	if !waitFor(5*time.Second, func() bool { return r.srv.Stats().Conns == 1 }) {
+		t.Fatal("first client not accepted")
+	}
+	client, got := oneShot(t, r.addr, "GET /ok HTTP/1.1\r\nHost: a\r\n\r\n")
+	if !strings.HasPrefix(statusLine(got), "HTTP/1.1 503 ") {
+		t.Fatalf("over -max-conns: %q", got)
+	}
+	r.wantMetrics(t, map[string]float64{
+		"wsgate_connections_rejected_total{reason=max_conns}": 1,
+		"wsgate_connections_rejected_total{reason=fd_budget}": 0,
+		"wsgate_connections_accepted_total":                   1,
+		"wsgate_connections_active{phase=http}":               1,
+	})
+	l := r.logLines(t, "request", 1)[""]
+	checkFields(t, "rejected", l, map[string]string{"time": "<time>", "msg": "request", "client": client, "method": "",
+		"target": "", "status": "503", "bytes_in": "0", "bytes_out": strconv.Itoa(len(got)), "duration": "0.000000",
+		"route": "none", "backend": "", "connect": "0.000000", "answered": "overloaded"}, requestFieldsAnswer, start)
+	c1.Close()
+	r.wantMetrics(t, map[string]float64{"wsgate_connections_active{phase=http}": 0})
+}
+
+// TestE2EObserveOffload: a body that moves to the tunnel plane is counted, and its bytes are in
+// the request's line; the server's own counters are gauges.
+func TestE2EObserveOffload(t *testing.T) {
+	const n = 8 << 20
+	be := newBackend(t, http.HandlerFunc(dataHandler))
+	r := startObserved(t, be.Addr, accesslog.Text, lowWater)
+	c := dialRaw(t, r.addr)
+	c.Conn.(*net.TCPConn).SetReadBuffer(32 << 10)
+	req := fmt.Sprintf("GET /data?n=%d&seed=7 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", n)
+	c.send(t, req)
+	time.Sleep(500 * time.Millisecond) // not reading: the body passes BodyHighWater and moves to the plane
+	st := r.srv.Stats()
+	fams := r.wantMetrics(t, map[string]float64{"wsgate_body_offloads_total": 1,
+		"wsgate_fd_budget_limit": float64(st.FDsLimit), "wsgate_engine_restarts_total": 0})
+	if used, _ := metricValue(fams, "wsgate_fd_budget_used", ""); used < 2 {
+		t.Fatalf("fd budget used %v with a client and a backend connection in flight", used)
+	}
+	got := c.expectClosed(t, 60*time.Second)
+	_, body, _ := bytes.Cut(got, []byte("\r\n\r\n"))
+	if len(body) != n || sumOf(body) != genSum(7, n) {
+		t.Fatalf("body: %d bytes, want %d (sha ok %v)", len(body), n, sumOf(body) == genSum(7, n))
+	}
+	l := r.logLines(t, "request", 1)
+	target := fmt.Sprintf("/data?n=%d&seed=7", n)
+	checkFields(t, "offloaded", l[target], map[string]string{"status": "200", "bytes_in": strconv.Itoa(len(req)),
+		"bytes_out": strconv.Itoa(len(got))}, requestFields, time.Now().Add(-time.Minute))
+}
+
+// TestE2EObserveZeroAllocs: with metrics and the access log on, a proxied keep-alive GET still
+// allocates nothing (the whole process is counted: client, backend and wsgate).
+func TestE2EObserveZeroAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	be := benchBackend(t)
+	f, err := os.CreateTemp(t.TempDir(), "access.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alog := accesslog.New(f, accesslog.Config{Format: accesslog.JSON, Logger: testLogger()})
+	t.Cleanup(func() { alog.Close() })
+	reg := metrics.NewRegistry()
+	_, addr := startProxy(t, be, observe(reg, alog))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	g := &rawGetter{c: c, req: []byte("GET /bench HTTP/1.1\r\nHost: bench.example\r\n\r\n"), buf: make([]byte, 16<<10)}
+	get := func() {
+		if err := g.get(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 100; i++ {
+		get()
+	}
+	if a := testing.AllocsPerRun(2000, get); a > 0 {
+		t.Fatalf("%v allocs per proxied request with metrics and access log on", a)
+	}
+	fams := scrapeText(t, reg)
+	if v, _ := metricValue(fams, "wsgate_http_requests_total", "route=/,code=2xx"); v != 2101 {
+		t.Fatalf("2xx requests %v, want 2101", v)
+	}
+}
+
+// scrapeText renders reg's handler in-process (no admin listener) and parses it.
+func scrapeText(t testing.TB, reg *metrics.Registry) map[string]*dto.MetricFamily {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
 }
