@@ -133,7 +133,7 @@ func appendSeconds(dst []byte, d time.Duration) []byte {
 		byte('0'+f/100%10), byte('0'+f/10%10), byte('0'+f%10))
 }
 
-// line builds one line field by field in either format.
+// line builds lines field by field in either format, each appended to b.
 type line struct {
 	b     []byte
 	json  bool
@@ -141,7 +141,7 @@ type line struct {
 }
 
 func (l *line) begin(f Format) {
-	l.b, l.json, l.first = l.b[:0], f == JSON, true
+	l.json, l.first = f == JSON, true
 	if l.json {
 		l.b = append(l.b, '{')
 	}
