@@ -232,7 +232,7 @@ func (cc *clientConn) readHead() bool {
 			return false
 		}
 		if req.Framing != httpparse.FramingNone {
-			cc.fail(400, accesslog.ParseError)
+			cc.failResponse(errorResponse(400), accesslog.ParseError, "WebSocket upgrade request with a body")
 			return false
 		}
 		upgrade = true
