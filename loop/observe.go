@@ -336,7 +336,7 @@ func (ls *loopState) rejected(r metrics.RejectReason, addr netip.AddrPort, answe
 // The tunnel's access-log line is written when it closes, on the tunnel loop, from what the
 // HTTP loop knew at the switch. That record lives as long as the tunnel, so it is packed into one
 // string held by the OnClose closure (32 bytes): the client's IP (16 bytes, IPv4 mapped), its port
-// (2), whether it was IPv4 (1), the route and backend indices (4 each), then the upgrade
+// (2), whether it is valid and IPv4 (1), the route and backend indices (4 each), then the upgrade
 // request's target. An idle tunnel with a 12-byte target carries 48 + 32 bytes for its line, and
 // nothing when the access log is off.
 const tunnelRecHead = 16 + 2 + 1 + 4 + 4
@@ -346,8 +346,11 @@ func packTunnelRec(addr netip.AddrPort, route, backend int, target []byte) strin
 	ip := addr.Addr().As16()
 	copy(b, ip[:])
 	binary.BigEndian.PutUint16(b[16:], addr.Port())
-	if addr.Addr().Is4() {
-		b[18] = 1
+	if addr.IsValid() {
+		b[18] = 2
+		if addr.Addr().Is4() {
+			b[18] |= 1
+		}
 	}
 	binary.BigEndian.PutUint32(b[19:], uint32(route))
 	binary.BigEndian.PutUint32(b[23:], uint32(backend))
@@ -361,11 +364,13 @@ func unpackTunnelRec(rec string) (addr netip.AddrPort, route, backend int, targe
 	var ip [16]byte
 	copy(ip[:], rec)
 	a := netip.AddrFrom16(ip)
-	if rec[18] == 1 {
+	if rec[18]&1 != 0 {
 		a = a.Unmap()
 	}
 	u32 := func(s string) int { return int(uint32(s[0])<<24 | uint32(s[1])<<16 | uint32(s[2])<<8 | uint32(s[3])) }
-	addr = netip.AddrPortFrom(a, uint16(rec[16])<<8|uint16(rec[17]))
+	if rec[18]&2 != 0 {
+		addr = netip.AddrPortFrom(a, uint16(rec[16])<<8|uint16(rec[17]))
+	}
 	return addr, u32(rec[19:]), u32(rec[23:]), rec[tunnelRecHead:]
 }
 
