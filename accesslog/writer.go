@@ -55,9 +55,14 @@ func (w *Writer) Request(r *Request) {
 	if w == nil {
 		return
 	}
-	var h [reqFixed]byte
 	n := reqFixed + len(r.Method) + len(r.Target) + len(r.Route) + len(r.Backend) + len(r.Detail)
-	b := w.common(h[:], kindRequest, n, r.Time, r.Client)
+	t, ok := w.reserve(n)
+	if !ok {
+		return
+	}
+	var stack [reqFixed]byte
+	h := w.fixed(t, stack[:])
+	b := w.common(h, kindRequest, n, r.Time, r.Client)
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], uint32(int32(r.Status)))
 	le.PutUint64(b[4:], uint64(r.BytesIn))
@@ -70,11 +75,7 @@ func (w *Writer) Request(r *Request) {
 	le.PutUint32(b[45:], uint32(len(r.Route)))
 	le.PutUint32(b[49:], uint32(len(r.Backend)))
 	le.PutUint32(b[53:], uint32(len(r.Detail)))
-	t, ok := w.reserve(n)
-	if !ok {
-		return
-	}
-	t = w.copyIn(t, h[:])
+	t = w.fixedDone(t, h, stack[:])
 	t = w.copyIn(t, r.Method)
 	t = w.copyIn(t, r.Target)
 	t = w.copyIn(t, sbytes(r.Route))
@@ -88,9 +89,14 @@ func (w *Writer) Tunnel(tu *Tunnel) {
 	if w == nil {
 		return
 	}
-	var h [tunFixed]byte
 	n := tunFixed + len(tu.Target) + len(tu.Route) + len(tu.Backend) + len(tu.Reason)
-	b := w.common(h[:], kindTunnel, n, tu.Time, tu.Client)
+	t, ok := w.reserve(n)
+	if !ok {
+		return
+	}
+	var stack [tunFixed]byte
+	h := w.fixed(t, stack[:])
+	b := w.common(h, kindTunnel, n, tu.Time, tu.Client)
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], uint64(tu.Duration))
 	le.PutUint64(b[8:], uint64(tu.BytesUp))
@@ -99,16 +105,32 @@ func (w *Writer) Tunnel(tu *Tunnel) {
 	le.PutUint32(b[28:], uint32(len(tu.Route)))
 	le.PutUint32(b[32:], uint32(len(tu.Backend)))
 	le.PutUint32(b[36:], uint32(len(tu.Reason)))
-	t, ok := w.reserve(n)
-	if !ok {
-		return
-	}
-	t = w.copyIn(t, h[:])
+	t = w.fixedDone(t, h, stack[:])
 	t = w.copyIn(t, tu.Target)
 	t = w.copyIn(t, sbytes(tu.Route))
 	t = w.copyIn(t, sbytes(tu.Backend))
 	t = w.copyIn(t, sbytes(tu.Reason))
 	w.publish(t, n)
+}
+
+// fixed returns where a record's fixed part at position t is encoded: straight into the ring
+// when it does not wrap there (the common case), else into stack, copied in by fixedDone. The
+// ring's bytes are written whole either way (common clears what it does not set).
+func (w *Writer) fixed(t uint64, stack []byte) []byte {
+	off := t & w.mask
+	if end := off + uint64(len(stack)); end <= uint64(len(w.ring)) {
+		return w.ring[off:end]
+	}
+	return stack
+}
+
+// fixedDone copies the fixed part in if it was encoded on the stack, and returns the position
+// after it.
+func (w *Writer) fixedDone(t uint64, h, stack []byte) uint64 {
+	if &h[0] == &stack[0] {
+		return w.copyIn(t, stack)
+	}
+	return t + uint64(len(h))
 }
 
 // common fills the part of a record both kinds share and returns the rest of h.
@@ -118,6 +140,7 @@ func (w *Writer) common(h []byte, kind byte, n int, at time.Time, client netip.A
 	h[4] = kind
 	le.PutUint64(h[5:], uint64(at.UnixNano()))
 	le.PutUint32(h[13:], uint32(w.zone.offset(at)))
+	h[17] = 0
 	if client.IsValid() {
 		a := client.Addr()
 		h[17] = addrValid
