@@ -6,6 +6,7 @@ FUZZTIME  ?= 5s
 BENCH     ?= default
 LISTEN    ?= 127.0.0.1:8080
 DEMO      ?= 127.0.0.1:3000
+LOKI      ?= 127.0.0.1:3100
 
 .PHONY: all build test vet lint fuzz bench bench-go bench-parse bench-deps run clean
 
@@ -50,9 +51,9 @@ bench-deps:
 bench: build
 	$(GO) run ./bench/cmd/wsbench -suite=$(BENCH)
 
-# make run: wsgate in front of the built-in demo backend, on loopback.
+# make run: wsgate with two routes in front of the demo's Grafana-like and Loki-like backends, on loopback.
 run: build
-	bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO)
+	bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO) $(LOKI)
 
 clean:
 	rm -rf $(BIN)

@@ -45,6 +45,7 @@ func (cc *clientConn) failResponse(resp []byte, why accesslog.Why, detail string
 	ex := &cc.ex
 	ex.dialing = false
 	cc.dropBackend()
+	cc.releaseMember()
 	if ex.respFinal && cc.state != stateReadingHead {
 		cc.endRequest(ex.obs.status, why, detail, 0)
 		cc.abort() // part of an answer went out: it cannot be completed
@@ -148,6 +149,7 @@ func (cc *clientConn) teardown() {
 	delete(cc.ls.queued, cc)
 	cc.srv.conns.Add(-1)
 	cc.dropBackend()
+	cc.releaseMember()
 	if cc.c != nil {
 		c := cc.c
 		cc.c = nil
@@ -174,7 +176,7 @@ func (cc *clientConn) expire(now int64) {
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.ex.respFinal {
-			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
+			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
 			cc.failUpstream(504, accesslog.ResponseTimeout, metrics.UpstreamResponseTimeout)
 		}
 	case stateForwardingBody:
@@ -211,6 +213,6 @@ func (cc *clientConn) writeStalled() {
 // backendStalled: the backend took no byte of the queued request for IdleTimeout.
 func (cc *clientConn) backendStalled() {
 	s := cc.srv
-	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", s.cfg.Backend, "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
+	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", memberName(cc.ex.member), "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
 	cc.failUpstream(504, accesslog.ResponseTimeout, metrics.UpstreamResponseTimeout)
 }

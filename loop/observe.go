@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
@@ -22,8 +24,10 @@ import (
 //
 // Invariant: every event is counted on the loop it happens on, into that loop's own shard and
 // access-log writer (loopObs): no lock, no allocation, no label lookup per event. Routes and
-// backends are small integers chosen when they are configured; their names are looked up only
-// to write a log line, in a slice nobody writes while loops read it. An exchange is counted and
+// backends are small integers chosen when a route table is installed (registerTable: at Start
+// and in SetRoutes); an exchange finds them by the *route.Route and *route.Member it already
+// has, through slices indexed by Route.Index and Member.ID(), and their names only to write a log
+// line, in slices nobody writes while loops read them. An exchange is counted and
 // logged exactly once: by finishExchange, by the answer wsgate gives itself (failResponse), by
 // the switch to a tunnel, or by teardown when the client leaves or is reset mid-exchange.
 
@@ -39,18 +43,30 @@ type serverObs struct {
 	routes   atomic.Pointer[[]string] // route names by index; replaced, never written in place
 	backends atomic.Pointer[[]string] // backend addresses by index
 
-	defRoute, defBackend int // the single route ("/" -> cfg.Backend) until routes are configured
+	// tables maps the routes of the table in use to their indices; members maps member IDs
+	// (dense across a table and the tables built from it) to theirs. Both are replaced whole.
+	tables  atomic.Pointer[tableIndex]
+	members atomic.Pointer[[]memberIndex]
+	tableMu sync.Mutex // one registerTable at a time
 
 	// tunnelLogs is one access-log writer per tunnel loop: a tunnel's line is written by its
 	// OnClose, which runs on tunnel loop TunnelResult.Loop, the writer's only producer.
 	tunnelLogs []*accesslog.Writer
 }
 
-// defaultRouteName is the route label of everything proxied while wsgate has one backend: the
-// catch-all prefix, which is also what a route table built from -backend alone calls it.
-const defaultRouteName = "/"
+// tableIndex is one route table's routes as metrics indices, by Route.Index.
+type tableIndex struct {
+	table  *route.Table
+	routes []int32
+}
 
-func (o *serverObs) init(cfg *Config) {
+// memberIndex is the metrics index of the member that had this ID when it was registered.
+type memberIndex struct {
+	m   *route.Member
+	idx int32
+}
+
+func (o *serverObs) init(cfg *Config, t *route.Table) {
 	o.reg, o.alog = cfg.Metrics, cfg.AccessLog
 	o.names = o.reg
 	if o.names == nil {
@@ -58,8 +74,59 @@ func (o *serverObs) init(cfg *Config) {
 	}
 	o.routes.Store(&[]string{metrics.NoRouteName})
 	o.backends.Store(&[]string{})
-	o.defRoute = o.route(defaultRouteName)
-	o.defBackend = o.backend(cfg.Backend)
+	o.members.Store(&[]memberIndex{})
+	o.registerTable(t)
+}
+
+// registerTable names t's routes ([HOST]/PREFIX) and members (their addresses) for the metrics
+// and the log, at configuration time. A name keeps its index across tables, so a reload keeps
+// the series of what it keeps.
+func (o *serverObs) registerTable(t *route.Table) {
+	o.tableMu.Lock()
+	defer o.tableMu.Unlock()
+	ti := &tableIndex{table: t, routes: make([]int32, len(t.Routes()))}
+	for _, r := range t.Routes() {
+		if r.Index < len(ti.routes) {
+			ti.routes[r.Index] = int32(o.route(r.String()))
+		}
+	}
+	ms := slices.Clone(*o.members.Load())
+	for _, m := range t.Members() {
+		if id := m.ID(); id >= 0 {
+			if id >= len(ms) {
+				ms = append(ms, make([]memberIndex, id+1-len(ms))...)
+			}
+			ms[id] = memberIndex{m, int32(o.backend(m.Addr()))}
+		}
+	}
+	o.members.Store(&ms)
+	o.tables.Store(ti)
+}
+
+// routeIndex is r's metrics index: metrics.NoRoute for none. A route of the table in use is
+// found by its Index; one of a table replaced since the exchange matched it, by name (rare: only
+// across a reload).
+func (o *serverObs) routeIndex(r *route.Route) int {
+	if r == nil {
+		return metrics.NoRoute
+	}
+	if ti := o.tables.Load(); ti != nil {
+		if rs := ti.table.Routes(); r.Index < len(rs) && rs[r.Index] == r {
+			return int(ti.routes[r.Index])
+		}
+	}
+	return o.route(r.String())
+}
+
+// backendIndex is m's metrics index, -1 for none (a shard ignores it).
+func (o *serverObs) backendIndex(m *route.Member) int {
+	if m == nil {
+		return -1
+	}
+	if ms := *o.members.Load(); uint(m.ID()) < uint(len(ms)) && ms[m.ID()].m == m {
+		return int(ms[m.ID()].idx)
+	}
+	return o.backend(m.Addr())
 }
 
 // route registers a route name (at configuration time) and returns its index.
@@ -139,30 +206,29 @@ func (ls *loopState) syncWall() { ls.wallAt, ls.monoAt = time.Now(), nanotime() 
 
 func (ls *loopState) wall(ns int64) time.Time { return ls.wallAt.Add(time.Duration(ns - ls.monoAt)) }
 
-// exchangeObs is what an exchange keeps for its count and its log line.
+// exchangeObs is what an exchange keeps for its count and its log line. Its backend is the
+// exchange's member when the line is written (a retry may have moved it).
 type exchangeObs struct {
-	open             bool   // begun and not yet counted
-	status           int    // final status sent to the client (0: none yet)
-	start            int64  // nanotime of the head's first byte
-	in               int64  // bytes received from the client for this exchange
-	out              int64  // bytes a transfer moved to the client (the outq counts the rest)
-	outAt            uint64 // the client outq's wrote count when the exchange began
-	connect          int64  // ns to connect a fresh backend conn for it; 0 for a pooled one
-	route, backend   int
-	method, target   []byte // copies, only while the access log is on; capacity carries over
-	routeN, backendN string
+	open           bool   // begun and not yet counted
+	status         int    // final status sent to the client (0: none yet)
+	start          int64  // nanotime of the head's first byte
+	in             int64  // bytes received from the client for this exchange
+	out            int64  // bytes a transfer moved to the client (the outq counts the rest)
+	outAt          uint64 // the client outq's wrote count when the exchange began
+	connect        int64  // ns to connect a fresh backend conn for it; 0 for a pooled one
+	route          int    // metrics index of its route (metrics.NoRoute: none matched)
+	method, target []byte // copies, only while the access log is on; capacity carries over
 }
 
-// beginObs starts the record of the exchange for req; the caller stores it in the new exchange.
-func (cc *clientConn) beginObs(req *httpparse.Request) exchangeObs {
-	o := &cc.srv.obs
+// beginObs starts the record of the exchange for req on route r (nil: none matched); the caller
+// stores it in the new exchange.
+func (cc *clientConn) beginObs(req *httpparse.Request, r *route.Route) exchangeObs {
 	prev := &cc.ex.obs
 	x := exchangeObs{open: true, start: cc.headAt, outAt: cc.out.wrote, method: prev.method[:0], target: prev.target[:0],
-		route: o.defRoute, backend: o.defBackend}
+		route: cc.srv.obs.routeIndex(r)}
 	if cc.ls.log != nil {
 		x.method = append(x.method, req.Method...)
 		x.target = append(x.target, req.Target...)
-		x.routeN, x.backendN = o.routeName(x.route), o.backendName(x.backend)
 	}
 	return x
 }
@@ -212,9 +278,11 @@ func (cc *clientConn) endRequest(status int, why accesslog.Why, detail string, a
 	d := time.Duration(now - x.start)
 	ls.m.Request(x.route, status, d)
 	if ls.log != nil {
+		o := &cc.srv.obs
 		ls.rec = accesslog.Request{Time: ls.wall(now), Client: cc.addr, Method: x.method, Target: x.target,
 			Status: status, BytesIn: x.in, BytesOut: int64(cc.out.wrote-x.outAt) + x.out + int64(answer), Duration: d,
-			Route: x.routeN, Backend: x.backendN, Connect: time.Duration(x.connect), Answered: why, Detail: detail}
+			Route: o.routeName(x.route), Backend: o.backendName(o.backendIndex(cc.ex.member)),
+			Connect: time.Duration(x.connect), Answered: why, Detail: detail}
 		ls.log.Request(&ls.rec)
 	}
 }
@@ -226,34 +294,58 @@ func (cc *clientConn) failUpstream(status int, why accesslog.Why, r metrics.Upst
 	cc.fail(status, why)
 }
 
-// countUpstream counts a backend failure of the exchange in flight (and of its upgrade).
+// countUpstream counts a backend failure of the exchange in flight against its member (none:
+// no backend to blame), and against the upgrade if the request was one.
 func (cc *clientConn) countUpstream(r metrics.UpstreamReason) {
-	ls, x := cc.ls, &cc.ex.obs
-	ls.m.UpstreamError(x.backend, r)
+	ls := cc.ls
+	ls.m.UpstreamError(cc.srv.obs.backendIndex(cc.ex.member), r)
+	cc.countUpgradeError()
+}
+
+func (cc *clientConn) countUpgradeError() {
 	if cc.ex.upgrade && !cc.ex.respFinal {
-		ls.m.Upgrade(x.route, metrics.UpgradeUpstreamError)
+		cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeUpstreamError)
 	}
 }
 
-// failDial answers a failed backend dial: 503 when the fd budget had no room (not the backend's
-// fault), 504 on a timeout, 502 for a refusal or anything else.
+// countDialFailure counts a failed connect against the member it was for, whether or not the
+// exchange goes on to another member; a refusal by our own fd budget is not the backend's.
+func (cc *clientConn) countDialFailure(m *route.Member, err error) {
+	if errors.Is(err, errFDBudget) {
+		return
+	}
+	r := metrics.UpstreamUnreachable
+	switch {
+	case dialStatus(err) == 504:
+		r = metrics.UpstreamTimeout
+	case errors.Is(err, unix.ECONNREFUSED):
+		r = metrics.UpstreamRefused
+	}
+	cc.ls.m.UpstreamError(cc.srv.obs.backendIndex(m), r)
+}
+
+// failDial answers the last failed backend dial of an exchange (countDialFailure counted it):
+// 503 when the fd budget had no room (not the backend's fault), 504 on a timeout, 502 for a
+// refusal or anything else.
 func (cc *clientConn) failDial(status int, err error) {
+	why := accesslog.ConnectFailed
 	switch {
 	case status == 503:
 		cc.fail(503, accesslog.Overloaded)
+		return
 	case status == 504:
-		cc.failUpstream(504, accesslog.ConnectTimeout, metrics.UpstreamTimeout)
+		why = accesslog.ConnectTimeout
 	case errors.Is(err, unix.ECONNREFUSED):
-		cc.failUpstream(status, accesslog.ConnectRefused, metrics.UpstreamRefused)
-	default:
-		cc.failUpstream(status, accesslog.ConnectFailed, metrics.UpstreamUnreachable)
+		why = accesslog.ConnectRefused
 	}
+	cc.countUpgradeError()
+	cc.fail(status, why)
 }
 
 // connected counts a fresh backend connection's connect time (runs in OnOpen, on the loop).
 func (bc *backendConn) connected() {
 	d := nanotime() - bc.dialAt
-	bc.ls.m.UpstreamConnected(bc.ls.srv.obs.defBackend, time.Duration(d))
+	bc.ls.m.UpstreamConnected(bc.ls.srv.obs.backendIndex(bc.member), time.Duration(d))
 	if cc := bc.cc; cc != nil && cc.gen == bc.gen && cc.ex.dialing {
 		cc.ex.obs.connect = d
 	}
@@ -374,24 +466,25 @@ func unpackTunnelRec(rec string) (addr netip.AddrPort, route, backend int, targe
 	return addr, u32(rec[19:]), u32(rec[23:]), rec[tunnelRecHead:]
 }
 
-// tunnelOnClose is the OnClose of the tunnel cc is about to become: nil without an access log,
-// else a closure that writes the tunnel's line from its packed record.
-func (cc *clientConn) tunnelOnClose() func(splice.TunnelResult) {
+// tunnelOnClose is the OnClose of the tunnel cc is about to become: it gives m's Tunnel count
+// back and, with the access log on, writes the tunnel's line from its packed record.
+func (cc *clientConn) tunnelOnClose(m *route.Member) func(splice.TunnelResult) {
 	s := cc.srv
 	if s.obs.tunnelLogs == nil {
-		return nil
+		return func(splice.TunnelResult) { m.Release(route.Tunnel) }
 	}
-	x := &cc.ex.obs
-	rec := packTunnelRec(cc.addr, x.route, x.backend, x.target)
-	return func(r splice.TunnelResult) { s.tunnelClosed(r, rec) }
+	rec := packTunnelRec(cc.addr, cc.ex.obs.route, s.obs.backendIndex(m), cc.ex.obs.target)
+	return func(r splice.TunnelResult) {
+		m.Release(route.Tunnel)
+		s.tunnelClosed(r, rec)
+	}
 }
 
 // badAccept answers a 101 that failed verification: the upgrade counts as bad_accept, the
 // backend's answer as a bad response.
 func (cc *clientConn) badAccept() {
-	x := &cc.ex.obs
-	cc.ls.m.Upgrade(x.route, metrics.UpgradeBadAccept)
-	cc.ls.m.UpstreamError(x.backend, metrics.UpstreamBadResponse)
+	cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeBadAccept)
+	cc.ls.m.UpstreamError(cc.srv.obs.backendIndex(cc.ex.member), metrics.UpstreamBadResponse)
 	cc.fail(502, accesslog.BadUpgrade)
 }
 

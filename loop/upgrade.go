@@ -6,6 +6,7 @@ import (
 
 	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
@@ -20,11 +21,11 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	s, ls := cc.srv, cc.ls
 	if !cc.ex.upgrade || !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
 		!httpparse.VerifyAccept(cc.ex.wsKey, resp.Header("Sec-WebSocket-Accept")) {
-		s.log.Debug("backend sent an unverified 101", "backend", s.cfg.Backend, "phase", "upgrade")
+		s.log.Debug("backend sent an unverified 101", "backend", memberName(cc.ex.member), "phase", "upgrade")
 		cc.badAccept()
 		return
 	}
-	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true}
+	o := respHeadOpts{backendHost: ls.memberHost(cc.ex.member), clientHost: cc.ex.host, stripped: strippedPrefix(cc.ex.route), websocket: true}
 	head := appendResponseHead(ls.scratch[:0], resp, &o)
 	ls.scratch = head[:0]
 	_, _ = bc.c.Discard(n)
@@ -69,12 +70,18 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	cc.ex.bc, bc.cc = nil, nil
 	ls.loop.closeConn(oc)
 	ls.loop.closeConn(ob)
+	// The member's count turns from a request into a tunnel, released when the plane closes the
+	// tunnel (least-conn counts open tunnels); Tunnel runs no OnClose when it refuses.
+	m := cc.ex.member
+	m.Upgraded()
+	cc.ex.holding = false
 	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B,
-		Route: cc.ex.obs.route, OnClose: cc.tunnelOnClose()})
+		IdleTimeout: tunnelIdle(cc.ex.route), Route: cc.ex.obs.route, OnClose: cc.tunnelOnClose(m)})
 	bytebufferpool.Put(toClient)
 	bytebufferpool.Put(toBackend)
 	if err != nil {
-		s.log.Warn("tunnel refused", "backend", s.cfg.Backend, "phase", "tunnel", "err", err)
+		m.Release(route.Tunnel)
+		s.log.Warn("tunnel refused", "backend", memberName(m), "phase", "tunnel", "err", err)
 	} else {
 		s.tunnelsTotal.Add(1)
 	}

@@ -75,6 +75,7 @@ type conn struct {
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
 	closed   bool
 	ready    bool  // on loop.ready: budget ran out with work left
+	idleSet  bool  // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
 	first    uint8 // tunnel: 1 + the direction that finished first (0: none yet), for the close reason
 	route    int32 // tunnel: metrics route index (Tunnel.Route); fits the padding after the flags
 	started  int64 // tunnel: Plane.mono() at the Tunnel call, for the lifetime
@@ -264,7 +265,9 @@ func (l *loop) attach(c *conn) {
 		l.st.transfers.Add(1)
 	} else {
 		l.st.tunnels.Add(1)
-		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		if !c.idleSet {
+			c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		}
 		l.countPending(c)
 	}
 	for i := range c.flows {

@@ -84,6 +84,10 @@ type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
 	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+	// IdleTimeout overrides Config.IdleTimeout for this tunnel (a route's own): no byte either way
+	// for this long closes it; 0 = the Config's value, negative = never. The timer's resolution
+	// is the plane's wheel tick (an eighth of the shortest Config timeout, at most 250ms).
+	IdleTimeout time.Duration
 
 	// Route is the metrics route index the tunnel's bytes, close and lifetime count under
 	// (metrics.Registry.Route; metrics.NoRoute when unknown). It lives in the padding of the
@@ -346,6 +350,10 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
 	c := &conn{onClose: t.OnClose, route: int32(t.Route), started: p.mono()}
+	if t.IdleTimeout != 0 {
+		c.idleSet = true
+		c.idle = p.ticks(t.IdleTimeout) // 0 (never) for a negative value
+	}
 	c.ends[0].fd = int32(t.ClientFD)
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()

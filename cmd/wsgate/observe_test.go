@@ -57,6 +57,26 @@ func scrapeBinary(t *testing.T, admin string) map[string]*dto.MetricFamily {
 	return fams
 }
 
+// scrapeUntil scrapes until ok accepts the families (for up to 5 s) and returns the last scrape:
+// a count is made just after the client saw its bytes (the exchange's end, a tunnel's close).
+func scrapeUntil(t *testing.T, admin string, ok func(map[string]*dto.MetricFamily) bool) map[string]*dto.MetricFamily {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f := scrapeBinary(t, admin)
+		if ok(f) || time.Now().After(deadline) {
+			return f
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// has reports whether the series of name with exactly labels has value v.
+func has(f map[string]*dto.MetricFamily, name, labels string, v float64) bool {
+	got, ok := lookup(f, name, labels)
+	return ok && got == v
+}
+
 // startAdmin runs wsgate with an admin listener in front of be and waits until /readyz says 200.
 func startAdmin(t *testing.T, bin, be string, extra ...string) (p *proc, listen, admin string) {
 	t.Helper()
@@ -112,7 +132,9 @@ func TestBinaryAdmin(t *testing.T) {
 		}
 		// The proxy listener knows nothing of the admin paths: they go to the backend.
 		get(t, listen, 3)
-		f := scrapeBinary(t, admin)
+		f := scrapeUntil(t, admin, func(f map[string]*dto.MetricFamily) bool {
+			return has(f, "wsgate_http_requests_total", "code=2xx,route=/", 3)
+		})
 		if v := value(t, f, "wsgate_http_requests_total", "code=2xx,route=/"); v != 3 {
 			t.Fatalf("2xx requests %v, want 3", v)
 		}
@@ -135,6 +157,14 @@ func TestBinaryAdmin(t *testing.T) {
 // value is the value of the series of name with exactly labels ("k=v,k=v", sorted by key).
 func value(t *testing.T, fams map[string]*dto.MetricFamily, name, labels string) float64 {
 	t.Helper()
+	v, ok := lookup(fams, name, labels)
+	if !ok {
+		t.Fatalf("%s{%s} not in the scrape", name, labels)
+	}
+	return v
+}
+
+func lookup(fams map[string]*dto.MetricFamily, name, labels string) (float64, bool) {
 	for _, m := range fams[name].GetMetric() {
 		var ls []string
 		for _, l := range m.GetLabel() {
@@ -146,13 +176,12 @@ func value(t *testing.T, fams map[string]*dto.MetricFamily, name, labels string)
 		}
 		switch {
 		case m.Counter != nil:
-			return m.Counter.GetValue()
+			return m.Counter.GetValue(), true
 		case m.Gauge != nil:
-			return m.Gauge.GetValue()
+			return m.Gauge.GetValue(), true
 		}
 	}
-	t.Fatalf("%s{%s} not in the scrape", name, labels)
-	return 0
+	return 0, false
 }
 
 // TestBinaryVersionIsBuildInfo: the version `wsgate -version` prints and wsgate_build_info's
@@ -419,7 +448,9 @@ func TestBinaryDashboardMetricsExist(t *testing.T) {
 	p, listen, admin := startAdmin(t, binPath, be)
 	get(t, listen, 5)
 	echoTunnel(t, listen, 2, 1000)
-	f := scrapeBinary(t, admin)
+	f := scrapeUntil(t, admin, func(f map[string]*dto.MetricFamily) bool {
+		return has(f, "wsgate_tunnels_active", "route=/", 0) && has(f, "wsgate_http_requests_total", "code=2xx,route=/", 5)
+	})
 	stopProc(t, p)
 
 	labelsOf := func(fam *dto.MetricFamily) map[string]bool {
