@@ -123,6 +123,7 @@ func (bc *backendConn) closed(err error) {
 		// idle).
 		ex.retried = true
 		cc.srv.retries.Add(1)
+		cc.countClosedBeforeAnswer(bc)
 		cc.retryAfterClose()
 	case !ex.respFinal:
 		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", memberName(bc.member), "phase", "response head", "status", 502, "err", err)

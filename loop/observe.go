@@ -324,6 +324,15 @@ func (cc *clientConn) countDialFailure(m *route.Member, err error) {
 	cc.ls.m.UpstreamError(cc.srv.obs.backendIndex(m), r)
 }
 
+// countClosedBeforeAnswer counts a fresh backend conn that closed before any response byte as a
+// reset of its member, even when the request is then retried elsewhere; a pooled conn closed
+// while idle is the keep-alive race every proxy retries, not a failure.
+func (cc *clientConn) countClosedBeforeAnswer(bc *backendConn) {
+	if !bc.reused {
+		cc.ls.m.UpstreamError(cc.srv.obs.backendIndex(bc.member), metrics.UpstreamReset)
+	}
+}
+
 // failDial answers the last failed backend dial of an exchange (countDialFailure counted it):
 // 503 when the fd budget had no room (not the backend's fault), 504 on a timeout, 502 for a
 // refusal or anything else.

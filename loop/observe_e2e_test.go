@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"github.com/wsgate/wsgate/admin"
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/route"
 )
 
 // ---------------------------------------------------------------------------------------------
@@ -298,10 +300,11 @@ var (
 // ---------------------------------------------------------------------------------------------
 // HTTP exchanges
 
-// obsBackend answers by path: the statuses the test counts, and two ways a backend fails.
+// obsBackend answers by the path's last element: the statuses the test counts, and two ways a
+// backend fails.
 func obsBackend(t testing.TB) *backend {
 	return newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
+		switch "/" + path.Base(r.URL.Path) {
 		case "/ok":
 			io.WriteString(w, "hello")
 		case "/moved":
@@ -804,4 +807,95 @@ func scrapeText(t testing.TB, reg *metrics.Registry) map[string]*dto.MetricFamil
 		t.Fatal(err)
 	}
 	return fams
+}
+
+// TestE2EObserveRoutes: with a route table, every count and line carries its route ([HOST]/PREFIX)
+// and member (address): two routes to two backends, a path no route matches (404, the connection
+// kept), a route whose only member refuses connections (502, counted against that member), an
+// upgrade on a route with websocket = false (403); after a reload that moves a route to another
+// backend, the new backend is labelled and the series of the route go on.
+func TestE2EObserveRoutes(t *testing.T) {
+	a, b := obsBackend(t), obsBackend(t)
+	dead := freeAddr(t)
+	no := false
+	wsOff := mustSpec(t, "/ws-off/="+b.Addr)
+	wsOff.WebSocket = &no
+	specs := []route.Spec{mustSpec(t, "/a/="+a.Addr), mustSpec(t, "logs.example/b/="+b.Addr), mustSpec(t, "/dead/="+dead), wsOff}
+	reg := metrics.NewRegistry()
+	alog, out := newObsLog(t, accesslog.JSON)
+	adm, err := admin.Start(admin.Config{Addr: "127.0.0.1:0", Metrics: reg.Handler(), Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.Shutdown(t.Context()) })
+	s, addr, t1 := startRouted(t, specs, observe(reg, alog))
+	r := &obsRig{srv: s, addr: addr, reg: reg, adm: adm, out: out, format: accesslog.JSON}
+	start := time.Now()
+
+	c := dialRaw(t, addr)
+	for i := 0; i < 2; i++ {
+		if st, _ := c.get(t, "x", fmt.Sprintf("/a/ok?i=%d", i)); st != 200 {
+			t.Fatalf("/a/: %d", st)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if st, _ := c.get(t, "logs.example", fmt.Sprintf("/b/nope?i=%d", i)); st != 404 {
+			t.Fatalf("/b/ (the backend's 404): %d", st)
+		}
+	}
+	if st, _ := c.get(t, "x", "/nothing"); st != 404 { // wsgate's own 404; the connection stays
+		t.Fatalf("no route: %d", st)
+	}
+	if st, _ := c.get(t, "x", "/dead/x"); st != 502 {
+		t.Fatalf("/dead/: %d", st)
+	}
+	_, _, head := upgrade(t, addr, "/ws-off/live")
+	if !bytes.HasPrefix(head, []byte("HTTP/1.1 403 ")) {
+		t.Fatalf("upgrade on websocket = false: %q", head)
+	}
+	r.wantMetrics(t, map[string]float64{
+		"wsgate_http_requests_total{route=/a/,code=2xx}":                      2,
+		"wsgate_http_requests_total{route=logs.example/b/,code=4xx}":          3,
+		"wsgate_http_requests_total{route=none,code=4xx}":                     1,
+		"wsgate_http_requests_total{route=/dead/,code=5xx}":                   1,
+		"wsgate_http_requests_total{route=/ws-off/,code=4xx}":                 1,
+		"wsgate_websocket_upgrades_total{route=/ws-off/,result=refused}":      1,
+		"wsgate_upstream_errors_total{backend=" + dead + ",reason=refused}":   1,
+		"wsgate_upstream_connect_duration_seconds{backend=" + a.Addr + "}":    float64(a.Accepted.Load()),
+		"wsgate_upstream_connect_duration_seconds{backend=" + b.Addr + "}":    float64(b.Accepted.Load()),
+		"wsgate_upstream_connect_duration_seconds{backend=" + dead + "}":      0,
+		"wsgate_upstream_errors_total{backend=" + a.Addr + ",reason=refused}": 0,
+		"wsgate_http_request_duration_seconds{route=logs.example/b/}":         3,
+	})
+	lines := r.logLines(t, "request", 8)
+	for target, want := range map[string]map[string]string{
+		"/a/ok?i=1":    {"route": "/a/", "backend": a.Addr, "status": "200"},
+		"/b/nope?i=2":  {"route": "logs.example/b/", "backend": b.Addr, "status": "404"},
+		"/nothing":     {"route": "none", "backend": "", "status": "404", "answered": "no_route"},
+		"/dead/x":      {"route": "/dead/", "backend": dead, "status": "502", "answered": "connect_refused"},
+		"/ws-off/live": {"route": "/ws-off/", "backend": "", "status": "403", "answered": "websocket_refused"},
+	} {
+		order := requestFields
+		if want["answered"] != "" {
+			order = requestFieldsAnswer
+		}
+		checkFields(t, target, lines[target], want, order, start)
+	}
+
+	// A reload: /a/ now goes to b.
+	specs2 := []route.Spec{mustSpec(t, "/a/="+b.Addr), mustSpec(t, "logs.example/b/="+b.Addr)}
+	t2, err := route.NewTable(specs2, baseConfig("").RouteDefaults(), t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2.Start()
+	t.Cleanup(t2.Close)
+	s.SetRoutes(t2)
+	c = dialRaw(t, addr) // the 502 closed the first one
+	if st, _ := c.get(t, "x", "/a/ok?after=1"); st != 200 {
+		t.Fatalf("/a/ after the reload: %d", st)
+	}
+	r.wantMetrics(t, map[string]float64{"wsgate_http_requests_total{route=/a/,code=2xx}": 3})
+	l := r.logLines(t, "request", 9)["/a/ok?after=1"]
+	checkFields(t, "after the reload", l, map[string]string{"route": "/a/", "backend": b.Addr}, requestFields, start)
 }

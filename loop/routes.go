@@ -202,6 +202,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 		resp, why := notFoundClose, accesslog.NoRoute
 		if status == 403 {
 			resp, why = upgradeForbidden, accesslog.WebSocketRefused
+			cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeRefused) // the route refuses upgrades
 		}
 		cc.failResponse(resp, why, "")
 		return false
