@@ -82,6 +82,9 @@ func (o *serverObs) init(cfg *Config, t *route.Table) {
 // and the log, at configuration time. A name keeps its index across tables, so a reload keeps
 // the series of what it keeps.
 func (o *serverObs) registerTable(t *route.Table) {
+	if o.names == nil {
+		return // never initialised (a unit test's Server)
+	}
 	o.tableMu.Lock()
 	defer o.tableMu.Unlock()
 	ti := &tableIndex{table: t, routes: make([]int32, len(t.Routes()))}
@@ -123,14 +126,18 @@ func (o *serverObs) backendIndex(m *route.Member) int {
 	if m == nil {
 		return -1
 	}
-	if ms := *o.members.Load(); uint(m.ID()) < uint(len(ms)) && ms[m.ID()].m == m {
-		return int(ms[m.ID()].idx)
+	if p := o.members.Load(); p != nil && uint(m.ID()) < uint(len(*p)) && (*p)[m.ID()].m == m {
+		return int((*p)[m.ID()].idx)
 	}
 	return o.backend(m.Addr())
 }
 
-// route registers a route name (at configuration time) and returns its index.
+// route registers a route name (at configuration time) and returns its index. A serverObs that
+// was never initialised (a Server built by a unit test without Start) names nothing.
 func (o *serverObs) route(name string) int {
+	if o.names == nil {
+		return metrics.NoRoute
+	}
 	o.namesMu.Lock()
 	defer o.namesMu.Unlock()
 	return register(o.names.Route(name), name, &o.routes)
@@ -138,6 +145,9 @@ func (o *serverObs) route(name string) int {
 
 // backend registers a backend address and returns its index.
 func (o *serverObs) backend(addr string) int {
+	if o.names == nil {
+		return -1
+	}
 	o.namesMu.Lock()
 	defer o.namesMu.Unlock()
 	return register(o.names.Backend(addr), addr, &o.backends)
@@ -156,8 +166,8 @@ func register(i int, name string, names *atomic.Pointer[[]string]) int {
 }
 
 func nameOf(names *atomic.Pointer[[]string], i int) string {
-	if ns := *names.Load(); uint(i) < uint(len(ns)) {
-		return ns[i]
+	if p := names.Load(); p != nil && uint(i) < uint(len(*p)) {
+		return (*p)[i]
 	}
 	return ""
 }
