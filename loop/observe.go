@@ -49,9 +49,11 @@ type serverObs struct {
 	members atomic.Pointer[[]memberIndex]
 	tableMu sync.Mutex // one registerTable at a time
 
-	// tunnelLogs is one access-log writer per tunnel loop: a tunnel's line is written by its
-	// OnClose, which runs on tunnel loop TunnelResult.Loop, the writer's only producer.
-	tunnelLogs []*accesslog.Writer
+	// tunnelLogs and tunnelShards are one access-log writer and one metrics shard per tunnel
+	// loop, for what the HTTP plane counts and logs from callbacks the tunnel plane runs on its
+	// loops (an upgrade's result, a tunnel's close): each has that loop as its only producer.
+	tunnelLogs   []*accesslog.Writer
+	tunnelShards []*metrics.Shard
 }
 
 // tableIndex is one route table's routes as metrics indices, by Route.Index.
@@ -183,6 +185,12 @@ func (s *Server) startObs() {
 		o.tunnelLogs = make([]*accesslog.Writer, s.plane.Loops())
 		for i := range o.tunnelLogs {
 			o.tunnelLogs[i] = o.alog.NewWriter()
+		}
+	}
+	if o.reg != nil {
+		o.tunnelShards = make([]*metrics.Shard, s.plane.Loops())
+		for i := range o.tunnelShards {
+			o.tunnelShards[i] = o.reg.NewShard()
 		}
 	}
 	o.reg.SetServerStats(func() metrics.ServerStats {
@@ -485,12 +493,13 @@ func unpackTunnelRec(rec string) (addr netip.AddrPort, route, backend int, targe
 	return addr, u32(rec[19:]), u32(rec[23:]), rec[tunnelRecHead:]
 }
 
-// tunnelOnClose is the OnClose of the tunnel cc is about to become: it gives m's Tunnel count
-// back and, with the access log on, writes the tunnel's line from its packed record.
+// tunnelOnClose is the OnClose of the tunnel cc's upgrade may become: without an access log the
+// loop's shared closure for m (it gives m's Tunnel count back); with one, a closure of this
+// tunnel's own that also writes its line from its packed record.
 func (cc *clientConn) tunnelOnClose(m *route.Member) func(splice.TunnelResult) {
 	s := cc.srv
 	if s.obs.tunnelLogs == nil {
-		return func(splice.TunnelResult) { m.Release(route.Tunnel) }
+		return cc.ls.tunnelClose(m)
 	}
 	rec := packTunnelRec(cc.addr, cc.ex.obs.route, s.obs.backendIndex(m), cc.ex.obs.target)
 	return func(r splice.TunnelResult) {
@@ -499,28 +508,110 @@ func (cc *clientConn) tunnelOnClose(m *route.Member) func(splice.TunnelResult) {
 	}
 }
 
-// badAccept answers a 101 that failed verification: the upgrade counts as bad_accept, the
-// backend's answer as a bad response.
-func (cc *clientConn) badAccept() {
-	cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeBadAccept)
-	cc.ls.m.UpstreamError(cc.srv.obs.backendIndex(cc.ex.member), metrics.UpstreamBadResponse)
-	cc.fail(502, accesslog.BadUpgrade)
+// upgradeObs is an upgrade's count and log line in the making, carried by its judge from the
+// hand-off to the tunnel plane until upgradeDone, which runs on a tunnel loop.
+type upgradeObs struct {
+	client         netip.AddrPort
+	start          int64 // nanotime of the head's first byte
+	in, out        int64 // bytes from the client (the head); answer bytes the judge produced
+	route          int
+	method, target []byte // copies while the access log is on; the judge's, capacity kept
 }
 
-// switched ends the upgrade exchange once plane.Tunnel answered: with err nil the client is the
-// plane's now (it leaves the HTTP plane's count here, not in teardown) and the exchange is a
-// 101 whose head (headLen bytes) the plane wrote; otherwise nothing more reaches the client.
-func (cc *clientConn) switched(err error, headLen int) {
-	x := &cc.ex.obs
-	if err != nil {
-		cc.endRequest(0, accesslog.TunnelFailed, "", 0)
-		return
-	}
-	cc.ls.m.Upgrade(x.route, metrics.UpgradeOK)
-	cc.ls.m.TunnelOpened(x.route)
+func (u *upgradeObs) answer(n int) { u.out += int64(max(n, 0)) }
+
+// upgradeObs moves the exchange's record into the judge that takes the upgrade over.
+func (cc *clientConn) upgradeObs(j *upgradeJudge) {
+	x, u := &cc.ex.obs, &j.obs
+	u.client, u.start, u.in, u.out, u.route = cc.addr, x.start, x.in, 0, x.route
+	u.method = append(u.method[:0], x.method...)
+	u.target = append(u.target[:0], x.target...)
+}
+
+// handedOff: the tunnel plane has the upgrade. Its count and line are upgradeDone's now, and the
+// client stays in the HTTP plane's count until then (upgradeObsDone moves or removes it).
+func (cc *clientConn) handedOff() {
+	cc.ex.obs.open = false
 	cc.tunneled = true
-	x.status = 101
-	cc.endRequest(101, accesslog.Relayed, "", headLen)
+}
+
+// upgradeObsDone counts a decided upgrade and writes its line, on the tunnel loop r.Loop with that
+// loop's shard and writer (upgradeDone calls it).
+func (s *Server) upgradeObsDone(r splice.UpgradeResult, j *upgradeJudge, res upgradeResult) {
+	o := &s.obs
+	sh := o.tunnelShard(r.Loop)
+	u := &j.obs
+	be := o.backendIndex(j.member)
+	why := accesslog.Relayed
+	switch res {
+	case resultOK:
+		sh.Upgrade(u.route, metrics.UpgradeOK)
+	case resultRefused:
+		sh.Upgrade(u.route, metrics.UpgradeRefused)
+	case resultBadAccept:
+		sh.Upgrade(u.route, metrics.UpgradeBadAccept)
+		sh.UpstreamError(be, metrics.UpstreamBadResponse)
+		why = accesslog.BadUpgrade
+	case resultUpstreamError:
+		sh.Upgrade(u.route, metrics.UpgradeUpstreamError)
+		reason := metrics.UpstreamBadResponse
+		why = accesslog.BadResponse
+		switch r.Outcome {
+		case splice.UpgradeDialFailed:
+			reason, why = metrics.UpstreamUnreachable, accesslog.ConnectFailed
+			if errors.Is(r.Err, unix.ECONNREFUSED) {
+				reason, why = metrics.UpstreamRefused, accesslog.ConnectRefused
+			}
+		case splice.UpgradeDialTimeout:
+			reason, why = metrics.UpstreamTimeout, accesslog.ConnectTimeout
+		case splice.UpgradeResponseTimeout:
+			reason, why = metrics.UpstreamResponseTimeout, accesslog.ResponseTimeout
+		case splice.UpgradeBackendClosed:
+			reason, why = metrics.UpstreamReset, accesslog.BackendReset
+		case splice.UpgradeNoFD:
+			reason, why = noUpstreamError, accesslog.Overloaded // our fd budget, not the backend
+		}
+		if reason != noUpstreamError {
+			sh.UpstreamError(be, reason)
+		}
+	case resultClientGone:
+		if r.Outcome == splice.UpgradeClosed {
+			why = accesslog.Draining
+		}
+	}
+	if r.Connected {
+		sh.UpstreamConnected(be, r.Connect)
+	}
+	now := nanotime()
+	d := time.Duration(now - u.start)
+	sh.Request(u.route, r.Status, d)
+	if r.Outcome == splice.UpgradeSwitched {
+		sh.TunnelOpened(u.route)
+	} else {
+		sh.Closed()
+	}
+	if w := o.tunnelLog(r.Loop); w != nil {
+		w.Request(&accesslog.Request{Time: time.Now(), Client: u.client, Method: u.method, Target: u.target,
+			Status: r.Status, BytesIn: u.in, BytesOut: u.out, Duration: d, Route: o.routeName(u.route),
+			Backend: o.backendName(be), Connect: r.Connect, Answered: why})
+	}
+}
+
+// noUpstreamError marks an upgrade failure that is not the backend's (upgradeObsDone).
+const noUpstreamError = metrics.UpstreamReason(255)
+
+func (o *serverObs) tunnelShard(loop int) *metrics.Shard {
+	if uint(loop) < uint(len(o.tunnelShards)) {
+		return o.tunnelShards[loop]
+	}
+	return nil
+}
+
+func (o *serverObs) tunnelLog(loop int) *accesslog.Writer {
+	if uint(loop) < uint(len(o.tunnelLogs)) {
+		return o.tunnelLogs[loop]
+	}
+	return nil
 }
 
 // tunnelClosed writes a closed tunnel's line with the writer of the tunnel loop it runs on.

@@ -58,6 +58,7 @@ func startTable(cfg Config) (t *route.Table, own bool, err error) {
 func (s *Server) SetRoutes(t *route.Table) {
 	if t != nil {
 		s.obs.registerTable(t) // metrics and log names, before any exchange can match t's routes
+		s.resolveNames(t)      // members written as names, for the tunnel plane's dials (upgrade.go)
 		s.routes.Store(t)
 	}
 }

@@ -69,7 +69,8 @@ type Server struct {
 	// timing out, answering garbage).
 	backendWarn warnLimiter
 
-	obs serverObs // metrics and access log (observe.go)
+	up  upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
+	obs serverObs    // metrics and access log (observe.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -90,6 +91,8 @@ type loopState struct {
 	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
 	loopObs         // this loop's metrics shard and access-log writer (observe.go)
+
+	onTunnelClose []func(splice.TunnelResult) // per member (by Member.ID): an upgraded tunnel's OnClose (upgrade.go)
 }
 
 // Stats returns a snapshot of the counters.

@@ -190,16 +190,20 @@ func TestTunnelMetrics(t *testing.T) {
 		expect(e, metrics.CloseIdleTimeout, 1)
 		wantCloses[metrics.CloseIdleTimeout]++
 
-		// Any other error: a splice(2) that fails with EIO (only the splice path has a hook).
+		// Any other error: a splice(2) that fails with EIO (only the splice path has a hook; the
+		// bytes up to the first full small read are copied and counted, whatever EIO cut).
 		var pErr *Plane
 		if on {
 			pErr = newPlane(t, Config{Splice: true, Loops: 1, Metrics: reg})
 			pErr.spliceIn = func(in, out, n int) (int, error) { return 0, unix.EIO }
 			e = open(pErr, nil, nil)
-			e.client.Write([]byte("x"))
-			if r := expect(e, metrics.CloseError, 1); !strings.Contains(r.Err.Error(), "read from client") {
+			// More than the small-message buffer, so that the direction turns bulk and splices.
+			go e.client.Write(make([]byte, 256<<10))
+			r := expect(e, metrics.CloseError, 1)
+			if !strings.Contains(r.Err.Error(), "read from client") {
 				t.Fatalf("error %v", r.Err)
 			}
+			up += r.ClientToBackend // the small read that turned the direction bulk
 			wantCloses[metrics.CloseError]++
 		}
 
