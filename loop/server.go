@@ -85,7 +85,8 @@ type Server struct {
 	// timing out, answering garbage).
 	backendWarn warnLimiter
 
-	up upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
+	up  upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
+	obs serverObs    // metrics and access log (observe.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -105,6 +106,7 @@ type loopState struct {
 	sweepFn   gnet.RunnableFunc
 	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
+	loopObs         // this loop's metrics shard and access-log writer (observe.go)
 
 	onTunnelClose []func(splice.TunnelResult) // per member (by Member.ID): an upgraded tunnel's OnClose (upgrade.go)
 }
@@ -138,6 +140,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 		ls = &loopState{srv: s, el: el, loop: gnetLoop{el}, clients: make(map[*clientConn]struct{}), queued: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
 		ls.flushFn = func(context.Context) error { ls.tick(false); return nil }
 		ls.sweepFn = func(context.Context) error { ls.tick(true); return nil }
+		ls.initObs()
 		s.loops[el] = ls
 	}
 	return ls
@@ -190,14 +193,19 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		h.s.loopFor(c.EventLoop()).adopted(c, v)
 	case nil:
 		s := h.s
-		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go
+		ls := s.loopFor(c.EventLoop())
+		if why, ok := s.admit(overFDs); !ok { // -max-conns (tunnels included) and the fd budget: budget.go
+			ls.rejected(why, clientAddr(c.RemoteAddr()), errorResponse(503))
 			return errorResponse(503), gnet.Close
 		}
 		var ip []byte
 		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip = []byte(a.IP.String())
 		}
-		c.SetContext(newClientConn(s.loopFor(c.EventLoop()), c, ip))
+		cc := newClientConn(ls, c, ip)
+		cc.addr = clientAddr(c.RemoteAddr())
+		ls.m.Accepted()
+		c.SetContext(cc)
 	}
 	return nil, gnet.None
 }

@@ -33,7 +33,7 @@ import (
 // State, version 1 (big-endian):
 //
 //	u8  version
-//	u8  flags: none yet (0)
+//	u8  which direction finished first: 0 none yet, 1 flow 0, 2 flow 1 (the close reason's)
 //	u8  flow 0 state, u8 flow 1 state: 1 EOF seen, 2 done (dst shut down), 4 copy only (splice
 //	    refused the socket)
 //	u8  pipes: 1 flow 0's pipe is passed (its read and write ends follow the two sockets),
@@ -43,8 +43,10 @@ import (
 //	u32 ms left of the fin timeout (0: not armed)
 //	u64 flow 0 bytes moved, u64 flow 1 bytes moved
 //	u32 flow 0 bytes in its pipe, u32 flow 1 bytes in its pipe
+//	u64 ms since the tunnel began (its lifetime goes on)
 //	u32 n, flow 0's held bytes (taken from the client, not yet written to the backend)
 //	u32 n, flow 1's held bytes
+//	u16 n, the metrics route name (indexes are each process's own)
 //
 // FDs: client, backend, then the pipes flagged, each read end then write end. Flow 0 is
 // client -> backend.
@@ -53,7 +55,7 @@ import (
 // process keeps) a state whose version it does not know.
 const tunnelStateVersion = 1
 
-const exportHead = 1 + 1 + 2 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 4
+const exportHead = 1 + 1 + 2 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 4 + 8
 
 const (
 	expFlowEOF uint8 = 1
@@ -132,6 +134,7 @@ func (l *loop) export(c *conn) *Exported {
 	e := &Exported{c: c, l: l, FDs: []int{int(c.ends[0].fd), int(c.ends[1].fd)}}
 	b := make([]byte, exportHead, exportHead+int(c.flows[0].lim-c.flows[0].off)+int(c.flows[1].lim-c.flows[1].off)+8)
 	b[0] = tunnelStateVersion
+	b[1] = c.first
 	for i := range c.flows {
 		f := &c.flows[i]
 		var s uint8
@@ -167,6 +170,7 @@ func (l *loop) export(c *conn) *Exported {
 	binary.BigEndian.PutUint64(b[25:], uint64(c.flows[1].moved))
 	binary.BigEndian.PutUint32(b[33:], uint32(c.flows[0].inPipe))
 	binary.BigEndian.PutUint32(b[37:], uint32(c.flows[1].inPipe))
+	binary.BigEndian.PutUint64(b[41:], uint64(max(l.p.mono()-c.started, 0)/int64(time.Millisecond)))
 	for i := range c.flows {
 		f := &c.flows[i]
 		var held []byte
@@ -176,7 +180,9 @@ func (l *loop) export(c *conn) *Exported {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(held)))
 		b = append(b, held...)
 	}
-	e.State = b
+	name := l.p.cfg.Metrics.RouteName(int(c.route))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	e.State = append(b, name...)
 	return e
 }
 
@@ -209,9 +215,11 @@ func (p *Plane) ExportDone(e *Exported, err error) {
 func (l *loop) exported(c *conn, gone bool) {
 	if !gone {
 		c.closed = false
+		c.carried = true // its bytes were counted already
 		l.attach(c)
 		return
 	}
+	l.m.TunnelPassed(int(c.route))
 	for i := range c.flows {
 		f := &c.flows[i]
 		if f.pr >= 0 { // passed with its bytes: the fds were closed by the hand-off
@@ -248,6 +256,8 @@ type AdoptedTunnel struct {
 	ago     time.Duration // since the last byte moved
 	finLeft time.Duration // of the fin timeout, 0: not armed
 	nfds    int
+	age     time.Duration // since the tunnel began
+	route   string        // its metrics route name
 	// OnClose runs when the adopted tunnel ends, as Tunnel.OnClose; set it before CommitAdopt.
 	OnClose func(TunnelResult)
 }
@@ -278,7 +288,10 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 	if pipes != 0 && !p.spliceOK {
 		return nil, errors.New("tunnel holds bytes in a pipe and splice(2) is not available here")
 	}
-	c := &conn{}
+	if state[1] > 2 {
+		return nil, fmt.Errorf("tunnel state: direction %d finished first", state[1])
+	}
+	c := &conn{first: state[1], carried: true}
 	c.ends[0].fd, c.ends[1].fd = int32(fds[0]), int32(fds[1])
 	c.flows[0].init()
 	c.flows[1].init()
@@ -286,7 +299,8 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 		return time.Duration(binary.BigEndian.Uint32(state[off:])) * time.Millisecond
 	}
 	c.idle = p.ticks(ms(5))
-	a := &AdoptedTunnel{c: c, ago: ms(9), finLeft: ms(13), nfds: want}
+	a := &AdoptedTunnel{c: c, ago: ms(9), finLeft: ms(13), nfds: want,
+		age: time.Duration(binary.BigEndian.Uint64(state[41:])) * time.Millisecond}
 	next := 2 // after the two sockets
 	rest := state[exportHead:]
 	for i := range c.flows {
@@ -327,9 +341,10 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 		}
 		rest = rest[4+n:]
 	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("tunnel state: %d bytes past its end", len(rest))
+	if len(rest) < 2 || len(rest) != 2+int(binary.BigEndian.Uint16(rest)) {
+		return nil, fmt.Errorf("tunnel state: %d bytes where the route name should end it", len(rest))
 	}
+	a.route = string(rest[2:])
 	if !p.fds.TryAcquire(want) {
 		return nil, errors.New("fd budget full")
 	}
@@ -340,6 +355,10 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 func (p *Plane) CommitAdopt(a *AdoptedTunnel) {
 	c := a.c
 	c.onClose = a.OnClose
+	if a.route != "" {
+		c.route = int32(p.cfg.Metrics.Route(a.route)) // registered here if this process does not have it
+	}
+	c.started = p.mono() - int64(a.age)
 	p.open.Add(1)
 	p.total.Add(1)
 	pipes := 0
@@ -371,6 +390,7 @@ func (l *loop) adopt(c *conn, ago, finLeft time.Duration) {
 			l.st.pipesBusy.Add(1)
 		}
 	}
+	l.m.TunnelAdopted(int(c.route))
 	l.attach(c)
 	if c.closed {
 		return

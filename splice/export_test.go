@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/metrics"
 )
 
 // passAll moves every tunnel of from to to as a hand-off between processes would: the state
@@ -241,5 +244,80 @@ func TestExportHalfClosedKeepsFinTimer(t *testing.T) {
 		t.Logf("fin timeout fired %v after the half-close (timeout %v, moved at %v)", took.Round(time.Millisecond), fin, fin/2)
 	case <-time.After(3 * fin):
 		t.Fatal("no fin timeout after the move")
+	}
+}
+
+// A tunnel that moves is not a close: the old process's tunnels_active drops without a close
+// counted; the new one's rises, under the route's name (indexes are each registry's own), and
+// counts only the bytes moved there; the lifetime runs on.
+func TestExportAdoptMetrics(t *testing.T) {
+	regA, regB := metrics.NewRegistry(), metrics.NewRegistry()
+	regB.Route("/other") // the route gets another index there
+	route := regA.Route("/r")
+	a := newPlane(t, Config{Loops: 1, Metrics: regA})
+	b := newPlane(t, Config{Loops: 1, Metrics: regB})
+	ln := listen(t)
+	e := &tunnelEnds{res: make(chan TunnelResult, 1)}
+	var cfd, bfd int
+	e.client, cfd = tcpPair(t, ln)
+	e.backend, bfd = tcpPair(t, ln)
+	t.Cleanup(e.close)
+	if err := a.Tunnel(Tunnel{ClientFD: cfd, BackendFD: bfd, Route: route, OnClose: func(r TunnelResult) { e.res <- r }}); err != nil {
+		t.Fatal(err)
+	}
+	regA.NewShard().TunnelOpened(route) // what the HTTP plane does
+	e.client.Write(make([]byte, 1000))
+	readN(t, e.backend, 1000, 5*time.Second)
+	time.Sleep(50 * time.Millisecond)
+	results := make(chan TunnelResult, 1)
+	if n, _ := passAll(t, a, b, results); n != 1 {
+		t.Fatalf("%d moved", n)
+	}
+	if r := e.result(t, 5*time.Second); !errors.Is(r.Err, ErrPassed) {
+		t.Fatalf("%+v", r)
+	}
+	e.backend.Write(make([]byte, 300))
+	readN(t, e.client, 300, 5*time.Second)
+	var fa, fb map[string]*dto.MetricFamily
+	waitFor(5*time.Second, func() bool {
+		fb = scrapeText(t, regB)
+		return sample(t, fb, metrics.NameTunnelBytes, "direction=down,route=/r") == 300
+	})
+	fa = scrapeText(t, regA)
+	for _, c := range []struct {
+		f           map[string]*dto.MetricFamily
+		name, label string
+		want        float64
+	}{
+		{fa, metrics.NameTunnelsActive, "route=/r", 0},
+		{fa, metrics.NameTunnelBytes, "direction=up,route=/r", 1000},
+		{fb, metrics.NameTunnelsActive, "route=/r", 1},
+		{fb, metrics.NameTunnelBytes, "direction=up,route=/r", 0}, // counted where it moved
+		{fb, metrics.NameTunnelBytes, "direction=down,route=/r", 300},
+	} {
+		if got := sample(t, c.f, c.name, c.label); got != c.want {
+			t.Errorf("%s{%s} = %v, want %v", c.name, c.label, got, c.want)
+		}
+	}
+	for _, reason := range []string{"client", "backend", "drain", "error", "reset"} {
+		if got := sample(t, fa, metrics.NameTunnelCloses, "reason="+reason+",route=/r"); got != 0 {
+			t.Errorf("old registry counted a %s close of a tunnel that moved", reason)
+		}
+	}
+	e.client.CloseWrite()
+	e.backend.CloseWrite()
+	select {
+	case r := <-results:
+		if r.Err != nil || r.ClientToBackend != 1000 || r.BackendToClient != 300 || r.Duration < 50*time.Millisecond {
+			t.Fatalf("adopted tunnel's end: %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the adopted tunnel did not end")
+	}
+	waitFor(5*time.Second, func() bool {
+		return sample(t, scrapeText(t, regB), metrics.NameTunnelsActive, "route=/r") == 0
+	})
+	if got := sample(t, scrapeText(t, regB), metrics.NameTunnelCloses, "reason=client,route=/r"); got != 1 {
+		t.Fatalf("new registry: %v client closes", got)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsgate/wsgate/accesslog"
+	"github.com/wsgate/wsgate/admin"
 	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/metrics"
@@ -43,10 +45,24 @@ type lifecycle struct {
 	setReady func(bool)
 	// reg counts reloads by result (wsgate_reloads_total); nil when metrics are off.
 	reg *metrics.Registry
+	// alog is the access log (SIGUSR1 reopens it); adm the admin listener, passed to a successor
+	// and closed here once it took over. nil when off.
+	alog *accesslog.Log
+	adm  *admin.Server
 
 	// The control socket (control.go): requests from `wsgate upgrade`.
 	ctlLn *net.UnixListener
 	ctl   chan controlRequest
+}
+
+// closeAdmin stops serving the admin listener here (a successor serves the same socket).
+func (lc *lifecycle) closeAdmin() {
+	if lc.adm != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = lc.adm.Shutdown(ctx)
+		lc.adm = nil
+	}
 }
 
 // closeControl stops answering on the control socket (this process's copy of it).
@@ -86,7 +102,7 @@ func (lc *lifecycle) serve() int {
 					return lc.drainKept(pid)
 				}
 			case syscall.SIGUSR1:
-				lc.log.Info(signalName(s) + ": not used yet; ignored")
+				reopenAccessLog(lc.o.accessLog, lc.alog, lc.log)
 			case syscall.SIGINT, syscall.SIGTERM:
 				return lc.drain(s)
 			}
@@ -155,6 +171,7 @@ func (lc *lifecycle) drain(s os.Signal) int {
 // already; a second one exits at once.
 func (lc *lifecycle) drainKept(pid int) int {
 	lc.closeControl() // the successor answers from now on
+	lc.closeAdmin()   // on the admin socket too
 	lc.notify = sdnotify.New("")
 	lc.setReady = nil
 	st := lc.srv.Stats()
@@ -196,6 +213,8 @@ func (lc *lifecycle) awaitDrain(o loop.DrainOptions, fatal int) int {
 				cancel()
 				lc.log.Warn("second "+signalName(s)+" while draining: exiting now", "signal", signalName(s))
 				return exitFailure
+			case syscall.SIGUSR1:
+				reopenAccessLog(lc.o.accessLog, lc.alog, lc.log)
 			default:
 				lc.log.Info(signalName(s)+": draining; ignored", "signal", signalName(s))
 			}

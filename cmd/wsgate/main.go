@@ -20,16 +20,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
+	"github.com/wsgate/wsgate/admin"
 	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/sdnotify"
 )
@@ -109,9 +114,12 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		return exitOK
 	}
 	cfg := o.cfg
+	// wsgate's own log and an access log on the same stream share one lock, so that their lines
+	// never interleave within a write.
+	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
 	level := new(slog.LevelVar) // a reload may change it
 	level.Set(o.level)
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	logger := slog.New(accesslog.NewHandler(stderr, o.logFormat, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
@@ -138,6 +146,57 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sig)
 
+	// The access log, the metrics and the admin listener. Closed after the server has stopped
+	// (deferred), so the lines of the last exchanges and tunnels are written.
+	alog, err := openAccessLog(o, stdout, stderr, logger)
+	if err != nil {
+		logger.Error("start failed", "access_log", o.accessLog, "err", err)
+		return exitFailure
+	}
+	defer func() {
+		if err := alog.Close(); err != nil {
+			logger.Error("access log", "err", err)
+		}
+	}()
+	cfg.AccessLog = alog
+	var reg *metrics.Registry
+	var adm *admin.Server
+	defer func() {
+		if adm != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = adm.Shutdown(ctx)
+		}
+	}()
+	startAdmin := func() error {
+		if o.admin == "" {
+			return nil
+		}
+		var ln net.Listener
+		if succ != nil {
+			ln = inheritedAdmin(succ, o.admin, logger) // upgrade.go: the predecessor's, when it is the same address
+		}
+		var err error
+		adm, err = admin.Start(admin.Config{Addr: o.admin, Listener: ln, Metrics: reg.Handler(), Pprof: o.adminPprof, Logger: logger})
+		if err != nil {
+			logger.Error("start failed", "admin", o.admin, "err", err)
+			return err
+		}
+		logger.Info("admin listening", "admin", adm.Addr(), "pprof", o.adminPprof)
+		return nil
+	}
+	if o.admin != "" {
+		reg = metrics.NewRegistry()
+		reg.SetAccessLogDropped(alog.Dropped)
+		cfg.Metrics = reg
+		// /readyz answers 503 until the proxy listens. A successor starts its admin listener
+		// only once it listens: it may share the predecessor's admin socket, and must not say
+		// "not ready" there meanwhile.
+		if succ == nil && startAdmin() != nil {
+			return exitFailure
+		}
+	}
+
 	srv, err := loop.Start(cfg)
 	if cfg.ListenLock != nil {
 		cfg.ListenLock.Close() // the guard holds its own copy
@@ -147,12 +206,22 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		logger.Error("start failed", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
+	if succ != nil && startAdmin() != nil {
+		stop(srv, sig, logger)
+		return exitFailure
+	}
+	if adm != nil {
+		adm.SetReady(true) // the proxy listens: /readyz says so until a drain starts
+	}
 	defer startMemoryPolicy(o.memEvery, logger)()
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
 	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig,
-		ctl: make(chan controlRequest)}
+		ctl: make(chan controlRequest), alog: alog, adm: adm, reg: reg}
+	if adm != nil {
+		lc.setReady = adm.SetReady
+	}
 	defer func() { lc.table.Close() }() // the one in use after the last reload
 	var inheritedCtl *os.File
 	if succ != nil {
@@ -174,6 +243,48 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		go serveControl(lc.ctlLn, lc.ctl, logger)
 	}
 	return lc.serve()
+}
+
+// openAccessLog opens -access-log: nil for off, the process' stdout or stderr (the writers runIO
+// was given), or a file.
+func openAccessLog(o options, stdout, stderr io.Writer, logger *slog.Logger) (*accesslog.Log, error) {
+	cfg := accesslog.Config{Format: o.logFormat, Logger: logger}
+	switch o.accessLog {
+	case "off":
+		return nil, nil
+	case "stdout":
+		return accesslog.New(stdout, cfg), nil
+	case "stderr":
+		return accesslog.New(stderr, cfg), nil
+	}
+	return accesslog.Open(o.accessLog, cfg)
+}
+
+// reopenAccessLog is SIGUSR1: logrotate renamed the file; lines accepted so far go to the old
+// one, the rest to a new file at the same path.
+func reopenAccessLog(dest string, alog *accesslog.Log, logger *slog.Logger) {
+	switch dest {
+	case "off", "stdout", "stderr":
+		logger.Info("SIGUSR1: the access log is not a file; nothing to reopen", "access_log", dest)
+		return
+	}
+	if err := alog.Reopen(); err != nil {
+		logger.Error("SIGUSR1: reopening the access log failed; still writing to the old file", "access_log", dest, "err", err)
+		return
+	}
+	logger.Info("SIGUSR1: access log reopened", "access_log", dest)
+}
+
+// lockedWriter serialises the writes of wsgate's own log and of an access log sharing a stream.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // stop stops srv within stopTimeout; a second SIGINT or SIGTERM meanwhile exits at once.

@@ -257,9 +257,10 @@ func TestBinarySecondInstanceRefused(t *testing.T) {
 	}
 }
 
-// SIGHUP reloads; SIGUSR1 is logged and ignored; SIGTERM drains and exits 0 (with nothing open,
-// at once); SIGINT too. (SIGUSR2 upgrades: upgrade_cmd_test.go, upgrade_e2e_test.go; its
-// successor would inherit this test's pipes.)
+// SIGHUP reloads; SIGUSR1 is logged and ignored while the access log is not a file (it reopens
+// a file: TestBinarySIGUSR1Reopen); SIGTERM drains and exits 0 (with nothing open, at once);
+// SIGINT too. (SIGUSR2 upgrades: upgrade_cmd_test.go, upgrade_e2e_test.go; its successor would
+// inherit this test's pipes.)
 func TestBinarySignals(t *testing.T) {
 	be := newCountingBackend(t)
 	for _, stopSig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
@@ -270,7 +271,7 @@ func TestBinarySignals(t *testing.T) {
 			p.cmd.Process.Signal(s)
 		}
 		p.waitLog(t, "SIGHUP: reloaded", 10*time.Second)
-		p.waitLog(t, "SIGUSR1: not used yet; ignored", 10*time.Second)
+		p.waitLog(t, "SIGUSR1: the access log is not a file; nothing to reopen", 10*time.Second)
 		get(t, addr, 2) // still serving
 		p.cmd.Process.Signal(stopSig)
 		if code := p.wait(t, 5*time.Second); code != 0 {

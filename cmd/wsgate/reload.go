@@ -57,6 +57,10 @@ var fixed = map[string]string{
 	"max-pipes":            "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
 	"tunnel-fin-timeout":   "a binary upgrade (SIGUSR2) or a restart: the tunnel plane is made at start",
 	"memory-return":        "a binary upgrade (SIGUSR2) or a restart",
+	"admin":                "a binary upgrade (SIGUSR2: the successor binds a changed address anew) or a restart",
+	"admin-pprof":          "a binary upgrade (SIGUSR2) or a restart",
+	"access-log":           "a binary upgrade (SIGUSR2) or a restart (SIGUSR1 reopens the same path)",
+	"log-format":           "a binary upgrade (SIGUSR2) or a restart",
 }
 
 // commandLineOnly cannot differ on a reload: the command line is the same one.

@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
+	"net"
 	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
@@ -76,8 +76,13 @@ func (lc *lifecycle) upgrade() (upgradeReport, error) {
 			files = append(files, handoff.NamedFile{Name: "control", File: f})
 		}
 	}
+	if lc.adm != nil {
+		if f, err := lc.adm.File(); err == nil { // the same admin socket: /readyz never stops answering
+			defer f.Close()
+			files = append(files, handoff.NamedFile{Name: "admin", File: f})
+		}
+	}
 	s, err := handoff.StartSuccessor(ctx, handoff.SuccessorConfig{Files: files})
-	lc.controlNonblocking()
 	if err != nil {
 		return rep, &upgradeError{"starting the new binary", err}
 	}
@@ -210,15 +215,27 @@ func (lc *lifecycle) takeOver(r *handoff.Receiver) bool {
 	return true
 }
 
-// controlNonblocking puts the control socket back in non-blocking mode: exec.Cmd's ExtraFiles
-// made the open file description, which our copy shares with the successor's, blocking.
-func (lc *lifecycle) controlNonblocking() {
-	if lc.ctlLn == nil {
-		return
+// inheritedAdmin is the predecessor's admin socket when this process (a successor) serves the
+// same -admin address, else nil: a changed -admin binds anew.
+func inheritedAdmin(r *handoff.Receiver, addr string, log *slog.Logger) net.Listener {
+	f := r.File("admin")
+	if f == nil {
+		return nil
 	}
-	if rc, err := lc.ctlLn.SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) { _ = unix.SetNonblock(int(fd), true) })
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		log.Warn("upgrade: the predecessor's admin socket cannot be used; binding anew", "admin", addr, "err", err)
+		return nil
 	}
+	want, err1 := net.ResolveTCPAddr("tcp", addr)
+	got, ok := l.Addr().(*net.TCPAddr)
+	if err1 != nil || !ok || !got.IP.Equal(want.IP) && !(got.IP.IsUnspecified() && want.IP == nil) || got.Port != want.Port {
+		l.Close()
+		log.Info("upgrade: -admin changed; binding anew", "was", l.Addr().String(), "admin", addr)
+		return nil
+	}
+	return l
 }
 
 func executable() string {
