@@ -57,6 +57,7 @@ type clientConn struct {
 	busy        bool  // process() is on the stack: nested calls just let it loop
 	held        *bytebufferpool.ByteBuffer
 	heldOff     int
+	tls         *tlsConn // TLS listener: the handshake, then the session (tlswire.go); nil for plain HTTP
 
 	gen uint32   // exchange generation: a dial result for an older exchange is ignored
 	ex  exchange // the exchange in flight; a new one starts from a zero value
@@ -159,7 +160,7 @@ func (cc *clientConn) process() {
 				}
 				return
 			}
-			if cc.peerEOF && cc.inboundLen() == 0 {
+			if cc.inputEnded() && cc.inboundLen() == 0 {
 				cc.startClosing() // a half-closed client sent nothing more: drain, then close
 				return
 			}
@@ -202,7 +203,7 @@ func (cc *clientConn) readHead() bool {
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
 	if err == httpparse.ErrNeedMore {
-		if cc.peerEOF {
+		if cc.inputEnded() {
 			cc.parser.Reset()
 			cc.startClosing() // a head cut by the client's EOF can never complete
 		}
@@ -264,7 +265,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 		fwd:          bytebufferpool.Get(),
 	}
 	ex := &cc.ex
-	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade}
+	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade, https: cc.https()}
 	ex.fwd.B = appendRequestHead(ex.fwd.B[:0], req, &o)
 	cc.deadline = 0
 	switch {

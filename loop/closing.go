@@ -80,6 +80,7 @@ func (cc *clientConn) startClosing() {
 		cc.teardown()
 		return
 	}
+	cc.goodbye() // TLS: close_notify before the shutdown (tlswire.go)
 	if err := cc.out.flush(); err != nil {
 		cc.abort()
 		return
@@ -149,6 +150,9 @@ func (cc *clientConn) teardown() {
 	cc.closeOwnFD()
 	cc.discardInbound()
 	ex.releaseHead()
+	if cc.tls != nil {
+		cc.tls.close()
+	}
 }
 
 // expire runs from the sweep when cc.deadline has passed.
@@ -162,7 +166,7 @@ func (cc *clientConn) expire(now int64) {
 			// Not idle while an answer drains: that is the write-stall rule's business.
 			cc.deadline = now + int64(cc.srv.cfg.IdleTimeout)
 		default:
-			cc.closeNow() // idle keep-alive (or a conn that never spoke): nothing to answer
+			cc.closeIdle() // idle keep-alive (or a conn that never spoke): nothing to answer
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.ex.respFinal {

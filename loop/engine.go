@@ -95,6 +95,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		backendWarn: warnLimiter{interval: time.Second},
+		tlsLog:      tlsLimiter{warnLimiter{interval: time.Second}},
 		cfg:         cfg,
 		log:         cfg.Logger,
 		plane:       plane,

@@ -267,7 +267,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				cc.switchProtocols(bc, resp, n)
 				return
 			}
-			o := respHeadOpts{backendHost: s.backend, clientHost: ex.host}
+			o := respHeadOpts{backendHost: s.backend, clientHost: ex.host, https: cc.https()}
 			if resp.Status < 200 {
 				o.interim = true
 				head := appendResponseHead(ls.scratch[:0], resp, &o)

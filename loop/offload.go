@@ -56,6 +56,9 @@ func (cc *clientConn) offloadResponse() bool {
 }
 
 func (cc *clientConn) offload(req bool) bool {
+	if cc.tls != nil {
+		return false // TODO(tls-int): record protection in the tunnel plane (next commit)
+	}
 	s, ls, ex := cc.srv, cc.ls, &cc.ex
 	bc := ex.bc
 	var cfd int
@@ -241,7 +244,7 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 
 // reattached is OnOpen for a client conn coming back from the tunnel plane.
 func (cc *clientConn) reattached(c wire) {
-	cc.c = c
+	cc.c = cc.wrapWire(c)
 	cc.out.fd = c.Fd()
 	cc.reattachDone()
 }

@@ -15,6 +15,7 @@ type reqHeadOpts struct {
 	preserveHost bool
 	forwarded    bool
 	websocket    bool // keep the upgrade: emit Connection: Upgrade and Upgrade: websocket
+	https        bool // the client came over TLS: X-Forwarded-Proto: https
 }
 
 // respHeadOpts says how a response head is rebuilt for the client.
@@ -24,6 +25,7 @@ type respHeadOpts struct {
 	close       bool   // we close the client connection after this response
 	websocket   bool   // a verified 101: emit Connection: Upgrade and Upgrade: websocket
 	interim     bool   // 1xx: no Connection field of our own
+	https       bool   // the client came over TLS: rewritten Locations say https://
 }
 
 const crlf = "\r\n"
@@ -187,7 +189,11 @@ func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byt
 			}
 		}
 		dst = append(dst, o.clientIP...)
-		dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+		if o.https {
+			dst = append(dst, "\r\nX-Forwarded-Proto: https\r\n"...)
+		} else {
+			dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+		}
 		if len(host) > 0 {
 			dst = append(dst, "X-Forwarded-Host: "...)
 			dst = append(dst, host...)
@@ -294,7 +300,8 @@ func isLocationField(name []byte) bool {
 		(len(name) == 16 && httpparse.EqualFold(name, "Content-Location"))
 }
 
-// appendLocation is ProxyPassReverse: http://<backend>/x becomes http://<client Host>/x.
+// appendLocation is ProxyPassReverse: http://<backend>/x becomes http://<client Host>/x (https://
+// for a client that came over TLS).
 func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 	const scheme = "http://"
 	if len(o.clientHost) == 0 || len(v) < len(scheme)+len(o.backendHost) || !httpparse.EqualFold(v[:len(scheme)], scheme) {
@@ -308,7 +315,11 @@ func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 	if len(rest) > 0 && rest[0] != '/' && rest[0] != '?' && rest[0] != '#' {
 		return append(dst, v...) // a longer host or port that merely starts like the backend's
 	}
-	dst = append(dst, scheme...)
+	if o.https {
+		dst = append(dst, "https://"...)
+	} else {
+		dst = append(dst, scheme...)
+	}
 	dst = append(dst, o.clientHost...)
 	return append(dst, rest...)
 }

@@ -65,6 +65,8 @@ type Server struct {
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
 	backendWarn warnLimiter
+	// tlsLog rate-limits TLS failure lines (scanners, plain HTTP on the TLS port, bad records).
+	tlsLog tlsLimiter
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -78,6 +80,7 @@ type loopState struct {
 	req       httpparse.Request
 	resp      httpparse.Response
 	scratch   []byte      // response heads are built here and written at once
+	sealBuf   []byte      // records sealed toward TLS clients, before their write(2) (tlswire.go)
 	hasQueued atomic.Bool // some outq on this loop holds bytes: the ticker must run flushes
 	flushFn   gnet.RunnableFunc
 	sweepFn   gnet.RunnableFunc
@@ -165,13 +168,20 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	case nil:
 		s := h.s
 		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go
+			if s.cfg.TLS != nil {
+				return nil, gnet.Close // no session yet to say 503 in
+			}
 			return errorResponse(503), gnet.Close
 		}
 		var ip []byte
 		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip = []byte(a.IP.String())
 		}
-		c.SetContext(newClientConn(s.loopFor(c.EventLoop()), c, ip))
+		cc := newClientConn(s.loopFor(c.EventLoop()), c, ip)
+		if s.cfg.TLS != nil {
+			cc.startTLS(c, func() { _ = c.Wake(nil) })
+		}
+		c.SetContext(cc)
 	}
 	return nil, gnet.None
 }

@@ -23,7 +23,7 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 		cc.fail(502)
 		return
 	}
-	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true}
+	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true, https: cc.https()}
 	head := appendResponseHead(ls.scratch[:0], resp, &o)
 	ls.scratch = head[:0]
 	_, _ = bc.c.Discard(n)
@@ -42,7 +42,8 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	toBackend.B = append(toBackend.B, bc.out.bytes()...)
 	toBackend.B = append(toBackend.B, cc.inbound()...)
 
-	if cc.c == nil { // a client that half-closed is not owed a tunnel (halfclose.go)
+	if cc.c == nil || cc.tls != nil { // a client that half-closed is not owed a tunnel (halfclose.go); TLS tunnels: next commit
+
 		bytebufferpool.Put(toClient)
 		bytebufferpool.Put(toBackend)
 		cc.fail(502)
