@@ -121,6 +121,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Tunnel.RecordTimeout == 0 {
+		c.Tunnel.RecordTimeout = c.HeaderTimeout // a TLS record half-received is bounded like a slow head
+	}
 	if c.Tunnel.Logger == nil {
 		c.Tunnel.Logger = c.Logger
 	}

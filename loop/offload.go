@@ -56,9 +56,6 @@ func (cc *clientConn) offloadResponse() bool {
 }
 
 func (cc *clientConn) offload(req bool) bool {
-	if cc.tls != nil {
-		return false // TODO(tls-int): record protection in the tunnel plane (next commit)
-	}
 	s, ls, ex := cc.srv, cc.ls, &cc.ex
 	bc := ex.bc
 	var cfd int
@@ -96,6 +93,15 @@ func (cc *clientConn) offload(req bool) bool {
 		x.Src, x.Dst = cfd, bfd
 	}
 	x.Pending = q.bytes()
+	if cc.tls != nil {
+		// The plane opens the client's records (upload) or seals toward it (download); the
+		// session is the plane's until Done. Pending toward a TLS client is records already.
+		if req {
+			x.SrcTLS = cc.tls.rec
+		} else {
+			x.DstTLS = cc.tls.rec
+		}
+	}
 	switch framing {
 	case httpparse.FramingChunked:
 		x.Length, x.Chunked = -1, dec
@@ -179,6 +185,9 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 		return
 	}
 	ex.off.extra = r.Extra
+	if r.ReadClosed && cc.tls != nil {
+		cc.tls.eof = true // the client's close_notify arrived in the plane
+	}
 	bc := ex.bc
 	bc.cleanAfterOffload = !ex.off.req && len(r.Extra) == 0 && ex.backendReuse && ex.reqKeepAlive && ex.reqDone
 	go s.reenroll(cc.ls, bfd, bc, cc)

@@ -33,17 +33,16 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	// backend, any unsent request bytes, then frames the client sent before the 101.
 	toClient := bytebufferpool.Get()
 	toClient.B = append(toClient.B, cc.out.bytes()...)
-	toClient.B = append(toClient.B, head...)
+	toClient.B = cc.appendToClient(toClient.B, head) // sealed toward a TLS client (tlswire.go)
 	if bc.c.InboundBuffered() > 0 {
 		b, _ := bc.c.Next(-1)
-		toClient.B = append(toClient.B, b...)
+		toClient.B = cc.appendToClient(toClient.B, b)
 	}
 	toBackend := bytebufferpool.Get()
 	toBackend.B = append(toBackend.B, bc.out.bytes()...)
 	toBackend.B = append(toBackend.B, cc.inbound()...)
 
-	if cc.c == nil || cc.tls != nil { // a client that half-closed is not owed a tunnel (halfclose.go); TLS tunnels: next commit
-
+	if cc.c == nil { // a client that half-closed is not owed a tunnel (halfclose.go)
 		bytebufferpool.Put(toClient)
 		bytebufferpool.Put(toBackend)
 		cc.fail(502)
@@ -69,7 +68,11 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	cc.ex.bc, bc.cc = nil, nil
 	ls.loop.closeConn(oc)
 	ls.loop.closeConn(ob)
-	err = s.plane.Tunnel(splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B})
+	tun := splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B}
+	if cc.tls != nil {
+		tun.ClientTLS = cc.tls.handOff() // WSS: decrypt-and-forward in the plane, which owns the session now
+	}
+	err = s.plane.Tunnel(tun)
 	bytebufferpool.Put(toClient)
 	bytebufferpool.Put(toBackend)
 	if err != nil {

@@ -77,6 +77,7 @@ type conn struct {
 
 	onClose func(TunnelResult)
 	x       *xfer
+	t       *tlsEnd // a TLS end: records opened and sealed on the way (tls.go); nil for plain conns
 }
 
 type xfer struct {
@@ -331,6 +332,9 @@ func (l *loop) pump(c *conn) {
 // move runs direction i (ends[i] -> ends[1-i]) until it has to wait or its
 // budget is spent. It returns false when the conn is gone.
 func (l *loop) move(c *conn, i int) bool {
+	if c.t != nil {
+		return l.moveTLS(c, i) // decrypt-and-forward through copy buffers (tls.go)
+	}
 	f := &c.flows[i]
 	src, dst := &c.ends[i], &c.ends[1-i]
 	budget := l.budget
@@ -753,10 +757,16 @@ func (l *loop) finish(c *conn, err error) {
 			Extra: x.extra,
 			Err:   err,
 		}
+		if c.t != nil {
+			res.ReadClosed = c.t.readClosed // the session goes back to the caller with the fds
+		}
 		x.done(res)
 		return
 	}
 	l.st.tunnels.Add(-1)
+	if c.t != nil {
+		c.t.rec.Close() // wipe the keys, return a borrowed record buffer
+	}
 	unix.Close(int(c.ends[0].fd))
 	unix.Close(int(c.ends[1].fd))
 	l.p.fds.Release(2)

@@ -27,6 +27,11 @@ func (l *loop) arm(c *conn) {
 			d, has = c.finAt, true
 		}
 	}
+	if c.t != nil {
+		if t, ok := l.tlsDeadline(c); ok && (!has || after(d, t)) {
+			d, has = t, true
+		}
+	}
 	if !has || c.closed {
 		l.disarm(c)
 		return
@@ -95,6 +100,9 @@ func (l *loop) advance() {
 
 func (l *loop) expire(c *conn, t uint32) {
 	if c.closed {
+		return
+	}
+	if c.t != nil && !l.tlsExpire(c, t) {
 		return
 	}
 	if c.finAt != 0 && after(t, c.finAt) {

@@ -91,13 +91,47 @@ func (l *Legacy) Close() { l.p.Close() }
 // in its own input buffer. Seal, Flush, AppendCloseNotify and AppendAlert append what crypto/tls
 // wrote into the pipe. TLS 1.2 has no KeyUpdate; Shrink does nothing (the tls.Conn keeps its
 // buffers: see docs/tls.md).
-func (l *Legacy) Layer() tlsrecord.RecordLayer { return &legacyLayer{l: l} }
+func (l *Legacy) Layer() tlsrecord.RecordLayer {
+	a := &legacyLayer{l: l}
+	// Records that arrived behind the client's Finished wait in the pipe: frame them too.
+	l.p.mu.Lock()
+	a.track(l.p.cur)
+	a.track(l.p.pend[l.p.poff:])
+	l.p.mu.Unlock()
+	return a
+}
 
 type legacyLayer struct {
 	l      *Legacy
 	buf    *[]byte // borrowed while Open returns plaintext
 	eof    bool    // close_notify reported
 	failed error
+
+	// Record framing of the bytes fed, so Partial is exact although crypto/tls keeps a partial
+	// record inside its own input buffer, out of sight: the header seen so far, and the body
+	// bytes still to come of the current record.
+	hdr  [5]byte
+	hlen int
+	left int
+}
+
+// track walks the record headers of freshly fed ciphertext.
+func (a *legacyLayer) track(p []byte) {
+	for len(p) > 0 {
+		if a.left > 0 {
+			k := min(a.left, len(p))
+			a.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(a.hdr[a.hlen:], p)
+		a.hlen += k
+		p = p[k:]
+		if a.hlen == len(a.hdr) {
+			a.left = int(a.hdr[3])<<8 | int(a.hdr[4])
+			a.hlen = 0
+		}
+	}
 }
 
 const legacyReadSize = 16 << 10
@@ -123,6 +157,7 @@ func (a *legacyLayer) Open(in []byte) (int, []byte, tlsrecord.Event, error) {
 	}
 	if n > 0 {
 		a.l.Feed(in)
+		a.track(in)
 	}
 	if a.buf == nil {
 		a.buf = legacyBufs.Get().(*[]byte)
@@ -166,7 +201,7 @@ func (a *legacyLayer) AppendAlert(dst []byte, _ tlsrecord.Alert) ([]byte, error)
 }
 
 func (a *legacyLayer) KeyUpdatePending() bool { return false }
-func (a *legacyLayer) Partial() bool          { return a.l.Buffered() > 0 }
+func (a *legacyLayer) Partial() bool          { return a.hlen > 0 || a.left > 0 }
 func (a *legacyLayer) Shrink()                {}
 
 func (a *legacyLayer) Close() {
