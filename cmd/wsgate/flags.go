@@ -23,6 +23,7 @@ type options struct {
 	memEvery    time.Duration
 	version     bool
 	headerNames *string
+	tls         tlsOptions // -tls-*, -ktls, -redirect-http (tls.go)
 }
 
 // The zero-value rule, one for every flag (README "Flags", -h): where the flag's text says what
@@ -78,6 +79,7 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.Tunnel.FinTimeout, "tunnel-fin-timeout", c.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
 	fs.DurationVar(&o.memEvery, "memory-return", o.memEvery, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
 	o.headerNames = fs.String("header-names", c.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
+	o.tls.flags(fs)
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&o.version, "version", false, "print the version and build information, then exit")
 	return fs, levelName
@@ -122,6 +124,9 @@ func parseCommandLine(args []string) (options, error) {
 		o.cfg.Tunnel.MaxPipes = o.cfg.MaxConns / 4
 	}
 	if err := validate(&o); err != nil {
+		return o, err
+	}
+	if err := o.tls.validate(o.cfg.Listen); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -305,10 +310,16 @@ func lowerASCII(s string) string {
 func onlyOnce(fs *flag.FlagSet) *error {
 	dup := new(error)
 	fs.VisitAll(func(f *flag.Flag) {
+		if _, ok := f.Value.(repeatable); ok {
+			return // -tls-cert, -tls-key: one value per pair
+		}
 		f.Value = &onceValue{Value: f.Value, name: f.Name, dup: dup}
 	})
 	return dup
 }
+
+// repeatable marks a flag that takes a list, one value per use.
+type repeatable interface{ repeatable() }
 
 type onceValue struct {
 	flag.Value
@@ -345,7 +356,7 @@ func printUsage(w io.Writer) {
 	fs, _ := flagSet(&o)
 	fmt.Fprintf(w, "Usage: wsgate -listen ADDR -backend HOST:PORT [flags]\n\n")
 	fmt.Fprintf(w, "HTTP/1.1 and WebSocket edge reverse proxy. Exit status: 0 clean stop, 1 failure, 2 bad command line.\n")
-	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP, SIGUSR1, SIGUSR2 are logged and ignored.\n\n")
+	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP re-reads the TLS certificates (-tls-cert/-tls-key); SIGUSR1, SIGUSR2 are logged and ignored.\n\n")
 	fmt.Fprintf(w, "%s\n\n", zeroRule)
 	fs.SetOutput(w)
 	fs.PrintDefaults()

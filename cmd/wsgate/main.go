@@ -17,12 +17,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 func main() {
@@ -57,12 +59,23 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	cfg := o.cfg
+	var certs *tlsterm.CertStore
+	if o.tls.enabled() {
+		// A certificate or key that cannot be used is a configuration error, like a bad flag.
+		if certs, cfg.TLS, err = o.tls.load(); err != nil {
+			fmt.Fprintf(stderr, "wsgate: %v\n", err)
+			return exitUsage
+		}
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
 	slog.SetDefault(logger)
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
 
 	raiseNoFile(logger)
+	if certs != nil {
+		o.tls.logKTLS(logger)
+	}
 
 	// Before Start: a signal that arrives while it runs is acted on, not fatal.
 	sig := make(chan os.Signal, 4)
@@ -75,6 +88,18 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	defer startMemoryPolicy(o.memEvery, logger)()
+	if o.tls.redirect != "" {
+		stopRedirect, err := startRedirect(o.tls.redirect, srv.Addr(), cfg.HeaderTimeout, cfg.IdleTimeout, logger)
+		if err != nil {
+			logger.Error("start failed", "listen", o.tls.redirect, "err", err)
+			stop(srv, sig, logger)
+			return exitFailure
+		}
+		defer stopRedirect()
+	}
+	if certs != nil {
+		logger.Info("serving TLS", "listen", srv.Addr(), "names", strings.Join(certs.Names(), ","), "min_version", o.tls.minVersion, "handshakes", o.tls.handshakes)
+	}
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
@@ -83,6 +108,10 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		case s := <-sig:
 			switch s {
 			case syscall.SIGHUP:
+				if certs != nil {
+					reloadCerts(certs, logger) // established connections keep what they have; flags stay
+					continue
+				}
 				logger.Info("SIGHUP: configuration reload is not supported yet; ignored (restart wsgate to change flags)")
 				continue
 			case syscall.SIGUSR1, syscall.SIGUSR2:

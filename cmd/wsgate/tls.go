@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/wsgate/wsgate/tlsterm"
+)
+
+// TLS on the listener (issue 9): -tls-cert/-tls-key pairs (the first is the default, SNI picks by
+// the names in the certificates), -tls-min-version, -tls-handshakes, -ktls, -redirect-http.
+// SIGHUP re-reads the certificate files; a bad file is refused with a log line and the
+// certificates in use stay.
+
+type tlsOptions struct {
+	certs, keys listFlag
+	minVersion  string
+	handshakes  int
+	ktls        string
+	redirect    string
+
+	min     uint16
+	ktlsMod tlsterm.KTLSMode
+}
+
+// listFlag is a flag given once per value (-tls-cert a -tls-cert b).
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error {
+	if s == "" {
+		return errors.New("empty file name")
+	}
+	*l = append(*l, s)
+	return nil
+}
+func (l *listFlag) repeatable() {}
+
+func (o *tlsOptions) flags(fs *flag.FlagSet) {
+	fs.Var(&o.certs, "tls-cert", "PEM certificate chain `file`; with -tls-key, -listen serves TLS only (repeatable, in pairs with -tls-key: the first pair is the default, SNI picks among the names in the certificates)")
+	fs.Var(&o.keys, "tls-key", "PEM private key `file` of the -tls-cert given in the same position (repeatable)")
+	o.minVersion = "1.2"
+	fs.StringVar(&o.minVersion, "tls-min-version", o.minVersion, "lowest TLS version accepted: 1.2 or 1.3")
+	o.handshakes = 4 * runtime.GOMAXPROCS(0)
+	fs.IntVar(&o.handshakes, "tls-handshakes", o.handshakes, "TLS handshakes running at once (each one a goroutine); more wait in the event loop with their ClientHello buffered")
+	o.ktls = "auto"
+	fs.StringVar(&o.ktls, "ktls", o.ktls, "kernel TLS: auto (use it where the kernel has the TLS ULP; said once at start) or off")
+	fs.StringVar(&o.redirect, "redirect-http", "", "also listen on this address for plain HTTP and answer every request with 308 to https://<same host>/<same path> (needs -tls-cert)")
+}
+
+func (o *tlsOptions) enabled() bool { return len(o.certs) > 0 }
+
+// validate checks the TLS flags (not the files: Start loads them).
+func (o *tlsOptions) validate(listen string) error {
+	if len(o.certs) != len(o.keys) {
+		return fmt.Errorf("-tls-cert given %d times and -tls-key %d times: they go in pairs", len(o.certs), len(o.keys))
+	}
+	switch o.minVersion {
+	case "1.2":
+		o.min = tls.VersionTLS12
+	case "1.3":
+		o.min = tls.VersionTLS13
+	default:
+		return fmt.Errorf("-tls-min-version %q: want 1.2 or 1.3", o.minVersion)
+	}
+	if o.handshakes < 1 {
+		return fmt.Errorf("-tls-handshakes %d: want 1 or more", o.handshakes)
+	}
+	m, err := tlsterm.ParseKTLSMode(o.ktls)
+	if err != nil {
+		return err
+	}
+	o.ktlsMod = m
+	if o.redirect != "" {
+		if !o.enabled() {
+			return fmt.Errorf("-redirect-http %q: needs -tls-cert/-tls-key (it redirects to the TLS listener)", o.redirect)
+		}
+		if _, err := checkListen(o.redirect); err != nil {
+			return fmt.Errorf("-redirect-http %q: want host:port (e.g. :80)", o.redirect)
+		}
+		if sameAddr(o.redirect, listen) {
+			return fmt.Errorf("-redirect-http %q is the -listen address", o.redirect)
+		}
+	}
+	return nil
+}
+
+func sameAddr(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	return pa == pb && pa != "0" && (ha == hb || ha == "" || hb == "")
+}
+
+// load reads the certificate pairs and builds the TLS server. The error names the file at fault.
+func (o *tlsOptions) load() (*tlsterm.CertStore, *tlsterm.Server, error) {
+	pairs := make([]tlsterm.CertPair, len(o.certs))
+	for i := range o.certs {
+		pairs[i] = tlsterm.CertPair{CertFile: o.certs[i], KeyFile: o.keys[i]}
+	}
+	store, err := tlsterm.LoadCerts(pairs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := tlsterm.NewServer(tlsterm.Config{Certs: store, MinVersion: o.min, MaxHandshakes: o.handshakes})
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, srv, nil
+}
+
+// logKTLS says once at start what kernel TLS does here.
+func (o *tlsOptions) logKTLS(logger *slog.Logger) {
+	ok, err := tlsterm.KTLSEnabled(o.ktlsMod)
+	switch {
+	case o.ktlsMod == tlsterm.KTLSOff:
+		logger.Info("ktls off (-ktls off): TLS records are sealed and opened in user space")
+	case !ok:
+		logger.Info("ktls unavailable, falling back to user-space TLS records", "reason", err)
+	default:
+		// The kernel could take the keys, but the tunnel plane does not handle kTLS control records
+		// (alerts, KeyUpdate) yet: docs/tls.md, "Kernel TLS".
+		logger.Info("ktls: the kernel has the TLS ULP, but wsgate does not install kernel TLS yet; TLS records stay in user space")
+	}
+}
+
+// reload re-reads the certificates (SIGHUP). Established connections never look at the store.
+func reloadCerts(store *tlsterm.CertStore, logger *slog.Logger) {
+	if err := store.Reload(); err != nil {
+		logger.Error("SIGHUP: TLS certificates not reloaded; the certificates in use stay", "err", err)
+		return
+	}
+	logger.Info("SIGHUP: TLS certificates reloaded (other flags need a restart)", "names", strings.Join(store.Names(), ","))
+}
+
+// redirectServer is -redirect-http: plain HTTP answered with 308 to the same host and path on
+// https. It is not the hot path: net/http, with the header and idle timeouts of the main listener.
+func startRedirect(addr, tlsListen string, headerTimeout, idleTimeout time.Duration, logger *slog.Logger) (func(), error) {
+	_, tlsPort, _ := net.SplitHostPort(tlsListen)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-redirect-http %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           redirectHandler(tlsPort),
+		ReadHeaderTimeout: headerTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("redirect listener stopped", "listen", addr, "err", err)
+		}
+	}()
+	logger.Info("redirecting plain HTTP to https", "listen", ln.Addr().String(), "to_port", tlsPort)
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+// redirectHandler answers 308 to https://<Host without port>[:tlsPort]<request URI>.
+func redirectHandler(tlsPort string) http.Handler {
+	suffix := ""
+	if tlsPort != "443" && tlsPort != "" {
+		suffix = ":" + tlsPort
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+			if strings.Contains(host, ":") {
+				host = "[" + host + "]"
+			}
+		}
+		if host == "" || !validHost(strings.Trim(host, "[]")) {
+			http.Error(w, "400 Bad Request: no usable Host to redirect to", http.StatusBadRequest)
+			return
+		}
+		target := "https://" + host + suffix + r.URL.RequestURI()
+		w.Header().Set("Location", target)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusPermanentRedirect)
+		fmt.Fprintf(w, "%d Permanent Redirect: %s\n", http.StatusPermanentRedirect, target)
+	})
+}
