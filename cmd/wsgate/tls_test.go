@@ -6,7 +6,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -115,7 +114,7 @@ func TestBinaryTLSOpenSSLKeyUpdate(t *testing.T) {
 			cmd := exec.Command(openssl, "s_client", "-connect", addr, "-servername", "localhost", "-CAfile", f.CA,
 				"-verify_return_error", "-tls1_3", "-ciphersuites", suite, "-msg") // no -ign_eof: it turns the K/k commands off
 			stdin, _ := cmd.StdinPipe()
-			var out bytes.Buffer
+			var out syncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
