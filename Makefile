@@ -4,7 +4,12 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 5s
 BENCH     ?= default
+TLS       ?= 0
+ifeq ($(TLS),1)
+LISTEN    ?= 127.0.0.1:8443
+else
 LISTEN    ?= 127.0.0.1:8080
+endif
 DEMO      ?= 127.0.0.1:3000
 
 .PHONY: all build test vet lint fuzz bench bench-go bench-parse bench-deps run clean
@@ -50,9 +55,10 @@ bench-deps:
 bench: build
 	$(GO) run ./bench/cmd/wsbench -suite=$(BENCH)
 
-# make run: wsgate in front of the built-in demo backend, on loopback.
+# make run [TLS=1]: wsgate in front of the built-in demo backend, on loopback (TLS=1: https and
+# wss with a generated local CA; the banner says how to trust it).
 run: build
-	bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO)
+	TLS=$(TLS) bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO)
 
 clean:
 	rm -rf $(BIN)

@@ -50,6 +50,8 @@ func run(args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:3000", "address to serve the demo backend on")
 	interval := fs.Duration("interval", 500*time.Millisecond, "pause between synthetic log lines on a tail")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	genDir := fs.String("gen-tls", "", "write a local CA and a certificate for -tls-names into this directory (ca.pem, cert.pem, key.pem; kept while valid), print its SPKI hash and exit (make run TLS=1)")
+	tlsNames := fs.String("tls-names", "localhost,127.0.0.1", "names (DNS names, IP addresses) of the -gen-tls certificate")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: wsgate-demo [-listen ADDR] [-interval DURATION]\n\n")
 		fs.PrintDefaults()
@@ -63,6 +65,13 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "wsgate-demo: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *genDir != "" {
+		if err := genTLS(*genDir, *tlsNames, os.Stdout); err != nil {
+			fmt.Fprintf(stderr, "wsgate-demo: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if *interval <= 0 {
 		fmt.Fprintf(stderr, "wsgate-demo: -interval must be positive, got %v\n", *interval)

@@ -6,12 +6,17 @@
 #
 # Environment: WSGATE_FLAGS / DEMO_FLAGS add flags to either process (e.g. DEMO_FLAGS="-interval 100ms");
 # START_TIMEOUT (seconds, default 10) bounds the wait for both to accept connections.
+# TLS=1 (make run TLS=1): wsgate serves https/wss with a local CA and certificate made by
+# wsgate-demo -gen-tls in TLS_DIR (default ~/.cache/wsgate-demo-tls, kept across runs so a browser
+# told to trust its ca.pem once keeps trusting it).
 set -uo pipefail
 
 BIN=${1:-bin}
 LISTEN=${2:-127.0.0.1:8080}
 DEMO=${3:-127.0.0.1:3000}
 START_TIMEOUT=${START_TIMEOUT:-10}
+TLS=${TLS:-0}
+TLS_DIR=${TLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate-demo-tls}
 read -r -a wsgate_flags <<<"${WSGATE_FLAGS:-}"
 read -r -a demo_flags <<<"${DEMO_FLAGS:-}"
 
@@ -134,6 +139,17 @@ wait_ready() {
 demo_pid=$!
 wait_ready wsgate-demo "$demo_pid" "$LOGDIR/demo.log" "$DEMO" || exit 1
 
+scheme=http
+wscheme=ws
+curl_ca=""
+if [[ $TLS == 1 ]]; then
+	read -r lhost _ < <(dial_addr "$LISTEN")
+	spki=$("$BIN/wsgate-demo" -gen-tls "$TLS_DIR" -tls-names "localhost,127.0.0.1,::1,$lhost") || die "cannot make the local CA and certificate in $TLS_DIR"
+	spki=${spki#spki=}
+	wsgate_flags+=(-tls-cert "$TLS_DIR/cert.pem" -tls-key "$TLS_DIR/key.pem")
+	scheme=https wscheme=wss curl_ca="--cacert $TLS_DIR/ca.pem "
+fi
+
 "$BIN/wsgate" -listen "$LISTEN" -backend "$DEMO" "${wsgate_flags[@]}" >"$LOGDIR/wsgate.log" 2>&1 &
 wsgate_pid=$!
 wait_ready wsgate "$wsgate_pid" "$LOGDIR/wsgate.log" "$LISTEN" || exit 1
@@ -142,15 +158,15 @@ front=$(url_host "$LISTEN")
 cat >&2 <<EOF
 
 ================================================================================
-  wsgate is up: http://$front/  ->  demo backend $DEMO
+  wsgate is up: $scheme://$front/  ->  demo backend $DEMO
 
-  open http://$front/ in a browser
+  open $scheme://$front/ in a browser
 
-  The page opens a WebSocket through wsgate to ws://$front/loki/api/v1/tail
-  and shows log lines as they stream. Plain HTTP through the proxy:
-    curl -s  http://$front/api/headers      (Host preserved, X-Forwarded-For added)
-    curl -si http://$front/api/redirect     (Location rewritten to $front)
-    curl -s  http://$front/api/big?bytes=1000000 | wc -c
+  The page opens a WebSocket through wsgate to $wscheme://$front/loki/api/v1/tail
+  and shows log lines as they stream. Requests through the proxy:
+    curl -s  ${curl_ca}$scheme://$front/api/headers      (Host preserved, X-Forwarded-For added)
+    curl -si ${curl_ca}$scheme://$front/api/redirect     (Location rewritten to $front)
+    curl -s  ${curl_ca}$scheme://$front/api/big?bytes=1000000 | wc -c
   To see why Host is preserved: WSGATE_FLAGS=-preserve-host=false make run
   (the backend then refuses the page's WebSocket with 403, as Grafana does).
 
@@ -159,6 +175,20 @@ cat >&2 <<EOF
 ================================================================================
 
 EOF
+if [[ $TLS == 1 ]]; then
+	cat >&2 <<EOF
+  TLS: certificate $TLS_DIR/cert.pem (ECDSA P-256, for localhost, 127.0.0.1, ::1),
+  signed by a local CA made for this demo: $TLS_DIR/ca.pem. To trust it:
+    curl, openssl:  --cacert $TLS_DIR/ca.pem  /  -CAfile $TLS_DIR/ca.pem
+    Chromium/Chrome, this certificate only (nothing else is trusted more):
+        chromium --user-data-dir=/tmp/wsgate-demo-profile --ignore-certificate-errors-spki-list=$spki $scheme://$front/
+    or import the CA for good: certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n wsgate-demo -i $TLS_DIR/ca.pem
+    Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import.
+  Delete $TLS_DIR to make a new CA.
+================================================================================
+
+EOF
+fi
 
 # Follow both logs with a prefix; --pid ends the followers when this script is gone.
 tail --pid=$$ -n +1 -F "$LOGDIR/wsgate.log" 2>/dev/null | sed -u 's/^/[wsgate] /' >&2 &
