@@ -35,6 +35,7 @@ type cell struct {
 	scenario, name string
 	est            time.Duration // expected wall time, for the time-left estimate
 	fresh          bool          // restart the peer before each measurement
+	tls            bool          // runs against the TLS peers only (tls.go); the others against the plain ones
 	measure        func(ctx context.Context, r *peers.Running) (outcome, error)
 }
 
@@ -135,7 +136,7 @@ func (h *harness) cells() []cell {
 				}, nil
 			}})
 	}
-	return cs
+	return append(cs, h.tlsCells()...)
 }
 
 func wrkDur(d time.Duration) time.Duration {
@@ -282,7 +283,7 @@ func (h *harness) groups() []report.Group {
 				{ID: "hs.cpu_us", Label: "proxy CPU", Unit: "µs/upgrade", Digits: 1},
 			}})
 	}
-	return gs
+	return append(gs, h.tlsGroups()...)
 }
 
 func genLabel(gen string) string {

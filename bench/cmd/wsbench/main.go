@@ -50,7 +50,7 @@ type Suite struct {
 	Retries      int     // how many times at most
 }
 
-var allScenarios = []string{"http", "bulk", "rtt", "idle", "handshake"}
+var allScenarios = append([]string{"http", "bulk", "rtt", "idle", "handshake"}, tlsScenarios...)
 
 func preset(name string) (Suite, error) {
 	s := Suite{
