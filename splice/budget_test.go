@@ -62,9 +62,11 @@ func TestPipeCapFallsBackToCopy(t *testing.T) {
 	if n := over.Load(); n > 0 {
 		t.Fatalf("the plane held %d pipes with MaxPipes 1", n)
 	}
-	// Most of its bytes were copied: the only pipe is the stalled direction's, except when that
-	// direction drains it into a growing socket buffer and lends it out for a while.
-	if after.PipeFallbacks == 0 || after.BytesCopied-before.BytesCopied < 4<<20 {
+	// Some of its bytes were copied: the only pipe is the stalled direction's, except when that
+	// direction drains it into a growing socket buffer and lends it out for a while (loopback
+	// autotuning can grow that buffer by megabytes, so how much is copied varies from run to run;
+	// what must hold is the cap above and that the fallback happened at all).
+	if after.PipeFallbacks == 0 || after.BytesCopied == before.BytesCopied {
 		t.Fatalf("the second tunnel did not copy: before %+v after %+v", before, after)
 	}
 	if r := other.result(t, 5*time.Second); r.Err != nil || r.ClientToBackend != 4<<20 || r.BackendToClient != 4<<20 {
