@@ -4,8 +4,8 @@
 //
 //	wsgate -listen :8080 -backend 127.0.0.1:3000
 //
-// is the Apache "ProxyPass / ProxyPassReverse / ProxyPreserveHost On" + mod_proxy_wstunnel vhost
-// without TLS.
+// is the Apache "ProxyPass / ProxyPassReverse / ProxyPreserveHost On" + mod_proxy_wstunnel vhost;
+// with -tls-cert/-tls-key (and -redirect-http :80) it is the <VirtualHost *:443> with SSLEngine On.
 package main
 
 import (
