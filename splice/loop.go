@@ -96,6 +96,9 @@ type loopStats struct {
 	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
 	pipeFallbacks        atomic.Int64
+	tlsTunnels           atomic.Int64 // tunnels with a TLS end (tls.go)
+	tlsShrunk            atomic.Int64 // ... whose session dropped its AEADs (idle)
+	tlsPartial           atomic.Int64 // conns with a TLS record half-received (a borrowed buffer)
 }
 
 type pipePair struct{ r, w int32 }
@@ -259,6 +262,9 @@ func (l *loop) attach(c *conn) {
 	} else {
 		l.st.tunnels.Add(1)
 		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		if c.t != nil {
+			l.st.tlsTunnels.Add(1)
+		}
 	}
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {
@@ -738,6 +744,9 @@ func (l *loop) finish(c *conn, err error) {
 	}
 	for i := range c.ends {
 		l.poll.del(int(c.ends[i].fd))
+	}
+	if c.t != nil {
+		l.tlsForget(c)
 	}
 	for i := range c.flows {
 		f := &c.flows[i]

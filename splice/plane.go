@@ -74,6 +74,9 @@ type Stats struct {
 	BytesSpliced, BytesCopied int64
 	PipeFallbacks             int64 // rounds that copied because no pipe could be had (MaxPipes, fd budget, pipe2 error)
 	SpliceAvailable           bool
+	// TLS (issue 9): tunnels with a TLS end now, how many of them are idle with their session
+	// shrunk (no AEAD state), and conns holding a half-received record (a borrowed 16 KiB buffer).
+	TLSTunnels, TLSShrunk, TLSPartial int64
 }
 
 // Tunnel joins two connected, non-blocking TCP sockets for the rest of their
@@ -310,6 +313,9 @@ func (p *Plane) Stats() Stats {
 		s.BytesSpliced += l.st.spliced.Load()
 		s.BytesCopied += l.st.copied.Load()
 		s.PipeFallbacks += l.st.pipeFallbacks.Load()
+		s.TLSTunnels += l.st.tlsTunnels.Load()
+		s.TLSShrunk += l.st.tlsShrunk.Load()
+		s.TLSPartial += l.st.tlsPartial.Load()
 	}
 	return s
 }

@@ -232,10 +232,12 @@ func (l *loop) fillOpen(c *conn, i int, f *flow, src *end) bool {
 	if te.rec.Partial() {
 		if te.partialSince == 0 {
 			te.partialSince = l.now | 1
+			l.st.tlsPartial.Add(1)
 			l.arm(c)
 		}
-	} else {
+	} else if te.partialSince != 0 {
 		te.partialSince = 0
+		l.st.tlsPartial.Add(-1)
 	}
 	if w == 0 {
 		l.putBuf(bp)
@@ -389,6 +391,7 @@ func (l *loop) tlsActive(c *conn) {
 	c.active = l.now
 	if te := c.t; te != nil && te.flags&tlsShrunk != 0 {
 		te.flags &^= tlsShrunk
+		l.st.tlsShrunk.Add(-1)
 		l.arm(c)
 	}
 }
@@ -421,6 +424,23 @@ func (l *loop) tlsExpire(c *conn, t uint32) bool {
 		c.flows[0].buf == nil && c.flows[1].buf == nil {
 		te.rec.Shrink()
 		te.flags |= tlsShrunk
+		l.st.tlsShrunk.Add(1)
 	}
 	return true
+}
+
+// tlsForget takes a finishing conn out of the TLS gauges.
+func (l *loop) tlsForget(c *conn) {
+	te := c.t
+	if c.x == nil && c.slot >= 0 {
+		l.st.tlsTunnels.Add(-1)
+	}
+	if te.flags&tlsShrunk != 0 {
+		te.flags &^= tlsShrunk
+		l.st.tlsShrunk.Add(-1)
+	}
+	if te.partialSince != 0 {
+		te.partialSince = 0
+		l.st.tlsPartial.Add(-1)
+	}
 }
