@@ -314,3 +314,30 @@ func TestTLSBadTag(t *testing.T) {
 		t.Fatalf("the backend got %d requests", n)
 	}
 }
+
+// TestTLSKeyUpdateHTTP: between two keep-alive requests the client updates its key and asks
+// wsgate to update too: both requests are answered, and wsgate's KeyUpdate comes before the second
+// answer (the client's record layer follows it).
+func TestTLSKeyUpdateHTTP(t *testing.T) {
+	b := newBackend(t, echoHeaders(new(string)))
+	_, addr, _ := startTLSProxy(t, b.Addr)
+	c := dialRecordClient(t, addr)
+	c.send("GET /one HTTP/1.1\r\nHost: h\r\n\r\n")
+	if !c.readUntil(10*time.Second, func() bool { return len(c.responses("GET")) == 1 }) {
+		t.Fatalf("first answer: %q err %v", c.app, c.err)
+	}
+	ku, err := c.sess.AppendKeyUpdate(nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write(append(ku, c.seal("GET /two HTTP/1.1\r\nHost: h\r\n\r\n")...))
+	if !c.readUntil(10*time.Second, func() bool { return len(c.responses("GET")) == 2 }) {
+		t.Fatalf("second answer: %q events %v err %v", c.app, c.evs, c.err)
+	}
+	if !c.sawEvent(tlsrecord.EventKeyUpdate) {
+		t.Fatalf("wsgate did not answer the KeyUpdate: events %v", c.evs)
+	}
+	if rs := c.responses("GET"); rs[1].StatusCode != 200 {
+		t.Fatalf("second answer %d", rs[1].StatusCode)
+	}
+}

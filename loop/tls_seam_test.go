@@ -153,3 +153,42 @@ func TestTLSSeamSplitRecordsAndPipelining(t *testing.T) {
 	}
 	_ = bc
 }
+
+// TestTLSSeamIdleShrink: the sweep drops an idle session's AEADs after tlsShrinkAfter (the next
+// record rebuilds them), and closes a conn whose record stays half-received longer than the
+// header timeout.
+func TestTLSSeamIdleShrink(t *testing.T) {
+	sm := newSeam(t)
+	_, bw := sm.idleBackend()
+	cc, cw, cli := sm.tlsClient(tlsrecord.TLS_AES_128_GCM_SHA256)
+	s, _ := cli.Seal(nil, []byte("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"))
+	cw.in = append(cw.in, s...)
+	onTraffic(cw, cc)
+	bw.feed("HTTP/1.1 204 No Content\r\n\r\n")
+	sess := cc.tls.sess
+	sm.ls.sweep(cc.tls.active + int64(tlsShrinkAfter)/2)
+	if sess.ReadState().Dropped() {
+		t.Fatal("shrunk before tlsShrinkAfter")
+	}
+	sm.ls.sweep(cc.tls.active + int64(tlsShrinkAfter))
+	if !sess.ReadState().Dropped() || !sess.WriteState().Dropped() {
+		t.Fatal("an idle session kept its AEADs")
+	}
+	s, _ = cli.Seal(nil, []byte("GET /b HTTP/1.1\r\nHost: h\r\n\r\n"))
+	cw.in = append(cw.in, s...)
+	onTraffic(cw, cc)
+	if fwd, _ := bw.readPeer(); !strings.Contains(fwd, "GET /b HTTP/1.1\r\n") {
+		t.Fatalf("after the shrink: forwarded %q", fwd)
+	}
+	// Half a record, then silence past the header timeout.
+	s, _ = cli.Seal(nil, []byte("GET /c HTTP/1.1\r\n"))
+	cw.in = append(cw.in, s[:len(s)-4]...)
+	onTraffic(cw, cc)
+	if !sess.Partial() {
+		t.Fatal("no partial record held")
+	}
+	sm.ls.sweep(cc.tls.partialSince + int64(sm.s.cfg.HeaderTimeout))
+	if cc.state != stateClosed {
+		t.Fatalf("a record half-received past the header timeout: state %d", cc.state)
+	}
+}
