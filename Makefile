@@ -11,6 +11,7 @@ else
 LISTEN    ?= 127.0.0.1:8080
 endif
 DEMO      ?= 127.0.0.1:3000
+LOKI      ?= 127.0.0.1:3100
 
 .PHONY: all build test vet lint fuzz bench bench-go bench-parse bench-deps run clean
 
@@ -55,10 +56,11 @@ bench-deps:
 bench: build
 	$(GO) run ./bench/cmd/wsbench -suite=$(BENCH)
 
-# make run [TLS=1]: wsgate in front of the built-in demo backend, on loopback (TLS=1: https and
-# wss with a generated local CA; the banner says how to trust it).
+# make run [TLS=1]: wsgate with two routes in front of the demo's Grafana-like and Loki-like
+# backends, on loopback (TLS=1: https and wss with a generated local CA; the banner says how to
+# trust it).
 run: build
-	TLS=$(TLS) bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO)
+	TLS=$(TLS) bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO) $(LOKI)
 
 clean:
 	rm -rf $(BIN)

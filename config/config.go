@@ -22,11 +22,12 @@ import (
 // serve. Load builds a new one each time (a SIGHUP reload calls it with a fresh FlagSet); it
 // never changes a Config already in use.
 type Config struct {
-	File         string       // the file read, "" for none
-	Routes       []route.Spec // the routes to serve, in order
-	RouteOrigins []string     // per route: "FILE:LINE", "-route", "-backend" or "-backend (default)"
-	FromFile     []string     // flags whose value came from the file, sorted
-	Overridden   []string     // flags set in the file and on the command line (the command line won), sorted
+	File         string         // the file read, "" for none
+	Routes       []route.Spec   // the routes to serve, in order
+	RouteOrigins []string       // per route: "FILE:LINE", "-route", "-backend" or "-backend (default)"
+	FromFile     []string       // flags whose value came from the file, sorted
+	Lines        map[string]int // flag name -> its line in the file, for the flags in FromFile
+	Overridden   []string       // flags set in the file and on the command line (the command line won), sorted
 }
 
 // commandLine is the File of errors about the command line's own routes.
@@ -88,11 +89,12 @@ type loader struct {
 	fileIdx  []int    // per route: its index in the file's route array, -1 when not from the file
 	table    []bool   // per route: written as a table (its options have lines of their own)
 	fromFile []string // flags the file set
+	lineOf   map[string]int
 }
 
 // LoadBytes is Load for a file already read; name is used in messages.
 func LoadBytes(name string, data []byte, fset *flag.FlagSet) (*Config, error) {
-	l := &loader{file: name, fs: fset, cmd: map[string]bool{}}
+	l := &loader{file: name, fs: fset, cmd: map[string]bool{}, lineOf: map[string]int{}}
 	fset.Visit(func(f *flag.Flag) { l.cmd[f.Name] = true })
 	c := &Config{File: name}
 
@@ -164,6 +166,7 @@ func LoadBytes(name string, data []byte, fset *flag.FlagSet) (*Config, error) {
 	c.Routes, c.RouteOrigins = l.routes, l.origins
 	slices.Sort(l.fromFile)
 	c.FromFile = l.fromFile
+	c.Lines = l.lineOf
 	slices.Sort(c.Overridden)
 	return c, nil
 }
@@ -230,6 +233,7 @@ func (l *loader) global(key string, v any, c *Config) {
 		return
 	}
 	l.fromFile = append(l.fromFile, name)
+	l.lineOf[name] = line
 }
 
 func (l *loader) knownKeys() []string {

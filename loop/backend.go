@@ -8,12 +8,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 )
 
-// Backend connections and the per-loop idle pool.
+// Backend connections and the per-loop idle pools, one per member.
 //
 // Invariant: a backend conn serves at most one exchange at a time (bc.cc), lives on its client's
-// loop, and is in the pool only with no client, nothing queued and nothing unread.
+// loop, belongs to one member for its whole life, and is in its member's pool only with no
+// client, nothing queued and nothing unread.
 
 // backendConn is one backend connection; cc is the client it serves (nil when idle).
 type backendConn struct {
@@ -22,6 +24,7 @@ type backendConn struct {
 	c         wire
 	out       outq
 	cc        *clientConn
+	member    *route.Member // the backend it is connected to
 	gen       uint32
 	reused    bool
 	inPool    bool
@@ -59,6 +62,7 @@ func (bc *backendConn) opened(c wire) {
 	}
 	bc.c = c
 	bc.out.fd = c.Fd()
+	bc.srv.reportDialSuccess(bc.member) // a fresh connect succeeded: passive health
 	cc := bc.cc
 	if cc == nil || cc.gen != bc.gen || !cc.ex.dialing || cc.state == stateClosed {
 		bc.cc = nil
@@ -108,13 +112,16 @@ func (bc *backendConn) closed(err error) {
 		ex.closeAfter = true
 		ex.respPhase = respDone
 		cc.finishExchange()
-	case !ex.respStarted && bc.reused && !ex.retried && ex.idempotent && !ex.reqBodySent && ex.fwd != nil:
-		// A pooled conn the backend had already closed: resend once on a fresh one.
+	case !ex.respStarted && !ex.retried && ex.idempotent && !ex.reqBodySent && ex.fwd != nil && (bc.reused || cc.otherMember() != nil):
+		// Closed before any response byte: an idempotent request without a body is resent once,
+		// on another member when the pool has one (the member may have died), else on a fresh
+		// conn to the same member when this one came from the pool (the backend closed it while
+		// idle).
 		ex.retried = true
 		cc.srv.retries.Add(1)
-		cc.dial()
+		cc.retryAfterClose()
 	case !ex.respFinal:
-		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 502, "err", err)
+		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", memberName(bc.member), "phase", "response head", "status", 502, "err", err)
 		cc.fail(502)
 	default:
 		// Mid-body: a reset is the only way the client can tell the body is truncated.
@@ -131,9 +138,26 @@ func (bc *backendConn) close() {
 	}
 }
 
-// putIdle pools bc, or closes it when the pool is full.
+// retryAfterClose resends a request whose conn closed before answering: to another usable member
+// of its pool if there is one, else on a fresh conn to the same member.
+func (cc *clientConn) retryAfterClose() {
+	if m := cc.otherMember(); m != nil {
+		cc.switchMember(m)
+		cc.connect()
+		return
+	}
+	cc.dial()
+}
+
+// putIdle pools bc with its member's idle conns on this loop, or closes it when that pool is full
+// (BackendIdle per member and loop).
 func (ls *loopState) putIdle(bc *backendConn) {
-	if bc.c == nil || len(ls.pool) >= ls.srv.cfg.BackendIdle {
+	if bc.c == nil || bc.member == nil {
+		bc.close()
+		return
+	}
+	idle := ls.idleOf(bc.member)
+	if len(*idle) >= ls.srv.cfg.BackendIdle {
 		bc.close()
 		return
 	}
@@ -141,19 +165,24 @@ func (ls *loopState) putIdle(bc *backendConn) {
 	bc.inPool = true
 	bc.reused = true
 	bc.idleSince = ls.now()
-	ls.pool = append(ls.pool, bc)
+	*idle = append(*idle, bc)
 	ls.srv.idle.Add(1)
 }
 
-// popIdle takes the warmest pooled conn (LIFO) that is still quiet, or nil. A conn on which the
-// backend sent anything (or closed) while idle is closed instead: gnet may not have read those
-// bytes yet (their event can come after the new request's in the same batch), and forwarding the
-// next request on it would make them that client's answer.
-func (ls *loopState) popIdle() *backendConn {
-	for len(ls.pool) > 0 {
-		bc := ls.pool[len(ls.pool)-1]
-		ls.pool[len(ls.pool)-1] = nil
-		ls.pool = ls.pool[:len(ls.pool)-1]
+// popIdle takes the warmest pooled conn to m (LIFO) that is still quiet, or nil. A conn on which
+// the backend sent anything (or closed) while idle is closed instead: gnet may not have read
+// those bytes yet (their event can come after the new request's in the same batch), and
+// forwarding the next request on it would make them that client's answer.
+func (ls *loopState) popIdle(m *route.Member) *backendConn {
+	if m.ID() >= len(ls.idle) {
+		return nil
+	}
+	pool := &ls.idle[m.ID()]
+	for len(*pool) > 0 {
+		p := *pool
+		bc := p[len(p)-1]
+		p[len(p)-1] = nil
+		*pool = p[:len(p)-1]
 		ls.srv.idle.Add(-1)
 		bc.inPool = false
 		if bc.c == nil {
@@ -178,11 +207,13 @@ func socketQuiet(fd int) bool {
 }
 
 func (ls *loopState) removeIdle(bc *backendConn) {
-	for i, b := range ls.pool {
+	pool := ls.idleOf(bc.member)
+	p := *pool
+	for i, b := range p {
 		if b == bc {
-			copy(ls.pool[i:], ls.pool[i+1:])
-			ls.pool[len(ls.pool)-1] = nil
-			ls.pool = ls.pool[:len(ls.pool)-1]
+			copy(p[i:], p[i+1:])
+			p[len(p)-1] = nil
+			*pool = p[:len(p)-1]
 			ls.srv.idle.Add(-1)
 			bc.inPool = false
 			return

@@ -2,12 +2,15 @@ package loop_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/wsgate/wsgate/route"
 )
 
 // benchBackend is a minimal keep-alive HTTP/1.1 server that allocates nothing per request, so
@@ -104,7 +107,9 @@ func (g *rawGetter) get() error {
 	}
 }
 
-func benchGET(b *testing.B, addr string) {
+func benchGET(b *testing.B, addr string) { benchGETPath(b, addr, "/bench") }
+
+func benchGETPath(b *testing.B, addr, target string) {
 	b.ReportAllocs()
 	b.SetParallelism(4)
 	start := time.Now()
@@ -115,7 +120,7 @@ func benchGET(b *testing.B, addr string) {
 			return
 		}
 		defer c.Close()
-		g := &rawGetter{c: c, req: []byte("GET /bench HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wsgate-bench\r\nAccept: */*\r\n\r\n"), buf: make([]byte, 16<<10)}
+		g := &rawGetter{c: c, req: []byte("GET " + target + " HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wsgate-bench\r\nAccept: */*\r\n\r\n"), buf: make([]byte, 16<<10)}
 		for pb.Next() {
 			if err := g.get(); err != nil {
 				b.Error(err)
@@ -136,4 +141,41 @@ func BenchmarkProxyGET(b *testing.B) {
 // BenchmarkDirectGET: the same client against the same backend, no proxy.
 func BenchmarkDirectGET(b *testing.B) {
 	benchGET(b, benchBackend(b))
+}
+
+// benchRouteSpecs is a table of n routes shaped like an edge (a catch-all, path routes, host
+// routes, wildcards, as in route's BenchmarkMatch), every route with its own backend address;
+// only "/svc97/api/" (kept when n >= 98) and "/" lead to be, the others are never dialled.
+func benchRouteSpecs(b *testing.B, n int, be string) []route.Spec {
+	specs := []route.Spec{{Prefix: "/", Backends: []string{be}}}
+	for i := 1; len(specs) < n; i++ {
+		var s string
+		switch i % 4 {
+		case 0:
+			s = fmt.Sprintf("/svc%02d/api/=127.0.0.1:%d", i, 4000+i)
+		case 1:
+			s = fmt.Sprintf("/svc%02d/=127.0.0.1:%d", i, 4000+i)
+		case 2:
+			s = fmt.Sprintf("host%02d.example.com/=127.0.0.1:%d", i, 4000+i)
+		case 3:
+			s = fmt.Sprintf("*.zone%02d.example.com/app/=127.0.0.1:%d", i, 4000+i)
+		}
+		if i == 97 {
+			s = "/svc97/api/=" + be
+		}
+		sp, err := route.ParseSpec(s)
+		if err != nil {
+			b.Fatal(err)
+		}
+		specs = append(specs, sp)
+	}
+	return specs
+}
+
+// BenchmarkProxyGETRoutes: BenchmarkProxyGET through a table of 100 routes (the request matches
+// "/svc97/api/" under a Host that has no routes of its own), 0 allocs/op like the single route.
+func BenchmarkProxyGETRoutes(b *testing.B) {
+	be := benchBackend(b)
+	_, addr, _ := startRouted(b, benchRouteSpecs(b, 100, be))
+	benchGETPath(b, addr, "/svc97/api/v1/query?x=1")
 }

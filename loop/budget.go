@@ -83,13 +83,17 @@ func planFDs(cfg Config) (fdPlan, error) {
 }
 
 // needFDs is what the configured limits can hold at once: every connection or tunnel two fds
-// (client and backend), every pipe two, and the idle backend pools.
+// (client and backend), every pipe two, and the idle backend pools (per member and loop).
 func needFDs(cfg Config) int {
 	pipes := max(cfg.Tunnel.MaxPipes, 0)
 	if !cfg.Tunnel.Splice {
 		pipes = 0
 	}
-	return 2*cfg.MaxConns + 2*pipes + cfg.Loops*cfg.BackendIdle
+	members := 1
+	if cfg.Routes != nil {
+		members = max(len(cfg.Routes.Members()), 1) // BackendIdle is per member per loop
+	}
+	return 2*cfg.MaxConns + 2*pipes + cfg.Loops*cfg.BackendIdle*members
 }
 
 // logFDPlan reports the budget at start, and warns when RLIMIT_NOFILE cannot cover -max-conns:

@@ -1,9 +1,12 @@
 package loop
 
 import (
+	"time"
+
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 )
 
 // The client connection: reading request heads and starting exchanges.
@@ -48,6 +51,9 @@ type clientConn struct {
 	out outq
 	ip  []byte
 
+	clientHash  uint64        // route.HashClient(ip), for client-hash pools
+	headTimeout time.Duration // for the next head: the global value, or the last exchange's route's
+
 	state       state
 	parser      httpparse.Parser
 	headStarted bool
@@ -65,7 +71,8 @@ type clientConn struct {
 
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
 	s := ls.srv
-	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip}
+	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip,
+		clientHash: route.HashClient(ip), headTimeout: s.cfg.HeaderTimeout}
 	lim := httpparse.DefaultLimits()
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
@@ -198,7 +205,7 @@ func (cc *clientConn) readHead() bool {
 	s := cc.srv
 	if !cc.headStarted {
 		cc.headStarted = true
-		cc.deadline = cc.ls.now() + int64(s.cfg.HeaderTimeout)
+		cc.deadline = cc.ls.now() + int64(cc.headTimeout)
 	}
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
@@ -229,21 +236,34 @@ func (cc *clientConn) readHead() bool {
 		}
 		upgrade = true
 	}
-	cc.beginExchange(req, upgrade)
-	cc.consume(n)
-	s.requests.Add(1)
-	if bc := cc.ls.popIdle(); bc != nil {
-		cc.attach(bc)
-	} else {
-		cc.dial()
+	// The route: host and longest prefix (docs/routing.md). Nothing of a request without one, or
+	// of an upgrade its route refuses, reaches a backend.
+	r := s.routes.Load().Match(requestHost(req), req.Path)
+	if r == nil {
+		return cc.answerLocal(req, n, upgrade, 404, nil)
 	}
+	if upgrade && !r.WebSocket {
+		return cc.answerLocal(req, n, upgrade, 403, r)
+	}
+	m := r.Pool.Pick(routeNow(cc.ls.now()), cc.clientHash, nil)
+	cc.beginExchange(req, upgrade, r, m)
+	cc.consume(n)
+	if m == nil {
+		cc.noMember() // every member is out: 502 now rather than a dial that must fail
+		return false
+	}
+	s.requests.Add(1)
+	cc.takeMember(m)
+	cc.connect()
 	return cc.state != stateClosing && cc.state != stateClosed
 }
 
-// beginExchange starts the exchange for req from a zero value; only the buffers whose capacity
-// is worth keeping (host, wsKey) carry over.
-func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
+// beginExchange starts the exchange for req on route r and member m (nil: none is usable, the
+// head is not built) from a zero value; only the buffers whose capacity is worth keeping (host,
+// wsKey) carry over.
+func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *route.Route, m *route.Member) {
 	s := cc.srv
+	cc.releaseMember() // the previous exchange released it already; never carry a count over
 	cc.gen++
 	host := append(cc.ex.host[:0], requestHost(req)...)
 	wsKey := cc.ex.wsKey[:0]
@@ -262,11 +282,18 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool) {
 		host:         host,
 		wsKey:        wsKey,
 		respParser:   httpparse.Parser{Limits: respLimits},
-		fwd:          bytebufferpool.Get(),
+		route:        r,
+		member:       m,
+		hostAt:       -1,
 	}
 	ex := &cc.ex
-	o := reqHeadOpts{backendHost: s.backend, clientIP: cc.ip, preserveHost: s.cfg.PreserveHost, forwarded: s.cfg.Forwarded, websocket: upgrade, https: cc.https()}
-	ex.fwd.B = appendRequestHead(ex.fwd.B[:0], req, &o)
+	if m != nil {
+		ex.fwd = bytebufferpool.Get()
+		o := reqHeadOpts{backendHost: cc.ls.memberHost(m), clientIP: cc.ip, preserveHost: r.PreserveHost,
+			forwarded: s.cfg.Forwarded, websocket: upgrade, route: r, https: cc.https()}
+		ex.fwd.B = appendRequestHead(ex.fwd.B[:0], req, &o)
+		ex.hostAt = o.backendHostAt
+	}
 	cc.deadline = 0
 	switch {
 	case upgrade:

@@ -41,6 +41,7 @@ func (cc *clientConn) failResponse(resp []byte) {
 	ex := &cc.ex
 	ex.dialing = false
 	cc.dropBackend()
+	cc.releaseMember()
 	if ex.respFinal && cc.state != stateReadingHead {
 		cc.abort() // part of an answer went out: it cannot be completed
 		return
@@ -141,6 +142,7 @@ func (cc *clientConn) teardown() {
 	delete(cc.ls.queued, cc)
 	cc.srv.conns.Add(-1)
 	cc.dropBackend()
+	cc.releaseMember()
 	if cc.c != nil {
 		c := cc.c
 		cc.c = nil
@@ -170,7 +172,7 @@ func (cc *clientConn) expire(now int64) {
 		}
 	case stateAwaitingResponse, stateUpgrading:
 		if !cc.ex.respFinal {
-			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "backend", cc.srv.cfg.Backend, "phase", "response head", "status", 504, "timeout", cc.srv.cfg.ResponseTimeout)
+			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
 			cc.fail(504)
 		}
 	case stateForwardingBody:
@@ -207,6 +209,6 @@ func (cc *clientConn) writeStalled() {
 // backendStalled: the backend took no byte of the queued request for IdleTimeout.
 func (cc *clientConn) backendStalled() {
 	s := cc.srv
-	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", s.cfg.Backend, "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
+	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", memberName(cc.ex.member), "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
 	cc.fail(504)
 }

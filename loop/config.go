@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 	"github.com/wsgate/wsgate/tlsterm"
 )
@@ -20,7 +21,18 @@ import (
 // be meaningful (no pooling), a negative value asks for it: BackendIdle < 0 pools nothing, and
 // splice.Config documents the same rule for its fields. Timeouts here cannot be turned off.
 type Config struct {
-	Listen, Backend    string        // "127.0.0.1:8080", "127.0.0.1:3000"; a Listen port of 0 picks a free port
+	Listen string // "127.0.0.1:8080"; a Listen port of 0 picks a free port
+
+	// Routes is the route table: which backend pool serves a request (host and longest path
+	// prefix), each pool's members, balancing and health (package route, docs/routing.md). The
+	// caller builds it (route.NewTable with RouteDefaults), Starts its probes, and Closes it after
+	// Stop; Server.SetRoutes swaps it on a reload.
+	Routes *route.Table
+	// Backend is the shorthand for a table of one route, "/=Backend" (host:port), used only when
+	// Routes is nil: Start then builds that table with RouteDefaults, starts it and closes it at
+	// Stop.
+	Backend string
+
 	Loops              int           // gnet event loops, default GOMAXPROCS
 	PreserveHost       bool          // default true
 	Forwarded          bool          // X-Forwarded-For/Proto/Host, default true
@@ -58,7 +70,7 @@ type Config struct {
 	ListenLock *os.File
 }
 
-// DefaultConfig returns the documented defaults with Listen and Backend empty.
+// DefaultConfig returns the documented defaults with Listen, Routes and Backend empty.
 func DefaultConfig() Config {
 	return Config{
 		Loops:              runtime.GOMAXPROCS(0),
@@ -141,8 +153,23 @@ type Stats struct {
 	RejectedFDs        int64 // connections and backend dials refused with 503 because the fd budget was full
 	FDsUsed, FDsLimit  int64 // the fd budget: fds counted now, and its limit
 	EngineRestarts     int64 // times the gnet engine stopped on its own and its listeners were restarted
-	Retries            int64 // requests re-sent after a pooled backend connection failed
+	Retries            int64 // requests retried: resent after a backend conn closed before answering, or dialled again on another member
 	Offloads           int64 // bodies moved to the tunnel plane since Start
 	BackendIdle        int64 // idle pooled backend connections now
 	QueuedBytes        int64 // bytes queued in user space toward slow peers now (both directions)
+}
+
+// RouteDefaults are the route options this Config gives every route that does not set its own
+// (route.Defaults): PreserveHost, the header and response timeouts, the tunnel idle timeout, the
+// dial timeout and the logger. The caller adds the global health and balance settings.
+func (c Config) RouteDefaults() route.Defaults {
+	c = c.withDefaults()
+	return route.Defaults{
+		PreserveHost:      c.PreserveHost,
+		HeaderTimeout:     c.HeaderTimeout,
+		ResponseTimeout:   c.ResponseTimeout,
+		TunnelIdleTimeout: max(c.Tunnel.IdleTimeout, 0),
+		DialTimeout:       c.DialTimeout,
+		Logger:            c.Logger,
+	}
 }

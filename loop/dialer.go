@@ -8,16 +8,20 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsgate/wsgate/route"
 )
 
 // dialWorkerIdle is how long a dial goroutine waits for the next job before it exits.
 const dialWorkerIdle = 10 * time.Second
 
-// dialJob is one backend dial for the exchange gen of cc; bc is enrolled on cc's loop.
+// dialJob is one backend dial for the exchange gen of cc: d connects to the exchange's member
+// (from its route's source addresses), bc is enrolled on cc's loop.
 type dialJob struct {
 	cc  *clientConn
 	bc  *backendConn
 	gen uint32
+	d   *route.Dialer
 }
 
 // dialPool runs backend dials on long-lived goroutines. A fresh goroutine per dial pays for its
@@ -69,14 +73,20 @@ func (s *Server) runDial(j dialJob) {
 		s.execDialFailed(j, err)
 		return
 	}
-	nc, err := s.dialer.DialContext(s.ctx, "tcp", s.cfg.Backend)
+	nc, err := j.d.DialContext(s.ctx)
 	if err == nil {
 		s.backendOpened.Add(1)
 		var ch <-chan gnet.RegisteredResult
 		ch, err = ls.el.Enroll(gnet.NewContext(context.Background(), j.bc), nc)
 		if err == nil {
-			if r := <-ch; r.Err != nil {
+			// A channel closed without a result means gnet's enroll worker gave up (it recovers
+			// a panic, e.g. on a socket whose peer already reset it): no OnOpen will come, so this
+			// is a failed dial, not a success (the same rule as reenroll in offload.go).
+			if r, ok := <-ch; !ok || r.Err != nil || r.Conn == nil {
 				err = r.Err
+				if err == nil {
+					err = errEnrollNoResult
+				}
 			}
 		}
 		_ = nc.Close()
@@ -86,6 +96,9 @@ func (s *Server) runDial(j dialJob) {
 		s.execDialFailed(j, err)
 	}
 }
+
+// errEnrollNoResult: gnet's Enroll ended without registering the conn.
+var errEnrollNoResult = errors.New("gnet enroll ended without a result")
 
 // execDialFailed reports a failed dial on the client's loop.
 func (s *Server) execDialFailed(j dialJob, err error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
@@ -47,9 +48,30 @@ type engineRun struct {
 // Start listens on cfg.Listen and returns once the engine is running.
 func Start(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
-	if cfg.Backend == "" {
-		return nil, errors.New("wsgate: no backend address")
+	table, own, err := startTable(cfg)
+	if err != nil {
+		return nil, err
 	}
+	// Every failure below must close a table Start built itself.
+	closeOwn := func() {
+		if own {
+			table.Close()
+		}
+	}
+	s, err := start(cfg, table)
+	if err != nil {
+		closeOwn()
+		return nil, err
+	}
+	if own {
+		s.ownTable = table
+	}
+	return s, nil
+}
+
+// start is Start with the route table decided.
+func start(cfg Config, table *route.Table) (*Server, error) {
+	cfg.Routes = table
 	host, port, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("wsgate: listen address %q: %w", cfg.Listen, err)
@@ -102,13 +124,12 @@ func Start(cfg Config) (*Server, error) {
 		fds:         cfg.FDs,
 		guard:       g,
 		addr:        addr,
-		backend:     []byte(cfg.Backend),
-		dialer:      net.Dialer{Timeout: cfg.DialTimeout},
 		loops:       make(map[gnet.EventLoop]*loopState),
 		tickDone:    make(chan struct{}),
 		superDone:   make(chan struct{}),
 		done:        make(chan struct{}),
 	}
+	s.routes.Store(table)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}
@@ -122,7 +143,7 @@ func Start(cfg Config) (*Server, error) {
 	go s.supervise(r)
 	go s.ticker()
 	logFDPlan(s.log, cfg, plan, given)
-	s.log.Info("wsgate listening", "listen", s.addr, "backend", cfg.Backend, "loops", cfg.Loops, "fd_budget", s.fds.Limit())
+	s.log.Info("wsgate listening", "listen", s.addr, "routes", describeRoutes(table), "loops", cfg.Loops, "fd_budget", s.fds.Limit())
 	return s, nil
 }
 
@@ -288,6 +309,9 @@ func (s *Server) Stop(ctx context.Context) error {
 			err = perr
 		}
 		s.guard.close()
+		if s.ownTable != nil {
+			s.ownTable.Close()
+		}
 		s.stopErr = err
 		s.doneOnce.Do(func() { close(s.done) })
 	})

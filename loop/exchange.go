@@ -1,9 +1,13 @@
 package loop
 
 import (
+	"errors"
+	"time"
+
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 )
 
 // The exchange: one request and its response, relayed between the client and a backend conn.
@@ -27,6 +31,15 @@ var respLimits = httpparse.Limits{MaxHeadBytes: 64 << 10, MaxHeaders: httpparse.
 // exchange is the per-request state of a client connection. A new exchange starts from a zero
 // value (clientConn.beginExchange), so nothing of the previous one can leak into it.
 type exchange struct {
+	// route and member serve this exchange (routes.go): set when it starts and kept until the
+	// next one starts, for every site that labels the exchange (metrics, access log); route is
+	// nil for a 404, member nil for a 404 and for a 502 without a usable member. holding: the
+	// exchange holds a Request count on member (released exactly once when it ends).
+	route   *route.Route
+	member  *route.Member
+	holding bool
+	hostAt  int // offset of the member's address in fwd (the Host sent), -1 when the client's Host went
+
 	bc         *backendConn
 	dialing    bool
 	fwd        *bytebufferpool.ByteBuffer // forwarded head, kept for one retry until the first response byte
@@ -34,7 +47,8 @@ type exchange struct {
 	idempotent bool
 	closeAfter bool
 	upgrade    bool
-	retried    bool
+	retried    bool   // resent once after its backend conn closed before answering
+	redialed   bool   // dialled once more, on another member, after a failed dial
 	host       []byte // the Host the client used (for Location rewrites); capacity carries over
 	wsKey      []byte // Sec-WebSocket-Key of an upgrade; capacity carries over
 
@@ -132,7 +146,7 @@ func (cc *clientConn) attach(bc *backendConn) {
 	bc.cc = cc
 	bc.gen = cc.gen
 	if ex.reqDone {
-		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
+		cc.deadline = cc.ls.now() + int64(cc.responseTimeout())
 	}
 	if err := bc.out.write(ex.fwd.B); err != nil {
 		bc.close() // closed() decides: retry on a fresh conn or 502
@@ -141,20 +155,47 @@ func (cc *clientConn) attach(bc *backendConn) {
 	cc.noteQueued(&bc.out)
 }
 
-// dial connects a fresh backend conn off the loop (dialPool) and enrolls it on this loop.
-func (cc *clientConn) dial() {
-	cc.ex.dialing = true
-	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, out: outq{fd: -1, acct: &cc.srv.queuedBytes}}
-	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen})
+// responseTimeout is the exchange's route's wait for a response head.
+func (cc *clientConn) responseTimeout() time.Duration {
+	if r := cc.ex.route; r != nil {
+		return r.ResponseTimeout
+	}
+	return cc.srv.cfg.ResponseTimeout
 }
 
+// dial connects a fresh backend conn to the exchange's member off the loop (dialPool) and
+// enrolls it on this loop.
+func (cc *clientConn) dial() {
+	ex := &cc.ex
+	ex.dialing = true
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, member: ex.member, out: outq{fd: -1, acct: &cc.srv.queuedBytes}}
+	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen, d: ex.route.Pool.Dialer(ex.member)})
+}
+
+// dialFailed runs on the loop when a dial for exchange gen failed. A refused, unreachable or timed
+// out connect counts against the member's passive health; since nothing was sent, the exchange
+// is dialled once more on another usable member of its pool, whatever the request.
 func (cc *clientConn) dialFailed(gen uint32, err error) {
 	if cc.gen != gen || !cc.ex.dialing || cc.state == stateClosed {
 		return
 	}
-	cc.ex.dialing = false
+	ex := &cc.ex
+	ex.dialing = false
+	now := nanotime()
+	failed := ex.member
+	cc.srv.reportDialFailure(failed, err, now)
+	if !ex.redialed && !errors.Is(err, errFDBudget) {
+		if m := cc.otherMember(); m != nil {
+			ex.redialed = true
+			cc.srv.retries.Add(1)
+			cc.srv.log.Debug("dial failed, trying another member", "route", routeLabel{ex.route}, "backend", memberName(failed), "next", m.Addr(), "err", err)
+			cc.switchMember(m)
+			cc.connect()
+			return
+		}
+	}
 	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
-	cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend unavailable", "backend", cc.srv.cfg.Backend, "phase", "dial", "status", status, "err", err)
+	cc.srv.backendWarn.warn(cc.srv.log, now, "backend unavailable", "route", routeLabel{ex.route}, "backend", memberName(failed), "phase", "dial", "status", status, "err", err)
 	cc.fail(status)
 }
 
@@ -183,7 +224,7 @@ func (cc *clientConn) forwardBody() bool {
 	ex.reqBodySent = true
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout) // a body that stalls this long is dropped
 	if err != nil {
-		cc.srv.log.Debug("backend write failed", "backend", cc.srv.cfg.Backend, "phase", "request body", "err", err)
+		cc.srv.log.Debug("backend write failed", "backend", memberName(ex.member), "phase", "request body", "err", err)
 		if ex.respFinal {
 			cc.abort()
 		} else {
@@ -202,7 +243,7 @@ func (cc *clientConn) forwardBody() bool {
 			cc.state = stateStreamingResponse
 		} else {
 			cc.state = stateAwaitingResponse
-			cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
+			cc.deadline = cc.ls.now() + int64(cc.responseTimeout())
 		}
 		return true
 	}
@@ -259,7 +300,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			}
 			ex.respParser.Reset()
 			if err != nil {
-				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "err", err)
+				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", memberName(ex.member), "phase", "response head", "status", 502, "err", err)
 				cc.fail(502)
 				return
 			}
@@ -267,7 +308,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				cc.switchProtocols(bc, resp, n)
 				return
 			}
-			o := respHeadOpts{backendHost: s.backend, clientHost: ex.host, https: cc.https()}
+			o := respHeadOpts{backendHost: ls.memberHost(ex.member), clientHost: ex.host, stripped: strippedPrefix(ex.route), https: cc.https()}
 			if resp.Status < 200 {
 				o.interim = true
 				head := appendResponseHead(ls.scratch[:0], resp, &o)
@@ -282,7 +323,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 					// Interim answers count against the same bound as everything queued toward
 					// the client: a backend flooding them while the client does not read gets
 					// its conn closed, the client a 502.
-					s.backendWarn.warn(s.log, nanotime(), "backend flooded interim responses", "backend", s.cfg.Backend, "phase", "response head", "status", 502, "queued", cc.out.pending())
+					s.backendWarn.warn(s.log, nanotime(), "backend flooded interim responses", "backend", memberName(ex.member), "phase", "response head", "status", 502, "queued", cc.out.pending())
 					cc.fail(502)
 					return
 				}
@@ -311,7 +352,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			bn, done, ok := ex.frameResponse(body)
 			if !ok {
 				// Broken chunked framing and nothing of this answer sent yet: still a clean 502.
-				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", s.cfg.Backend, "phase", "response body", "status", 502)
+				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", memberName(ex.member), "phase", "response body", "status", 502)
 				cc.fail(502)
 				return
 			}
@@ -385,6 +426,7 @@ func (cc *clientConn) finishExchange() {
 		}
 	}
 	ex.releaseHead()
+	cc.releaseMember()
 	if !ex.reqDone {
 		ex.closeAfter = true
 	}
@@ -394,6 +436,9 @@ func (cc *clientConn) finishExchange() {
 	}
 	cc.state = stateReadingHead
 	cc.headStarted = false
+	if ex.route != nil {
+		cc.headTimeout = ex.route.HeaderTimeout // a route's header timeout applies to the next head
+	}
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
 	cc.process() // pipelined requests already here (a no-op when called from inside process)
 }

@@ -129,7 +129,7 @@ func (cc *clientConn) offload(req bool) bool {
 	}
 	if err := s.plane.Transfer(x); err != nil {
 		// Ownership did not pass: the fds are still ours.
-		s.log.Warn("body offload refused", "backend", s.cfg.Backend, "phase", "offload", "err", err)
+		s.log.Warn("body offload refused", "backend", memberName(ex.member), "phase", "offload", "err", err)
 		_ = unix.Close(cfd) // (a half-closed client's dup too: out.fd is detached)
 		_ = unix.Close(bfd)
 		ex.bc, bc.cc = nil, nil
@@ -174,7 +174,7 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 		return
 	}
 	if r.Err != nil {
-		s.log.Debug("body offload failed", "backend", s.cfg.Backend, "phase", "offloaded body", "err", r.Err)
+		s.log.Debug("body offload failed", "backend", memberName(ex.member), "phase", "offloaded body", "err", r.Err)
 		resetOnClose(cfd)   // the body is cut short: it must not look complete
 		_ = unix.Close(cfd) // (for a half-closed client this is our dup: out.fd stays detached)
 		_ = unix.Close(bfd)
@@ -297,7 +297,7 @@ func (cc *clientConn) reattachDone() {
 		ex.reqDone = true
 		ex.reqLeft = 0
 		cc.state = stateAwaitingResponse
-		cc.deadline = cc.ls.now() + int64(cc.srv.cfg.ResponseTimeout)
+		cc.deadline = cc.ls.now() + int64(cc.responseTimeout())
 		cc.noteQueued(&cc.out)
 		bc.process()
 		if cc.state != stateClosed {

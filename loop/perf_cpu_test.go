@@ -125,3 +125,12 @@ func BenchmarkPerfUpgrade(b *testing.B) {
 		b.Fatalf("%d of %d upgrades failed", f, b.N)
 	}
 }
+
+// BenchmarkPerfProxyGETCPURoutes is BenchmarkPerfProxyGETCPU through a table of 100 routes.
+func BenchmarkPerfProxyGETCPURoutes(b *testing.B) {
+	be := benchBackend(b)
+	_, addr, _ := startRouted(b, benchRouteSpecs(b, 100, be))
+	cpu := processCPU()
+	benchGETPath(b, addr, "/svc97/api/v1/query?x=1")
+	reportCPU(b, cpu)
+}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 )
 
 // reqHeadOpts says how a request head is rebuilt for the backend.
@@ -14,8 +15,11 @@ type reqHeadOpts struct {
 	clientIP     []byte // appended to X-Forwarded-For
 	preserveHost bool
 	forwarded    bool
-	websocket    bool // keep the upgrade: emit Connection: Upgrade and Upgrade: websocket
-	https        bool // the client came over TLS: X-Forwarded-Proto: https
+	websocket    bool         // keep the upgrade: emit Connection: Upgrade and Upgrade: websocket
+	https        bool         // the client came over TLS: X-Forwarded-Proto: https
+	route        *route.Route // the target is written as the route forwards it (strip_prefix); nil: as is
+
+	backendHostAt int // out: offset of backendHost in the head when it was sent as Host, else -1
 }
 
 // respHeadOpts says how a response head is rebuilt for the client.
@@ -26,6 +30,7 @@ type respHeadOpts struct {
 	websocket   bool   // a verified 101: emit Connection: Upgrade and Upgrade: websocket
 	interim     bool   // 1xx: no Connection field of our own
 	https       bool   // the client came over TLS: rewritten Locations say https://
+	stripped    string // the prefix a strip_prefix route removed: put back into rewritten Locations
 }
 
 const crlf = "\r\n"
@@ -135,19 +140,26 @@ func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byt
 	host := requestHost(req)
 	dst = append(dst, req.Method...)
 	dst = append(dst, ' ')
-	if len(req.Path) == 0 || req.Path[0] == '?' {
+	switch {
+	case len(req.Path) == 0 || req.Path[0] == '?':
 		dst = append(dst, '/') // "http://h" and "http://h?q" are "/" and "/?q" in origin-form
+		dst = append(dst, req.Path...)
+	case o.route != nil:
+		dst = o.route.AppendTarget(dst, req.Path) // strip_prefix, without allocating
+	default:
+		dst = append(dst, req.Path...)
 	}
-	dst = append(dst, req.Path...)
 	if req.Minor == 0 {
 		dst = append(dst, " HTTP/1.0\r\n"...)
 	} else {
 		dst = append(dst, " HTTP/1.1\r\n"...)
 	}
 	dst = append(dst, "Host: "...)
+	o.backendHostAt = -1
 	if o.preserveHost && len(host) > 0 {
 		dst = append(dst, host...)
 	} else {
+		o.backendHostAt = len(dst)
 		dst = append(dst, o.backendHost...)
 	}
 	dst = append(dst, crlf...)
@@ -301,9 +313,14 @@ func isLocationField(name []byte) bool {
 }
 
 // appendLocation is ProxyPassReverse: http://<backend>/x becomes http://<client Host>/x (https://
-// for a client that came over TLS).
+// for a client that came over TLS). Behind a strip_prefix route the removed prefix goes back in
+// front of the path, in absolute URLs naming the backend and in absolute paths ("/x" ->
+// "/loki/x": the backend thinks it is served at /).
 func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 	const scheme = "http://"
+	if o.stripped != "" && len(v) > 0 && v[0] == '/' && (len(v) == 1 || v[1] != '/') {
+		return appendUnstripped(dst, v, o.stripped) // not "//host/x", a network-path reference
+	}
 	if len(o.clientHost) == 0 || len(v) < len(scheme)+len(o.backendHost) || !httpparse.EqualFold(v[:len(scheme)], scheme) {
 		return append(dst, v...)
 	}
@@ -321,6 +338,9 @@ func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 		dst = append(dst, scheme...)
 	}
 	dst = append(dst, o.clientHost...)
+	if o.stripped != "" {
+		return appendUnstripped(dst, rest, o.stripped)
+	}
 	return append(dst, rest...)
 }
 
@@ -337,6 +357,8 @@ var cannedErrors = map[int][]byte{}
 // statusTexts are the reason phrases of every status wsgate answers by itself.
 var statusTexts = map[int]string{
 	400: "Bad Request",
+	403: "Forbidden",
+	404: "Not Found",
 	408: "Request Timeout",
 	414: "URI Too Long",
 	426: "Upgrade Required",

@@ -105,7 +105,13 @@ func newSeam(t *testing.T, mod ...func(*Config)) *seam {
 		m(&cfg)
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger, backend: []byte(cfg.Backend), backendWarn: warnLimiter{interval: time.Second}}
+	table, _, err := startTable(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(table.Close)
+	s := &Server{cfg: cfg, log: cfg.Logger, backendWarn: warnLimiter{interval: time.Second}}
+	s.routes.Store(table)
 	fl := &fakeLoop{}
 	ls := &loopState{srv: s, loop: fl, clients: map[*clientConn]struct{}{}, queued: map[*clientConn]struct{}{}, scratch: make([]byte, 0, 4096)}
 	return &seam{t: t, s: s, ls: ls, fl: fl}
@@ -148,14 +154,14 @@ func (sm *seam) client(sndbuf int) (*clientConn, *fakeWire) {
 // idleBackend puts a connected backend conn in the loop's pool, as if dialled earlier.
 func (sm *seam) idleBackend() (*backendConn, *fakeWire) {
 	w := sm.newWire(0)
-	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, out: outq{fd: w.fd, acct: &sm.s.queuedBytes}}
+	bc := &backendConn{srv: sm.s, ls: sm.ls, c: w, member: sm.s.routes.Load().Members()[0], out: outq{fd: w.fd, acct: &sm.s.queuedBytes}}
 	w.ctx = bc
 	sm.ls.putIdle(bc)
 	return bc, w
 }
 
 func (sm *seam) inPool(bc *backendConn) bool {
-	for _, b := range sm.ls.pool {
+	for _, b := range *sm.ls.idleOf(bc.member) {
 		if b == bc {
 			return true
 		}

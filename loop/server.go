@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsgate/wsgate/fdbudget"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
@@ -25,18 +26,20 @@ const (
 
 // Server is a running wsgate HTTP plane.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	h       *handler
-	plane   *splice.Plane
-	fds     *fdbudget.Budget // every fd the server owns (budget.go)
-	guard   *guard           // one-instance lock of the listen address (listen.go)
-	addr    string
-	backend []byte
-	dialer  net.Dialer
-	dials   dialPool
-	ctx     context.Context
-	cancel  context.CancelFunc
+	cfg    Config
+	log    *slog.Logger
+	h      *handler
+	plane  *splice.Plane
+	fds    *fdbudget.Budget // every fd the server owns (budget.go)
+	guard  *guard           // one-instance lock of the listen address (listen.go)
+	addr   string
+	dials  dialPool
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// routes is the table in use (routes.go); an exchange loads it once and keeps its route.
+	routes   atomic.Pointer[route.Table]
+	ownTable *route.Table // built by Start from Config.Backend; closed by Stop
 
 	// engine supervision (engine.go)
 	engMu     sync.Mutex
@@ -76,7 +79,8 @@ type loopState struct {
 	loop      netLoop // el as the state machine sees it (wire.go)
 	clients   map[*clientConn]struct{}
 	queued    map[*clientConn]struct{} // clients whose exchange has bytes waiting for a slow peer
-	pool      []*backendConn           // idle backend conns, LIFO so the warmest is reused first
+	idle      [][]*backendConn         // idle backend conns per member (by Member.ID), LIFO so the warmest is reused first
+	hosts     [][]byte                 // each member's address as bytes (by Member.ID), for Host and Location
 	req       httpparse.Request
 	resp      httpparse.Response
 	scratch   []byte      // response heads are built here and written at once

@@ -52,7 +52,7 @@ func (ls *loopState) flush() {
 }
 
 // sweep applies the write-stall rule to every queue, fires the deadlines that passed by now and
-// closes pool entries idle too long.
+// closes pool entries idle too long or to members the route table no longer has.
 func (ls *loopState) sweep(now int64) {
 	stall := int64(ls.srv.cfg.IdleTimeout)
 	for cc := range ls.clients {
@@ -74,12 +74,17 @@ func (ls *loopState) sweep(now int64) {
 		}
 	}
 	idleLimit := now - int64(ls.srv.cfg.BackendIdleTimeout)
-	for i := 0; i < len(ls.pool); {
-		if bc := ls.pool[i]; bc.idleSince < idleLimit {
-			ls.removeIdle(bc)
-			bc.close()
-			continue
+	table := ls.srv.routes.Load()
+	for id := range ls.idle {
+		pool := &ls.idle[id]
+		for i := 0; i < len(*pool); {
+			// Expired, or to a member the table in use no longer has (a reload dropped it).
+			if bc := (*pool)[i]; bc.idleSince < idleLimit || !table.Has(bc.member) {
+				ls.removeIdle(bc)
+				bc.close()
+				continue
+			}
+			i++
 		}
-		i++
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
@@ -19,11 +20,11 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	s, ls := cc.srv, cc.ls
 	if !cc.ex.upgrade || !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
 		!httpparse.VerifyAccept(cc.ex.wsKey, resp.Header("Sec-WebSocket-Accept")) {
-		s.log.Debug("backend sent an unverified 101", "backend", s.cfg.Backend, "phase", "upgrade")
+		s.log.Debug("backend sent an unverified 101", "backend", memberName(cc.ex.member), "phase", "upgrade")
 		cc.fail(502)
 		return
 	}
-	o := respHeadOpts{backendHost: s.backend, clientHost: cc.ex.host, websocket: true, https: cc.https()}
+	o := respHeadOpts{backendHost: ls.memberHost(cc.ex.member), clientHost: cc.ex.host, stripped: strippedPrefix(cc.ex.route), websocket: true, https: cc.https()}
 	head := appendResponseHead(ls.scratch[:0], resp, &o)
 	ls.scratch = head[:0]
 	_, _ = bc.c.Discard(n)
@@ -68,7 +69,13 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	cc.ex.bc, bc.cc = nil, nil
 	ls.loop.closeConn(oc)
 	ls.loop.closeConn(ob)
-	tun := splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B}
+	// The member's count turns from a request into a tunnel, released when the plane closes the
+	// tunnel (least-conn counts open tunnels); Tunnel runs no OnClose when it refuses.
+	m := cc.ex.member
+	m.Upgraded()
+	cc.ex.holding = false
+	tun := splice.Tunnel{ClientFD: cfd, BackendFD: bfd, ToBackend: toBackend.B, ToClient: toClient.B,
+		IdleTimeout: tunnelIdle(cc.ex.route), OnClose: func(splice.TunnelResult) { m.Release(route.Tunnel) }}
 	if cc.tls != nil {
 		tun.ClientTLS = cc.tls.handOff() // WSS: decrypt-and-forward in the plane, which owns the session now
 	}
@@ -76,7 +83,8 @@ func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response,
 	bytebufferpool.Put(toClient)
 	bytebufferpool.Put(toBackend)
 	if err != nil {
-		s.log.Warn("tunnel refused", "backend", s.cfg.Backend, "phase", "tunnel", "err", err)
+		m.Release(route.Tunnel)
+		s.log.Warn("tunnel refused", "backend", memberName(m), "phase", "tunnel", "err", err)
 	} else {
 		s.tunnelsTotal.Add(1)
 	}

@@ -62,6 +62,20 @@ func (d *Dialer) Addr() string { return d.addr }
 // Sources returns the source addresses dials are spread over (nil: the kernel chooses).
 func (d *Dialer) Sources() []netip.Addr { return d.sources }
 
+// AddrPort is the member's address when it is an IP literal; invalid for a host name (only the
+// goroutine dialer resolves names). For a caller that connects by itself, such as the tunnel
+// plane's upgrade path, with NextSource.
+func (d *Dialer) AddrPort() netip.AddrPort { return d.ap }
+
+// NextSource returns the source address for the next connect, taking turns with DialContext and
+// ConnectNonblock; invalid when the kernel chooses.
+func (d *Dialer) NextSource() netip.Addr {
+	if len(d.sources) == 0 {
+		return netip.Addr{}
+	}
+	return d.sources[(d.next.Add(1)-1)%uint32(len(d.sources))]
+}
+
 // Timeout is the dial timeout of DialContext; a non-blocking connect's caller enforces it.
 func (d *Dialer) Timeout() time.Duration { return d.timeout }
 

@@ -196,3 +196,22 @@ func TestDialTimeout(t *testing.T) {
 	}
 	t.Skip("the kernel kept accepting into a zero backlog; no timeout to observe")
 }
+
+// AddrPort and NextSource give a caller that connects by itself what ConnectNonblock would use.
+func TestDialerAddrPortNextSource(t *testing.T) {
+	src := []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3"), netip.MustParseAddr("::1")}
+	d := NewDialer("127.0.0.1:3100", src, 0)
+	if d.AddrPort() != netip.MustParseAddrPort("127.0.0.1:3100") {
+		t.Fatalf("AddrPort %v", d.AddrPort())
+	}
+	var got []string
+	for i := 0; i < 4; i++ {
+		got = append(got, d.NextSource().String())
+	}
+	if strings.Join(got, " ") != "127.0.0.2 127.0.0.3 127.0.0.2 127.0.0.3" {
+		t.Fatalf("sources in turn: %v (the IPv6 one dropped for an IPv4 backend)", got)
+	}
+	if n := NewDialer("loki.internal:3100", nil, 0); n.AddrPort().IsValid() || n.NextSource().IsValid() {
+		t.Fatalf("a named backend: AddrPort %v, source %v", n.AddrPort(), n.NextSource())
+	}
+}

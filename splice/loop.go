@@ -72,6 +72,7 @@ type conn struct {
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
 	closed   bool
 	ready    bool // on loop.ready: budget ran out with work left
+	idleSet  bool // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
 	tnext    *conn
 	tprev    *conn
 
@@ -261,7 +262,9 @@ func (l *loop) attach(c *conn) {
 		l.st.transfers.Add(1)
 	} else {
 		l.st.tunnels.Add(1)
-		c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		if !c.idleSet {
+			c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
+		}
 		if c.t != nil {
 			l.st.tlsTunnels.Add(1)
 		}

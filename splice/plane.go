@@ -89,6 +89,10 @@ type Tunnel struct {
 	ClientFD, BackendFD int
 	ToBackend, ToClient []byte
 	OnClose             func(TunnelResult) // optional; runs on the tunnel loop, must not block
+	// IdleTimeout overrides Config.IdleTimeout for this tunnel (a route's own): no byte either way
+	// for this long closes it; 0 = the Config's value, negative = never. The timer's resolution
+	// is the plane's wheel tick (an eighth of the shortest Config timeout, at most 250ms).
+	IdleTimeout time.Duration
 
 	// ClientTLS, when set, is the client's TLS record layer (a WSS tunnel): what the client sends
 	// is opened before it reaches the backend, what the backend sends is sealed, close_notify is
@@ -361,6 +365,10 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
 	c := &conn{onClose: t.OnClose}
+	if t.IdleTimeout != 0 {
+		c.idleSet = true
+		c.idle = p.ticks(t.IdleTimeout) // 0 (never) for a negative value
+	}
 	if t.ClientTLS != nil {
 		c.t = &tlsEnd{rec: t.ClientTLS, end: 0}
 	}

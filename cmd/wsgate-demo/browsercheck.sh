@@ -3,7 +3,8 @@
 # `make run`, and assert that log lines arrived over the WebSocket, that the echo came back, and
 # that the status says live. Exit 0 only when every check passes; everything started is stopped.
 #
-#   bash cmd/wsgate-demo/browsercheck.sh            run.sh (= make run) on LISTEN/DEMO, page via wsgate
+#   bash cmd/wsgate-demo/browsercheck.sh            run.sh (= make run) on LISTEN/DEMO/LOKI, page via
+#                                                   wsgate's / route, tail via its /loki/ route
 #   bash cmd/wsgate-demo/browsercheck.sh --direct   only wsgate-demo on DEMO, page straight from it
 #   URL=http://127.0.0.1:8080/ bash cmd/wsgate-demo/browsercheck.sh
 #                                                   check an already running setup; starts nothing
@@ -12,7 +13,8 @@
 #                                                   wss; Chromium trusts exactly the generated certificate
 #                                                   (--ignore-certificate-errors-spki-list, nothing else)
 #
-# Environment: BIN (bin), LISTEN (127.0.0.1:18080), DEMO (127.0.0.1:13000), CHROMIUM (first of
+# Environment: BIN (bin), LISTEN (127.0.0.1:18080), DEMO (127.0.0.1:13000), LOKI (127.0.0.1:13100),
+# CHROMIUM (first of
 # chromium, chromium-browser, google-chrome), OUT (a new temp dir: page.html, demo.png, run.log),
 # HOLD_MS (3000: real time the page keeps a request open so lines stream in under virtual time),
 # MIN_LINES (4).
@@ -22,6 +24,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=${BIN:-bin}
 LISTEN=${LISTEN:-127.0.0.1:18080}
 DEMO=${DEMO:-127.0.0.1:13000}
+LOKI=${LOKI:-127.0.0.1:13100}
 HOLD_MS=${HOLD_MS:-3000}
 MIN_LINES=${MIN_LINES:-4}
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/wsgate-browsercheck.XXXXXX")}
@@ -109,7 +112,7 @@ proxy)
 		chromium_tls=(--ignore-certificate-errors-spki-list="${spki#spki=}")
 		scheme=https
 	fi
-	TLS=$TLS bash "$here/run.sh" "$BIN" "$LISTEN" "$DEMO" >"$OUT/run.log" 2>&1 &
+	TLS=$TLS bash "$here/run.sh" "$BIN" "$LISTEN" "$DEMO" "$LOKI" >"$OUT/run.log" 2>&1 &
 	started_pid=$! started_name=run.sh
 	wait_for run.sh "$LISTEN"
 	base="$scheme://$LISTEN/"
@@ -185,6 +188,10 @@ check "tail hello line: backend saw Host $page_host on the upgrade" has "msg=\"t
 check "tail hello line: Origin matched ($scheme://$page_host)" has "origin=\"$scheme://$page_host\""
 check "echo of $token came back through the socket" has "class=\"line level-info echo\""
 check "echo line carries the sent text" has "text=\"$token\""
+if [[ $mode == proxy ]]; then
+	check "page and /api/* from the Grafana-like backend ($DEMO, route /)" has "<b id=\"pageserver\">grafana-like demo on $DEMO</b>"
+	check "tail from the Loki-like backend ($LOKI, route /loki/)" has "<b id=\"tailserver\">loki-like demo on $LOKI</b>"
+fi
 if ((expect_proxy)); then
 	check "WebSocket upgrade went through a proxy (X-Forwarded-For set)" grep -qE 'x_forwarded_for="[0-9a-f.:]+"' "$dom"
 	check "/api/headers through the proxy: X-Forwarded-For and Host $page_host" has '<div id="proxied" class="dim">Through a proxy: X-Forwarded-For '

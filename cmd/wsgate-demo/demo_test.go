@@ -31,6 +31,11 @@ type testDemo struct {
 
 func startDemo(t *testing.T, interval time.Duration) *testDemo {
 	t.Helper()
+	return startDemoRole(t, interval, roleAll)
+}
+
+func startDemoRole(t *testing.T, interval time.Duration, role string) *testDemo {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	srv := httptest.NewUnstartedServer(nil)
 	addr := srv.Listener.Addr().String()
@@ -39,6 +44,7 @@ func startDemo(t *testing.T, interval time.Duration) *testDemo {
 		logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	d := newDemo(ctx, addr, interval, logger)
+	d.role = role
 	srv.Config.Handler = d.handler()
 	srv.Start()
 	t.Cleanup(func() {
@@ -703,5 +709,48 @@ func TestSameOriginFoldsASCIIOnly(t *testing.T) {
 		if got := sameOrigin(r); got != tc.want {
 			t.Errorf("sameOrigin(Origin %q, Host %q) = %v, want %v", tc.origin, tc.host, got, tc.want)
 		}
+	}
+}
+
+// The roles split the endpoints the way Grafana and Loki split them; every answer names the
+// process, and the tail's first line does too.
+func TestRoles(t *testing.T) {
+	g := startDemoRole(t, 50*time.Millisecond, roleGrafana)
+	l := startDemoRole(t, 50*time.Millisecond, roleLoki)
+	for _, c := range []struct {
+		td     *testDemo
+		path   string
+		status int
+		server string
+	}{
+		{g, "/", 200, "grafana-like demo on " + g.addr},
+		{g, "/api/headers", 200, "grafana-like demo on " + g.addr},
+		{g, "/loki/api/v1/labels", 404, "grafana-like demo on " + g.addr},
+		{g, "/ready", 404, "grafana-like demo on " + g.addr},
+		{l, "/loki/api/v1/labels", 200, "loki-like demo on " + l.addr},
+		{l, "/ready", 200, "loki-like demo on " + l.addr},
+		{l, "/", 404, "loki-like demo on " + l.addr},
+		{l, "/api/health", 404, "loki-like demo on " + l.addr},
+	} {
+		resp, err := http.Get(c.td.url(c.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || resp.Header.Get("X-Demo-Server") != c.server {
+			t.Errorf("%s on %s: %d, X-Demo-Server %q, want %d and %q (%s)", c.path, c.td.d.role, resp.StatusCode,
+				resp.Header.Get("X-Demo-Server"), c.status, c.server, body)
+		}
+	}
+	h := http.Header{"Origin": {"http://" + l.addr}}
+	c, _, err := websocket.DefaultDialer.Dial("ws://"+l.addr+"/loki/api/v1/tail?query=%7Bjob%3D%22demo%22%7D", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, msg, err := c.ReadMessage()
+	if err != nil || !strings.Contains(string(msg), `server=\"loki-like demo on `+l.addr+`\"`) {
+		t.Fatalf("first tail line %s, %v: want the server named", msg, err)
 	}
 }

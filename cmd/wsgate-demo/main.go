@@ -12,13 +12,21 @@
 //   - POST /api/echo               the request body streamed back chunked, with trailers
 //   - GET /api/big?bytes=N         exactly N bytes with Content-Length
 //   - GET /api/slow?ms=N           answers after N ms (meets the proxy's -response-timeout)
+//   - GET /loki/api/v1/labels      Loki's label list (JSON)
+//   - GET /ready                   Loki's readiness (what wsgate's health_path probes)
+//
+// -role splits it the way the real services are split: grafana serves the page, /api/* and
+// /api/live/ws; loki serves /loki/api/v1/* and /ready; all (the default) serves everything on one
+// address. Every answer names the process in X-Demo-Server.
 //
 // Usage:
 //
 //	wsgate-demo -listen 127.0.0.1:3000 -interval 500ms
+//	wsgate-demo -role grafana -listen 127.0.0.1:3000 & wsgate-demo -role loki -listen 127.0.0.1:3100 &
 //
-// cmd/wsgate-demo/run.sh (make run) starts it behind wsgate; browsercheck.sh loads the page in
-// headless Chromium and asserts that lines stream through the proxy.
+// cmd/wsgate-demo/run.sh (make run) starts a grafana and a loki process behind wsgate's two routes
+// (/ and /loki/); browsercheck.sh loads the page in headless Chromium and asserts that lines
+// stream through the proxy from the Loki-like process.
 //
 // The demo uses net/http and gorilla/websocket on purpose: it is a well-behaved stock peer, not part
 // of the proxy.
@@ -50,6 +58,7 @@ func run(args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:3000", "address to serve the demo backend on")
 	interval := fs.Duration("interval", 500*time.Millisecond, "pause between synthetic log lines on a tail")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	role := fs.String("role", roleAll, "which backend to imitate: all (the page, /api/* and Loki's /loki/api/v1/* on one address), grafana (the page, /api/*, /api/live/ws) or loki (/loki/api/v1/tail, /loki/api/v1/labels, /ready); make run starts a grafana and a loki process behind two wsgate routes")
 	genDir := fs.String("gen-tls", "", "write a local CA and a certificate for -tls-names into this directory (ca.pem, cert.pem, key.pem; kept while valid), print its SPKI hash and exit (make run TLS=1)")
 	tlsNames := fs.String("tls-names", "localhost,127.0.0.1", "names (DNS names, IP addresses) of the -gen-tls certificate")
 	fs.Usage = func() {
@@ -73,6 +82,10 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if *role != roleAll && *role != roleGrafana && *role != roleLoki {
+		fmt.Fprintf(stderr, "wsgate-demo: -role %q: want all, grafana or loki\n", *role)
+		return 2
+	}
 	if *interval <= 0 {
 		fmt.Fprintf(stderr, "wsgate-demo: -interval must be positive, got %v\n", *interval)
 		return 2
@@ -92,6 +105,7 @@ func run(args []string, stderr io.Writer) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d := newDemo(ctx, ln.Addr().String(), *interval, logger)
+	d.role = *role
 	srv := &http.Server{
 		Handler:           d.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -99,7 +113,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("wsgate-demo listening", "listen", ln.Addr().String(), "interval", *interval)
+	logger.Info("wsgate-demo listening", "listen", ln.Addr().String(), "role", *role, "interval", *interval)
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)

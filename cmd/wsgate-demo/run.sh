@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# make run: the demo backend on $DEMO with wsgate in front of it on $LISTEN, both on loopback, in the
+# make run: two demo backends, a Grafana-like one on $DEMO and a Loki-like one on $LOKI, with wsgate
+# in front of both on $LISTEN and two routes (/ -> DEMO, /loki/ -> LOKI), all on loopback, in the
 # foreground until Ctrl-C.
 #
-#   bash cmd/wsgate-demo/run.sh [BIN [LISTEN [DEMO]]]     (defaults: bin 127.0.0.1:8080 127.0.0.1:3000)
+#   bash cmd/wsgate-demo/run.sh [BIN [LISTEN [DEMO [LOKI]]]]
+#       (defaults: bin 127.0.0.1:8080 127.0.0.1:3000 127.0.0.1:3100)
 #
-# Environment: WSGATE_FLAGS / DEMO_FLAGS add flags to either process (e.g. DEMO_FLAGS="-interval 100ms");
-# START_TIMEOUT (seconds, default 10) bounds the wait for both to accept connections.
+# Environment: WSGATE_FLAGS / DEMO_FLAGS add flags to wsgate / to both demo processes (e.g.
+# DEMO_FLAGS="-interval 100ms"); START_TIMEOUT (seconds, default 10) bounds the wait for each to
+# accept connections.
 # TLS=1 (make run TLS=1): wsgate serves https/wss with a local CA and certificate made by
 # wsgate-demo -gen-tls in TLS_DIR (default ~/.cache/wsgate-demo-tls, kept across runs so a browser
 # told to trust its ca.pem once keeps trusting it).
@@ -14,6 +17,7 @@ set -uo pipefail
 BIN=${1:-bin}
 LISTEN=${2:-127.0.0.1:8080}
 DEMO=${3:-127.0.0.1:3000}
+LOKI=${4:-127.0.0.1:3100}
 START_TIMEOUT=${START_TIMEOUT:-10}
 TLS=${TLS:-0}
 TLS_DIR=${TLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate-demo-tls}
@@ -56,7 +60,7 @@ url_host() {
 for b in wsgate wsgate-demo; do
 	[[ -x $BIN/$b ]] || die "$BIN/$b is missing or not executable; run 'make build' first"
 done
-[[ $LISTEN != "$DEMO" ]] || die "LISTEN and DEMO are the same address ($LISTEN)"
+[[ $LISTEN != "$DEMO" && $LISTEN != "$LOKI" && $DEMO != "$LOKI" ]] || die "LISTEN, DEMO and LOKI must be three addresses ($LISTEN, $DEMO, $LOKI)"
 # check_free NAME ADDR VAR: refuse to start when ADDR already accepts connections.
 check_free() {
 	local who=$1 addr=$2 var=$3
@@ -66,9 +70,11 @@ check_free() {
 }
 check_free wsgate "$LISTEN" LISTEN
 check_free wsgate-demo "$DEMO" DEMO
+check_free "wsgate-demo -role loki" "$LOKI" LOKI
 
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/wsgate-run.XXXXXX") || die "cannot create a log directory"
 demo_pid=""
+loki_pid=""
 wsgate_pid=""
 stopping=0
 
@@ -96,8 +102,9 @@ cleanup() {
 	stopping=1
 	stop_pid wsgate "$wsgate_pid"
 	stop_pid wsgate-demo "$demo_pid"
+	stop_pid "wsgate-demo -role loki" "$loki_pid"
 }
-trap 'cleanup; say "stopped wsgate and wsgate-demo"; exit 0' INT TERM HUP
+trap 'cleanup; say "stopped wsgate and both wsgate-demo processes"; exit 0' INT TERM HUP
 trap cleanup EXIT
 
 # show_failure NAME PID LOG ADDR: explain why NAME is not serving, with its last log lines.
@@ -135,9 +142,13 @@ wait_ready() {
 	return 1
 }
 
-"$BIN/wsgate-demo" -listen "$DEMO" "${demo_flags[@]}" >"$LOGDIR/demo.log" 2>&1 &
+"$BIN/wsgate-demo" -role grafana -listen "$DEMO" "${demo_flags[@]}" >"$LOGDIR/demo.log" 2>&1 &
 demo_pid=$!
 wait_ready wsgate-demo "$demo_pid" "$LOGDIR/demo.log" "$DEMO" || exit 1
+
+"$BIN/wsgate-demo" -role loki -listen "$LOKI" "${demo_flags[@]}" >"$LOGDIR/loki.log" 2>&1 &
+loki_pid=$!
+wait_ready "wsgate-demo -role loki" "$loki_pid" "$LOGDIR/loki.log" "$LOKI" || exit 1
 
 scheme=http
 wscheme=ws
@@ -150,7 +161,11 @@ if [[ $TLS == 1 ]]; then
 	scheme=https wscheme=wss curl_ca="--cacert $TLS_DIR/ca.pem "
 fi
 
-"$BIN/wsgate" -listen "$LISTEN" -backend "$DEMO" "${wsgate_flags[@]}" >"$LOGDIR/wsgate.log" 2>&1 &
+# Two routes: Loki's API under /loki/ (Loki serves it under that prefix itself, so it is kept),
+# everything else to Grafana. (docs/examples/grafana-loki.toml does the same from a file, with
+# Loki's /ready probed.)
+"$BIN/wsgate" -listen "$LISTEN" -route "/=$DEMO" -route "/loki/=$LOKI" \
+	"${wsgate_flags[@]}" >"$LOGDIR/wsgate.log" 2>&1 &
 wsgate_pid=$!
 wait_ready wsgate "$wsgate_pid" "$LOGDIR/wsgate.log" "$LISTEN" || exit 1
 
@@ -158,20 +173,25 @@ front=$(url_host "$LISTEN")
 cat >&2 <<EOF
 
 ================================================================================
-  wsgate is up: $scheme://$front/  ->  demo backend $DEMO
+  wsgate is up on $scheme://$front/ with two routes:
+      /        ->  Grafana-like demo $DEMO   (the page, /api/*, Grafana Live)
+      /loki/   ->  Loki-like demo    $LOKI   (/loki/api/v1/tail, /loki/api/v1/labels)
 
   open $scheme://$front/ in a browser
 
-  The page opens a WebSocket through wsgate to $wscheme://$front/loki/api/v1/tail
-  and shows log lines as they stream. Requests through the proxy:
-    curl -s  ${curl_ca}$scheme://$front/api/headers      (Host preserved, X-Forwarded-For added)
-    curl -si ${curl_ca}$scheme://$front/api/redirect     (Location rewritten to $front)
+  The page (from the Grafana-like backend) opens a WebSocket through wsgate to
+  $wscheme://$front/loki/api/v1/tail, which the /loki/ route sends to the Loki-like
+  backend, and shows log lines as they stream. Requests through both routes:
+    curl -s  ${curl_ca}$scheme://$front/api/headers         (Grafana-like: Host preserved, X-Forwarded-For added)
+    curl -s  ${curl_ca}$scheme://$front/loki/api/v1/labels  (Loki-like, through the /loki/ route)
+    curl -si ${curl_ca}$scheme://$front/api/redirect        (Location rewritten to $front)
     curl -s  ${curl_ca}$scheme://$front/api/big?bytes=1000000 | wc -c
+  Each answer names its backend in X-Demo-Server (curl -si).
   To see why Host is preserved: WSGATE_FLAGS=-preserve-host=false make run
-  (the backend then refuses the page's WebSocket with 403, as Grafana does).
+  (the Loki-like backend then refuses the page's WebSocket with 403, as Grafana does).
 
-  pids: wsgate $wsgate_pid, wsgate-demo $demo_pid    logs: $LOGDIR/
-  Ctrl-C stops both.
+  pids: wsgate $wsgate_pid, grafana-like $demo_pid, loki-like $loki_pid    logs: $LOGDIR/
+  Ctrl-C stops all three.
 ================================================================================
 
 EOF
@@ -190,19 +210,23 @@ if [[ $TLS == 1 ]]; then
 EOF
 fi
 
-# Follow both logs with a prefix; --pid ends the followers when this script is gone.
-tail --pid=$$ -n +1 -F "$LOGDIR/wsgate.log" 2>/dev/null | sed -u 's/^/[wsgate] /' >&2 &
-tail --pid=$$ -n +1 -F "$LOGDIR/demo.log" 2>/dev/null | sed -u 's/^/[demo]   /' >&2 &
+# Follow the logs with a prefix; --pid ends the followers when this script is gone.
+tail --pid=$$ -n +1 -F "$LOGDIR/wsgate.log" 2>/dev/null | sed -u 's/^/[wsgate]  /' >&2 &
+tail --pid=$$ -n +1 -F "$LOGDIR/demo.log" 2>/dev/null | sed -u 's/^/[grafana] /' >&2 &
+tail --pid=$$ -n +1 -F "$LOGDIR/loki.log" 2>/dev/null | sed -u 's/^/[loki]    /' >&2 &
 
-# Foreground until Ctrl-C (the INT trap) or until one of the two dies on its own.
-wait -n "$demo_pid" "$wsgate_pid"
+# Foreground until Ctrl-C (the INT trap) or until one of the three dies on its own.
+wait -n "$demo_pid" "$loki_pid" "$wsgate_pid"
 code=$?
 ((stopping)) && exit 0
 if ! kill -0 "$wsgate_pid" 2>/dev/null; then
-	say "error: wsgate (pid $wsgate_pid) exited with code $code; stopping the demo backend"
+	say "error: wsgate (pid $wsgate_pid) exited with code $code; stopping the demo backends"
 	tail -n 20 "$LOGDIR/wsgate.log" | sed 's/^/    /' >&2
-else
+elif ! kill -0 "$demo_pid" 2>/dev/null; then
 	say "error: wsgate-demo (pid $demo_pid) exited with code $code; stopping wsgate"
 	tail -n 20 "$LOGDIR/demo.log" | sed 's/^/    /' >&2
+else
+	say "error: wsgate-demo -role loki (pid $loki_pid) exited with code $code; stopping wsgate"
+	tail -n 20 "$LOGDIR/loki.log" | sed 's/^/    /' >&2
 fi
 exit 1

@@ -49,8 +49,8 @@ func scriptBin(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("building wsgate-demo: %v\n%s", err, out)
 	}
-	// run.sh calls: wsgate -listen LISTEN -backend DEMO [WSGATE_FLAGS...]
-	shim := "#!/bin/sh\nlisten=$2\nshift 4\nexec \"$(dirname \"$0\")/wsgate-demo\" -listen \"$listen\" \"$@\"\n"
+	// run.sh calls: wsgate -listen LISTEN -route /=DEMO -route /loki/=LOKI [WSGATE_FLAGS...]
+	shim := "#!/bin/sh\nlisten=$2\nshift 6\nexec \"$(dirname \"$0\")/wsgate-demo\" -listen \"$listen\" \"$@\"\n"
 	if err := os.WriteFile(filepath.Join(dir, "wsgate"), []byte(shim), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -83,9 +83,9 @@ type script struct {
 	done chan error
 }
 
-func startScript(t *testing.T, bin, listen, demo string, env ...string) *script {
+func startScript(t *testing.T, bin, listen, demo, loki string, env ...string) *script {
 	t.Helper()
-	cmd := exec.Command("bash", "run.sh", bin, listen, demo)
+	cmd := exec.Command("bash", "run.sh", bin, listen, demo, loki)
 	out := &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Env = append(os.Environ(), env...)
@@ -127,8 +127,8 @@ func (s *script) exit(t *testing.T, within time.Duration) int {
 
 func TestRunScriptServesAndStops(t *testing.T) {
 	bin := scriptBin(t)
-	listen, demo := freeAddr(t), freeAddr(t)
-	s := startScript(t, bin, listen, demo)
+	listen, demo, loki := freeAddr(t), freeAddr(t), freeAddr(t)
+	s := startScript(t, bin, listen, demo, loki)
 	banner := "open http://" + listen + "/ in a browser"
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(s.out.String(), banner) {
@@ -142,14 +142,19 @@ func TestRunScriptServesAndStops(t *testing.T) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	for _, addr := range []string{listen, demo} {
-		resp, err := http.Get("http://" + addr + "/api/health")
+	for _, u := range []string{listen + "/api/health", demo + "/api/health", loki + "/ready", loki + "/loki/api/v1/labels"} {
+		resp, err := http.Get("http://" + u)
 		if err != nil {
-			t.Fatalf("%s after banner: %v", addr, err)
+			t.Fatalf("%s after banner: %v", u, err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
-			t.Fatalf("%s/api/health: %d", addr, resp.StatusCode)
+			t.Fatalf("%s: %d", u, resp.StatusCode)
+		}
+	}
+	for _, want := range []string{"with two routes:", "/        ->  Grafana-like demo " + demo, "/loki/   ->  Loki-like demo    " + loki} {
+		if !strings.Contains(s.out.String(), want) {
+			t.Fatalf("the banner lacks %q:\n%s", want, s.out.String())
 		}
 	}
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -158,10 +163,10 @@ func TestRunScriptServesAndStops(t *testing.T) {
 	if code := s.exit(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM:\n%s", code, s.out.String())
 	}
-	if !strings.Contains(s.out.String(), "run: stopped wsgate and wsgate-demo") {
+	if !strings.Contains(s.out.String(), "run: stopped wsgate and both wsgate-demo processes") {
 		t.Fatalf("no stop message:\n%s", s.out.String())
 	}
-	for _, addr := range []string{listen, demo} {
+	for _, addr := range []string{listen, demo, loki} {
 		if accepts(addr) {
 			t.Fatalf("%s still accepts after run.sh stopped", addr)
 		}
@@ -177,7 +182,7 @@ func TestRunScriptPortBusy(t *testing.T) {
 	defer ln.Close()
 	busy := ln.Addr().String()
 	listen := freeAddr(t)
-	s := startScript(t, bin, listen, busy)
+	s := startScript(t, bin, listen, busy, freeAddr(t))
 	if code := s.exit(t, 15*time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1:\n%s", code, s.out.String())
 	}
@@ -192,8 +197,8 @@ func TestRunScriptPortBusy(t *testing.T) {
 
 func TestRunScriptReportsStartFailure(t *testing.T) {
 	bin := scriptBin(t)
-	listen, demo := freeAddr(t), freeAddr(t)
-	s := startScript(t, bin, listen, demo, "WSGATE_FLAGS=-no-such-flag")
+	listen, demo, loki := freeAddr(t), freeAddr(t), freeAddr(t)
+	s := startScript(t, bin, listen, demo, loki, "WSGATE_FLAGS=-no-such-flag")
 	if code := s.exit(t, 20*time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1:\n%s", code, s.out.String())
 	}
@@ -206,8 +211,10 @@ func TestRunScriptReportsStartFailure(t *testing.T) {
 			t.Fatalf("output lacks %q:\n%s", want, out)
 		}
 	}
-	// The demo backend that had started is stopped again.
-	if accepts(demo) {
-		t.Fatalf("demo backend %s still accepts after the failed start", demo)
+	// The demo backends that had started are stopped again.
+	for _, addr := range []string{demo, loki} {
+		if accepts(addr) {
+			t.Fatalf("demo backend %s still accepts after the failed start", addr)
+		}
 	}
 }

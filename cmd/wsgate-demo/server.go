@@ -44,6 +44,7 @@ func bigByte(i int64) byte { return byte(i % 251) }
 type demo struct {
 	ctx      context.Context // cancelled at shutdown: WebSocket handlers close with 1001
 	addr     string
+	role     string // roleAll, roleGrafana or roleLoki: which endpoints this process serves
 	interval time.Duration
 	log      *slog.Logger
 	started  time.Time
@@ -51,11 +52,30 @@ type demo struct {
 	tails    atomic.Int64 // open tail streams, reported by /api/health
 }
 
+// Roles: make run starts a Grafana-like and a Loki-like process behind two wsgate routes (/ and
+// /loki/); alone, one process serves both (roleAll).
+const (
+	roleAll     = "all"
+	roleGrafana = "grafana"
+	roleLoki    = "loki"
+)
+
 func newDemo(ctx context.Context, addr string, interval time.Duration, logger *slog.Logger) *demo {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &demo{ctx: ctx, addr: addr, interval: interval, log: logger, started: time.Now()}
+	return &demo{ctx: ctx, addr: addr, role: roleAll, interval: interval, log: logger, started: time.Now()}
+}
+
+// server names this process in answers (X-Demo-Server, /api/headers, the tail's first line).
+func (d *demo) server() string {
+	switch d.role {
+	case roleGrafana:
+		return "grafana-like demo on " + d.addr
+	case roleLoki:
+		return "loki-like demo on " + d.addr
+	}
+	return "demo on " + d.addr
 }
 
 // wait blocks until every WebSocket handler has returned or ctx ends.
@@ -71,16 +91,33 @@ func (d *demo) wait(ctx context.Context) {
 
 func (d *demo) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", d.serveIndex)
-	mux.HandleFunc("GET /api/health", d.serveHealth)
-	mux.HandleFunc("GET /api/headers", d.serveHeaders)
-	mux.HandleFunc("GET /api/redirect", d.serveRedirect)
-	mux.HandleFunc("POST /api/echo", d.serveEcho)
-	mux.HandleFunc("GET /api/big", d.serveBig)
-	mux.HandleFunc("GET /api/slow", d.serveSlow)
-	mux.HandleFunc("GET /loki/api/v1/tail", d.serveTail)
-	mux.HandleFunc("GET /api/live/ws", d.serveLive)
+	if d.role != roleLoki { // Grafana's side: the page, its API, Grafana Live
+		mux.HandleFunc("GET /{$}", d.serveIndex)
+		mux.HandleFunc("GET /api/health", d.serveHealth)
+		mux.HandleFunc("GET /api/headers", d.serveHeaders)
+		mux.HandleFunc("GET /api/redirect", d.serveRedirect)
+		mux.HandleFunc("POST /api/echo", d.serveEcho)
+		mux.HandleFunc("GET /api/big", d.serveBig)
+		mux.HandleFunc("GET /api/slow", d.serveSlow)
+		mux.HandleFunc("GET /api/live/ws", d.serveLive)
+	}
+	if d.role != roleGrafana { // Loki's side: its API under /loki/, and /ready
+		mux.HandleFunc("GET /loki/api/v1/tail", d.serveTail)
+		mux.HandleFunc("GET /loki/api/v1/labels", d.serveLabels)
+		mux.HandleFunc("GET /ready", d.serveReady)
+	}
 	return d.accessLog(mux)
+}
+
+// serveLabels answers like Loki's /loki/api/v1/labels.
+func (d *demo) serveLabels(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "success", "data": []string{"job", "level", "source"}})
+}
+
+// serveReady answers like Loki's /ready (what wsgate's health_path probes).
+func (d *demo) serveReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ready\n")
 }
 
 func (d *demo) serveIndex(w http.ResponseWriter, r *http.Request) {
@@ -132,6 +169,7 @@ type headersDoc struct {
 	Host       string              `json:"host"`
 	RemoteAddr string              `json:"remote_addr"`
 	Headers    map[string][]string `json:"headers"`
+	Server     string              `json:"server"` // which demo process answered
 }
 
 func (d *demo) serveHeaders(w http.ResponseWriter, r *http.Request) {
@@ -142,6 +180,7 @@ func (d *demo) serveHeaders(w http.ResponseWriter, r *http.Request) {
 		Host:       r.Host,
 		RemoteAddr: r.RemoteAddr,
 		Headers:    r.Header,
+		Server:     d.server(),
 	})
 }
 
@@ -273,6 +312,7 @@ func (d *demo) serveSlow(w http.ResponseWriter, r *http.Request) {
 func (d *demo) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		w.Header().Set("X-Demo-Server", d.server()) // which process answered, behind which route
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
 		status := sw.status

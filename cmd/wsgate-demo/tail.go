@@ -203,8 +203,8 @@ func (d *demo) serveTail(w http.ResponseWriter, r *http.Request) {
 
 	// The first line tells the user what the backend saw on the upgrade request: through wsgate
 	// the Host is the one the browser used and X-Forwarded-For names the browser.
-	hello := fmt.Sprintf("level=info msg=\"tail opened\" query=%q host=%q origin=%q x_forwarded_for=%q remote=%q seq=0",
-		query, r.Host, r.Header.Get("Origin"), r.Header.Get("X-Forwarded-For"), r.RemoteAddr)
+	hello := fmt.Sprintf("level=info msg=\"tail opened\" query=%q host=%q origin=%q x_forwarded_for=%q remote=%q server=%q seq=0",
+		query, r.Host, r.Header.Get("Origin"), r.Header.Get("X-Forwarded-For"), r.RemoteAddr, d.server())
 	if err := send(labels, hello); err != nil {
 		log.Warn("tail: writing first line", "err", err)
 		return

@@ -12,11 +12,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
 
-// options is the parsed command line.
+// options is the parsed command line, with the config file applied.
 type options struct {
 	cfg         loop.Config
 	level       slog.Level
@@ -24,6 +26,16 @@ type options struct {
 	version     bool
 	headerNames *string
 	tls         tlsOptions // -tls-*, -ktls, -redirect-http (tls.go)
+
+	routeFlag      config.RouteFlag // -route, the command line's own
+	configFile     string           // -config
+	checkConfig    bool             // -check-config
+	healthPath     string
+	healthInterval time.Duration
+	balance        string
+	routes         []route.Spec // what to serve: config.Load's composition of -route, -backend and the file
+	origins        []string     // per route: where it was written
+	file           *config.Config
 }
 
 // The zero-value rule, one for every flag (README "Flags", -h): where the flag's text says what
@@ -56,8 +68,14 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.SetOutput(io.Discard) // errors are ours to print, in one line; -h prints usage on stdout
 	fs.Usage = func() {}
 
+	fs.StringVar(&o.configFile, "config", "", "read settings and routes from the TOML `FILE` (docs/routing.md); flags on the command line override it")
+	fs.BoolVar(&o.checkConfig, "check-config", false, "validate -config FILE and the flags, print every error (file:line), exit 0 if good or 1")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address to accept clients on (host:port; no host = every address)")
-	fs.StringVar(&c.Backend, "backend", c.Backend, "backend for HTTP and WebSocket traffic: host:port or http://host[:port]")
+	fs.Var(&o.routeFlag, "route", "a route `[HOST]/PREFIX=ADDR[,ADDR...]`: requests whose host and path match go to that backend pool; repeatable: -route /=127.0.0.1:3000 -route /loki/=127.0.0.1:3100,127.0.0.1:3101 (longest prefix wins, a host route beats a host-less one, no match: 404)")
+	fs.StringVar(&c.Backend, "backend", c.Backend, "shorthand for -route /=ADDR: the backend for everything, host:port or http://host[:port]")
+	fs.StringVar(&o.balance, "balance", route.LeastConn.String(), "how a pool picks a member unless its route says: least-conn (requests in flight + open tunnels), round-robin or client-hash")
+	fs.StringVar(&o.healthPath, "health-path", "", "active health checks: GET this path on every backend, 2xx/3xx is up (empty = off; a route's health_path overrides)")
+	fs.DurationVar(&o.healthInterval, "health-interval", route.DefaultHealthInterval, "time between active health checks of a backend")
 	fs.IntVar(&c.Loops, "loops", c.Loops, "gnet event loops for HTTP")
 	fs.BoolVar(&c.PreserveHost, "preserve-host", c.PreserveHost, "pass the client's Host to the backend (Grafana checks Origin against it)")
 	fs.BoolVar(&c.Forwarded, "forwarded", c.Forwarded, "set X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host")
@@ -65,7 +83,7 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "close idle client keep-alive connections after this long")
 	fs.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "backend connect timeout (then 504)")
 	fs.DurationVar(&c.ResponseTimeout, "response-timeout", c.ResponseTimeout, "time the backend has to send a response head (then 504)")
-	fs.IntVar(&c.BackendIdle, "backend-idle", c.BackendIdle, "idle keep-alive backend connections kept per event loop (0 = none: a new connection per request)")
+	fs.IntVar(&c.BackendIdle, "backend-idle", c.BackendIdle, "idle keep-alive connections kept per backend and event loop (0 = none: a new connection per request)")
 	fs.DurationVar(&c.BackendIdleTimeout, "backend-idle-timeout", c.BackendIdleTimeout, "close pooled backend connections idle this long")
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "client connections and tunnels at once; more get 503")
 	fs.IntVar(&c.MaxHeadBytes, "max-head-bytes", c.MaxHeadBytes, "largest request head accepted (then 431)")
@@ -91,8 +109,10 @@ func parseFlags(args []string, _ io.Writer) (loop.Config, slog.Level, error) {
 	return o.cfg, o.level, err
 }
 
-// parseCommandLine parses args into options. Every error is one line (no usage dump): the flag
-// package's own messages, a flag given twice, a stray argument, or a value the rules refuse.
+// parseCommandLine parses args into options and applies the -config file. Every error of the
+// command line is one line (no usage dump): the flag package's own messages, a flag given twice,
+// a stray argument, or a value the rules refuse. Errors in the file are configErrors, one line
+// per problem, each naming the file and line.
 func parseCommandLine(args []string) (options, error) {
 	var o options
 	fs, levelName := flagSet(&o)
@@ -112,24 +132,97 @@ func parseCommandLine(args []string) (options, error) {
 	if o.version {
 		return o, nil
 	}
+	if o.checkConfig && o.configFile == "" {
+		return o, errors.New("-check-config needs -config FILE")
+	}
+	cmdline := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { cmdline[f.Name] = true })
+	if cmdline["backend"] {
+		// http://host[:port] becomes host:port before -backend becomes the route /=ADDR.
+		var err error
+		if o.cfg.Backend, err = checkBackend(o.cfg.Backend); err != nil {
+			return o, err
+		}
+	}
+	// The file is applied to the flags the command line did not set (config.Load); the
+	// once-only wrappers are for the command line alone.
+	unwrapOnce(fs)
+	c, err := config.Load(o.configFile, fs)
+	if err != nil {
+		return o, configErrors{err}
+	}
+	o.file, o.routes, o.origins = c, c.Routes, c.RouteOrigins
+	if err := o.applyValues(fs, levelName); err != nil {
+		var fe *flagError
+		if errors.As(err, &fe) && c.Lines[fe.flag] > 0 {
+			// The value came from the file: say where.
+			msg := strings.TrimPrefix(fe.msg, "-"+fe.flag+" ") // "loops: 0: want 1 or more"
+			return o, configErrors{&config.Error{File: c.File, Line: c.Lines[fe.flag], Key: strings.ReplaceAll(fe.flag, "-", "_"), Msg: msg}}
+		}
+		return o, err
+	}
+	return o, nil
+}
+
+// applyValues turns the flags' text into the options and checks every value.
+func (o *options) applyValues(fs *flag.FlagSet, levelName *string) error {
 	if err := o.level.UnmarshalText([]byte(*levelName)); err != nil {
-		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", *levelName)
+		return badValue("log-level", "-log-level %q: want debug, info, warn or error", *levelName)
 	}
 	if err := o.cfg.HeaderNames.UnmarshalText([]byte(*o.headerNames)); err != nil {
-		return o, fmt.Errorf("-header-names %q: want drop or reject", *o.headerNames)
+		return badValue("header-names", "-header-names %q: want drop or reject", *o.headerNames)
 	}
-	set := map[string]bool{}
+	set := map[string]bool{} // on the command line or in the file
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["max-conns"] && !set["max-pipes"] {
 		o.cfg.Tunnel.MaxPipes = o.cfg.MaxConns / 4
 	}
-	if err := validate(&o); err != nil {
-		return o, err
+	if err := validate(o); err != nil {
+		return err
 	}
-	if err := o.tls.validate(o.cfg.Listen); err != nil {
-		return o, err
-	}
-	return o, nil
+	return o.tls.validate(o.cfg.Listen)
+}
+
+// routeDefaults are what every route falls back to: the loop's settings and the global health
+// and balance flags.
+func (o *options) routeDefaults(logger *slog.Logger) route.Defaults {
+	cfg := o.cfg
+	cfg.Logger = logger
+	d := cfg.RouteDefaults()
+	d.HealthPath = o.healthPath
+	d.HealthInterval = o.healthInterval
+	d.Balance, _ = route.ParseBalance(o.balance) // validated
+	return d
+}
+
+// configErrors are errors in the -config file (or in the routes as a whole): one line each,
+// every one naming the file and line where it has one.
+type configErrors struct{ err error }
+
+func (e configErrors) Error() string { return e.err.Error() }
+
+// lines returns one message per problem.
+func (e configErrors) lines() []string {
+	return strings.Split(e.err.Error(), "\n")
+}
+
+// flagError is a value the rules refuse, for the flag it names (without the dash).
+type flagError struct{ flag, msg string }
+
+func (e *flagError) Error() string { return e.msg }
+
+func badValue(flag, format string, args ...any) error {
+	return &flagError{flag: flag, msg: fmt.Sprintf(format, args...)}
+}
+
+// unwrapOnce removes onlyOnce's wrappers, so that config.Load sees each flag's own Value (its
+// type says how a file's value converts) and may set the flags the command line did not.
+func unwrapOnce(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := f.Value.(*onceValue); ok {
+			f.Value = v.Value
+		}
+	})
 }
 
 // validate checks every value and turns the flags' zeros into the Config's "none" values.
@@ -137,10 +230,10 @@ func validate(o *options) error {
 	c := &o.cfg
 	var err error
 	if c.Listen, err = checkListen(c.Listen); err != nil {
-		return err
+		return &flagError{"listen", err.Error()}
 	}
 	if c.Backend, err = checkBackend(c.Backend); err != nil {
-		return err
+		return &flagError{"backend", err.Error()}
 	}
 	for _, v := range []struct {
 		name     string
@@ -158,7 +251,7 @@ func validate(o *options) error {
 		{"-max-pipes", c.Tunnel.MaxPipes, 0, "0 (none) or more"},
 	} {
 		if v.val < v.min {
-			return fmt.Errorf("%s %d: want %s", v.name, v.val, v.what)
+			return badValue(v.name[1:], "%s %d: want %s", v.name, v.val, v.what)
 		}
 	}
 	for _, d := range []struct {
@@ -170,7 +263,7 @@ func validate(o *options) error {
 		{"-backend-idle-timeout", c.BackendIdleTimeout},
 	} {
 		if d.val <= 0 {
-			return fmt.Errorf("%s %v: want more than 0 (this timeout cannot be turned off)", d.name, d.val)
+			return badValue(d.name[1:], "%s %v: want more than 0 (this timeout cannot be turned off)", d.name, d.val)
 		}
 	}
 	for _, d := range []struct {
@@ -181,8 +274,17 @@ func validate(o *options) error {
 		{"-memory-return", o.memEvery},
 	} {
 		if d.val < 0 {
-			return fmt.Errorf("%s %v: want 0 (no limit) or more", d.name, d.val)
+			return badValue(d.name[1:], "%s %v: want 0 (no limit) or more", d.name, d.val)
 		}
+	}
+	if _, err := route.ParseBalance(o.balance); err != nil {
+		return badValue("balance", "-balance %q: want least-conn, round-robin or client-hash", o.balance)
+	}
+	if p := o.healthPath; p != "" && (p[0] != '/' || strings.ContainsAny(p, " \t\r\n?#")) {
+		return badValue("health-path", "-health-path %q: want a path starting with '/' (empty = no active health checks)", p)
+	}
+	if o.healthInterval < 10*time.Millisecond {
+		return badValue("health-interval", "-health-interval %v: want 10ms or more", o.healthInterval)
 	}
 	// loop.Config and splice.Config read 0 as "the default"; the flags' 0 means none.
 	none := func(v *int) {
@@ -305,21 +407,19 @@ func lowerASCII(s string) string {
 	return string(b)
 }
 
-// onlyOnce makes every flag of fs refuse a second value: "-listen a -listen b" is an error, not
-// "the last one wins". The returned error is set when that happened.
+// onlyOnce makes every single-value flag of fs refuse a second value: "-listen a -listen b" is an
+// error, not "the last one wins" (-route is repeatable). The returned error is set when that
+// happened.
 func onlyOnce(fs *flag.FlagSet) *error {
 	dup := new(error)
 	fs.VisitAll(func(f *flag.Flag) {
-		if _, ok := f.Value.(repeatable); ok {
-			return // -tls-cert, -tls-key: one value per pair
+		if r, ok := f.Value.(config.Repeatable); ok && r.Repeatable() {
+			return // -route A -route B, -tls-cert/-tls-key pairs: one value per occurrence
 		}
 		f.Value = &onceValue{Value: f.Value, name: f.Name, dup: dup}
 	})
 	return dup
 }
-
-// repeatable marks a flag that takes a list, one value per use.
-type repeatable interface{ repeatable() }
 
 type onceValue struct {
 	flag.Value
@@ -354,7 +454,9 @@ func (v *onceValue) IsBoolFlag() bool {
 func printUsage(w io.Writer) {
 	var o options
 	fs, _ := flagSet(&o)
-	fmt.Fprintf(w, "Usage: wsgate -listen ADDR -backend HOST:PORT [flags]\n\n")
+	fmt.Fprintf(w, "Usage: wsgate -listen ADDR -backend HOST:PORT [flags]\n")
+	fmt.Fprintf(w, "       wsgate -listen ADDR -route [HOST]/PREFIX=ADDR[,ADDR...] [-route ...] [flags]\n")
+	fmt.Fprintf(w, "       wsgate -config FILE [flags]      (flags override the file; wsgate -check-config -config FILE checks it)\n\n")
 	fmt.Fprintf(w, "HTTP/1.1 and WebSocket edge reverse proxy. Exit status: 0 clean stop, 1 failure, 2 bad command line.\n")
 	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP re-reads the TLS certificates (-tls-cert/-tls-key); SIGUSR1, SIGUSR2 are logged and ignored.\n\n")
 	fmt.Fprintf(w, "%s\n\n", zeroRule)

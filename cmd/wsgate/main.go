@@ -5,7 +5,13 @@
 //	wsgate -listen :8080 -backend 127.0.0.1:3000
 //
 // is the Apache "ProxyPass / ProxyPassReverse / ProxyPreserveHost On" + mod_proxy_wstunnel vhost;
-// with -tls-cert/-tls-key (and -redirect-http :80) it is the <VirtualHost *:443> with SSLEngine On.
+// with -tls-cert/-tls-key (and -redirect-http :80) it is the <VirtualHost *:443> with SSLEngine
+// On. Several backends go behind one port with routes (host and longest path prefix, pools with
+// balancing and health; docs/routing.md), on the command line or in a TOML file:
+//
+//	wsgate -listen :8080 -route /=127.0.0.1:3000 -route /loki/=127.0.0.1:3100,127.0.0.1:3101
+//	wsgate -config /etc/wsgate.toml
+//	wsgate -check-config -config /etc/wsgate.toml
 package main
 
 import (
@@ -24,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/tlsterm"
 )
 
@@ -47,15 +54,44 @@ func run(args []string, out io.Writer) int { return runIO(args, out, out) }
 // runIO parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
 func runIO(args []string, stdout, stderr io.Writer) int {
 	o, err := parseCommandLine(args)
+	var ce configErrors
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		printUsage(stdout)
 		return exitOK
+	case errors.As(err, &ce):
+		printLines(stderr, ce.lines())
+		if o.checkConfig {
+			return exitFailure
+		}
+		return exitUsage
 	case err != nil:
 		fmt.Fprintf(stderr, "wsgate: %v\n", err)
+		var fe *flagError
+		if o.checkConfig && errors.As(err, &fe) {
+			return exitFailure // a value the rules refuse: -check-config's "not good"
+		}
 		return exitUsage
 	case o.version:
 		printVersion(stdout)
+		return exitOK
+	case o.checkConfig:
+		// Nothing listens and no probe starts: NewTable is pure.
+		t, err := route.NewTable(o.routes, o.routeDefaults(slog.New(slog.DiscardHandler)), nil)
+		if err != nil {
+			printLines(stderr, strings.Split(err.Error(), "\n"))
+			return exitFailure
+		}
+		if o.tls.enabled() {
+			if _, _, err := o.tls.load(); err != nil { // the certificate files are part of the configuration
+				printLines(stderr, []string{err.Error()})
+				return exitFailure
+			}
+		}
+		fmt.Fprintf(stdout, "wsgate: %s: ok: %d routes, %d backends\n", o.configFile, len(t.Routes()), len(t.Members()))
+		for i, r := range t.Routes() {
+			fmt.Fprintf(stdout, "  %-28s -> %s (%s)\n", r.String(), membersOf(r), o.origins[i])
+		}
 		return exitOK
 	}
 	cfg := o.cfg
@@ -72,6 +108,18 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
 
+	table, err := route.NewTable(o.routes, o.routeDefaults(logger), nil)
+	if err != nil {
+		printLines(stderr, strings.Split(err.Error(), "\n"))
+		return exitUsage
+	}
+	table.Start() // active health probes, off the event loops
+	defer table.Close()
+	cfg.Routes = table
+	if o.file.File != "" {
+		logger.Info("config", "file", o.file.File, "from_file", strings.Join(o.file.FromFile, ","), "overridden_by_flags", strings.Join(o.file.Overridden, ","))
+	}
+
 	raiseNoFile(logger)
 	if certs != nil {
 		o.tls.logKTLS(logger)
@@ -84,7 +132,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 
 	srv, err := loop.Start(cfg)
 	if err != nil {
-		logger.Error("start failed", "listen", cfg.Listen, "backend", cfg.Backend, "err", err)
+		logger.Error("start failed", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
 	defer startMemoryPolicy(o.memEvery, logger)()
@@ -149,6 +197,24 @@ func stop(srv *loop.Server, sig <-chan os.Signal, logger *slog.Logger) int {
 			}
 		}
 	}
+}
+
+// printLines writes each message on its own line, prefixed like every wsgate error.
+func printLines(w io.Writer, lines []string) {
+	for _, l := range lines {
+		if l != "" {
+			fmt.Fprintf(w, "wsgate: %s\n", l)
+		}
+	}
+}
+
+// membersOf lists a route's backends for -check-config's summary.
+func membersOf(r *route.Route) string {
+	var s []string
+	for _, m := range r.Pool.Members() {
+		s = append(s, m.Addr())
+	}
+	return strings.Join(s, ",") + " " + r.Pool.Balance().String()
 }
 
 func signalName(s os.Signal) string {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/tlsterm"
 )
 
@@ -22,7 +23,7 @@ import (
 // certificates in use stay.
 
 type tlsOptions struct {
-	certs, keys listFlag
+	certs, keys config.StringsFlag // repeatable; in a -config file, arrays: tls_cert = ["a.pem", "b.pem"]
 	minVersion  string
 	handshakes  int
 	ktls        string
@@ -31,19 +32,6 @@ type tlsOptions struct {
 	min     uint16
 	ktlsMod tlsterm.KTLSMode
 }
-
-// listFlag is a flag given once per value (-tls-cert a -tls-cert b).
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-func (l *listFlag) Set(s string) error {
-	if s == "" {
-		return errors.New("empty file name")
-	}
-	*l = append(*l, s)
-	return nil
-}
-func (l *listFlag) repeatable() {}
 
 func (o *tlsOptions) flags(fs *flag.FlagSet) {
 	fs.Var(&o.certs, "tls-cert", "PEM certificate chain `file`; with -tls-key, -listen serves TLS only (repeatable, in pairs with -tls-key: the first pair is the default, SNI picks among the names in the certificates)")
@@ -59,10 +47,21 @@ func (o *tlsOptions) flags(fs *flag.FlagSet) {
 
 func (o *tlsOptions) enabled() bool { return len(o.certs) > 0 }
 
-// validate checks the TLS flags (not the files: Start loads them).
+// validate checks the TLS flags (not the files: load reads them). Errors are flagErrors, so a
+// value from the -config file is reported at its line.
 func (o *tlsOptions) validate(listen string) error {
+	for _, l := range []struct {
+		name  string
+		files []string
+	}{{"tls-cert", o.certs}, {"tls-key", o.keys}} {
+		for _, f := range l.files {
+			if f == "" {
+				return badValue(l.name, "-%s: empty file name", l.name)
+			}
+		}
+	}
 	if len(o.certs) != len(o.keys) {
-		return fmt.Errorf("-tls-cert given %d times and -tls-key %d times: they go in pairs", len(o.certs), len(o.keys))
+		return badValue("tls-key", "-tls-cert given %d times and -tls-key %d times: they go in pairs", len(o.certs), len(o.keys))
 	}
 	switch o.minVersion {
 	case "1.2":
@@ -70,25 +69,25 @@ func (o *tlsOptions) validate(listen string) error {
 	case "1.3":
 		o.min = tls.VersionTLS13
 	default:
-		return fmt.Errorf("-tls-min-version %q: want 1.2 or 1.3", o.minVersion)
+		return badValue("tls-min-version", "-tls-min-version %q: want 1.2 or 1.3", o.minVersion)
 	}
 	if o.handshakes < 1 {
-		return fmt.Errorf("-tls-handshakes %d: want 1 or more", o.handshakes)
+		return badValue("tls-handshakes", "-tls-handshakes %d: want 1 or more", o.handshakes)
 	}
 	m, err := tlsterm.ParseKTLSMode(o.ktls)
 	if err != nil {
-		return err
+		return badValue("ktls", "%v", err)
 	}
 	o.ktlsMod = m
 	if o.redirect != "" {
 		if !o.enabled() {
-			return fmt.Errorf("-redirect-http %q: needs -tls-cert/-tls-key (it redirects to the TLS listener)", o.redirect)
+			return badValue("redirect-http", "-redirect-http %q: needs -tls-cert/-tls-key (it redirects to the TLS listener)", o.redirect)
 		}
 		if _, err := checkListen(o.redirect); err != nil {
-			return fmt.Errorf("-redirect-http %q: want host:port (e.g. :80)", o.redirect)
+			return badValue("redirect-http", "-redirect-http %q: want host:port (e.g. :80)", o.redirect)
 		}
 		if sameAddr(o.redirect, listen) {
-			return fmt.Errorf("-redirect-http %q is the -listen address", o.redirect)
+			return badValue("redirect-http", "-redirect-http %q is the -listen address", o.redirect)
 		}
 	}
 	return nil

@@ -307,3 +307,39 @@ func TestBinaryTLSFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBinaryTLSFromConfigFile: the TLS settings in a -config file (tls_cert/tls_key as arrays,
+// tls_min_version): wsgate serves TLS 1.3 only; -check-config loads the certificate files and
+// names a bad one; a bad tls_min_version is reported at its line.
+func TestBinaryTLSFromConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	f := writePKI(t, dir)
+	be := headersBackend(t)
+	addr := freePort(t)
+	conf := filepath.Join(dir, "wsgate.toml")
+	os.WriteFile(conf, []byte(fmt.Sprintf("listen = %q\nbackend = %q\ntls_cert = [%q]\ntls_key = [%q]\ntls_min_version = \"1.3\"\n", addr, be, f.Cert, f.Key)), 0o644)
+	p := wsgate(t, "-config", conf)
+	p.waitLog(t, "serving TLS", 10*time.Second)
+	_, pool := caPool(t, f.CA)
+	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Fatal("TLS 1.2 accepted with tls_min_version = \"1.3\"")
+	}
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte(fmt.Sprintf("listen = %q\nbackend = %q\ntls_cert = [%q]\ntls_key = [%q]\n", addr, be, f.Cert, f.CA)), 0o644)
+	cc := wsgate(t, "-check-config", "-config", bad)
+	if code := cc.wait(t, 10*time.Second); code != 1 || !strings.Contains(cc.stderr.String(), f.CA) {
+		t.Fatalf("-check-config with a bad key: exit %d, stderr %q", code, cc.stderr.String())
+	}
+	ver := filepath.Join(dir, "ver.toml")
+	os.WriteFile(ver, []byte(fmt.Sprintf("backend = %q\ntls_cert = [%q]\ntls_key = [%q]\ntls_min_version = \"1.1\"\n", be, f.Cert, f.Key)), 0o644)
+	cv := wsgate(t, "-check-config", "-config", ver)
+	if code := cv.wait(t, 10*time.Second); code != 1 || !strings.Contains(cv.stderr.String(), ver+":4") {
+		t.Fatalf("bad tls_min_version: exit %d, stderr %q (want it at %s:4)", code, cv.stderr.String(), ver)
+	}
+}
