@@ -73,8 +73,8 @@ type conn struct {
 	closed   bool
 	ready    bool // on loop.ready: budget ran out with work left
 	idleSet  bool // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
-	tnext    *conn
-	tprev    *conn
+	tnext    int32 // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
+	tprev    int32 // the conn in the 160-byte size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
@@ -121,7 +121,7 @@ type loop struct {
 	bufsOut  int       // pooled buffers held by flows right now
 	ready    []*conn
 	spare    []*conn
-	wheel    [wheelSize]*conn
+	wheel    [wheelSize]int32 // slot of each bucket's first conn, -1 = empty
 	armed    int
 	start    time.Time
 	now      uint32
@@ -134,6 +134,9 @@ type loop struct {
 
 func newLoop(p *Plane, id int) (*loop, error) {
 	l := &loop{p: p, id: id, start: time.Now()}
+	for i := range l.wheel {
+		l.wheel[i] = -1
+	}
 	if err := l.poll.open(); err != nil {
 		return nil, err
 	}
