@@ -71,8 +71,8 @@ type conn struct {
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
 	closed   bool
-	ready    bool // on loop.ready: budget ran out with work left
-	idleSet  bool // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
+	ready    bool  // on loop.ready: budget ran out with work left
+	idleSet  bool  // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
 	tnext    int32 // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
 	tprev    int32 // the conn in the 160-byte size class with the TLS pointer below (tls.go)
 
