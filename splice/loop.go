@@ -100,8 +100,8 @@ type conn struct {
 	active   uint32 // tick of the last byte moved
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
-	tnext    *conn
-	tprev    *conn
+	tnext    int32 // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
+	tprev    int32 // the conn in the 160-byte size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
@@ -150,7 +150,7 @@ type loop struct {
 	bufsOut  int       // pooled buffers held by flows right now
 	ready    []*conn
 	spare    []*conn
-	wheel    [wheelSize]*conn
+	wheel    [wheelSize]int32 // slot of each bucket's first conn, -1 = empty
 	armed    int
 	start    time.Time
 	now      uint32
@@ -167,6 +167,9 @@ type loop struct {
 
 func newLoop(p *Plane, id int) (*loop, error) {
 	l := &loop{p: p, id: id, start: time.Now(), small: make([]byte, smallSize)}
+	for i := range l.wheel {
+		l.wheel[i] = -1
+	}
 	if err := l.poll.open(); err != nil {
 		return nil, err
 	}
