@@ -100,8 +100,8 @@ type conn struct {
 	active   uint32 // tick of the last byte moved
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
-	tnext    int32 // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
-	tprev    int32 // the conn in the 160-byte size class with the TLS pointer below (tls.go)
+	tnext    int32  // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
+	tprev    int32  // the conn in the 160-byte size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
