@@ -69,7 +69,7 @@ func preset(name string) (Suite, error) {
 		s.HTTPGen, s.HTTPDur = "go", 400*time.Millisecond
 		s.BulkDur, s.RTTDur, s.HSDur = 250*time.Millisecond, 500*time.Millisecond, 300*time.Millisecond
 		s.IdleTunnels = 1000
-		s.StormClients = 2000
+		s.StormClients, s.StormIdle = 2000, 3*time.Second
 		s.Settle = 50 * time.Millisecond
 	case "default", "":
 		s.Name = "default"
@@ -91,7 +91,7 @@ func main() {
 }
 
 func run() error {
-	suiteName := flag.String("suite", "default", "preset: quick (~1-2 min) or default (~5 min on 2 cores)")
+	suiteName := flag.String("suite", "default", "preset: quick (~4 min) or default (~12 min on 2 cores)")
 	fPeers := flag.String("peers", "", "comma list: direct, wsgate (= wsgate-splice,wsgate-copy), nginx (= nginx-w1,nginx-w2), haproxy, httputil; default all")
 	fScen := flag.String("scenarios", "", "comma list of "+strings.Join(allScenarios, ",")+"; default all")
 	fRuns := flag.Int("runs", 0, "runs per figure (>= 3 for a median with spread)")
