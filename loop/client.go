@@ -13,10 +13,10 @@ import (
 //
 // Invariant: one exchange is in flight per client connection, and the client's bytes are parsed
 // only in stateReadingHead, and only while the answers queued toward it are under the memory
-// bound. Everything else that arrives meanwhile (pipelined requests, frames sent before a 101)
-// stays in gnet's inbound buffer or in held, untouched, under a cap, so answers leave in request
-// order, a client that does not read cannot make wsgate queue without bound, and nothing sent
-// behind an upgrade is ever read as a request.
+// bound. Everything else that arrives meanwhile (pipelined requests) stays in gnet's inbound
+// buffer or in held, untouched, under a cap, so answers leave in request order and a client that
+// does not read cannot make wsgate queue without bound. An upgrade request leaves gnet as soon as
+// its head is checked (upgrade.go): nothing sent behind it is ever read as a request.
 
 // state is where a client connection is in its exchange. The request side drives it; the
 // response side's progress is exchange.respPhase, because a backend may answer before the body
@@ -28,7 +28,6 @@ const (
 	stateForwardingBody                 // request body bytes go to the backend as they arrive
 	stateAwaitingResponse               // request sent; client bytes are the next pipelined request
 	stateStreamingResponse              // final response head forwarded, body streaming
-	stateUpgrading                      // WebSocket request sent; waiting for a verified 101
 	stateOffloaded                      // a body is in the tunnel plane; gnet holds neither fd
 	stateClosing                        // answer queued, then shutdown(SHUT_WR) and a short linger
 	stateClosed
@@ -36,7 +35,6 @@ const (
 
 // Caps on bytes we must hold because gnet cannot stop reading.
 const (
-	upgradeHoldCap  = 64 << 10 // client bytes sent before the 101 arrives
 	pipelineHoldCap = 1 << 20  // pipelined requests behind the one in flight
 	dialHoldFloor   = 8 << 20  // request body bytes held while the backend conn is being dialled
 	headScratchCap  = 32 << 10 // a response head and the body bytes behind it go out in one write up to this
@@ -178,11 +176,6 @@ func (cc *clientConn) process() {
 			if cc.inboundLen() > pipelineHoldCap {
 				cc.abort()
 			}
-		case stateUpgrading:
-			// Frames sent before the 101 wait here; they become Tunnel.ToBackend, never a request.
-			if cc.inboundLen() > upgradeHoldCap {
-				cc.fail(502)
-			}
 		case stateClosing:
 			cc.discardInbound()
 		}
@@ -254,6 +247,10 @@ func (cc *clientConn) readHead() bool {
 	}
 	s.requests.Add(1)
 	cc.takeMember(m)
+	if upgrade {
+		cc.startUpgrade() // the client leaves gnet; the tunnel plane dials the member (upgrade.go)
+		return false
+	}
 	cc.connect()
 	return cc.state != stateClosing && cc.state != stateClosed
 }
@@ -296,9 +293,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *rou
 	}
 	cc.deadline = 0
 	switch {
-	case upgrade:
-		cc.state = stateUpgrading
-	case ex.reqDone:
+	case ex.reqDone: // an upgrade too: it leaves gnet at once (startUpgrade)
 		cc.state = stateAwaitingResponse
 	default:
 		cc.state = stateForwardingBody

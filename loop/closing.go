@@ -170,7 +170,7 @@ func (cc *clientConn) expire(now int64) {
 		default:
 			cc.closeIdle() // idle keep-alive (or a conn that never spoke): nothing to answer
 		}
-	case stateAwaitingResponse, stateUpgrading:
+	case stateAwaitingResponse:
 		if !cc.ex.respFinal {
 			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
 			cc.fail(504)

@@ -110,6 +110,7 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		cfg.FDs = fdbudget.New(plan.limit)
 	}
 	cfg.Tunnel.FDs = cfg.FDs
+	upgradePlaneConfig(&cfg)
 	plane, err := splice.NewPlane(cfg.Tunnel)
 	if err != nil {
 		g.close()
@@ -133,6 +134,12 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}
+	if err := s.initUpgrades(); err != nil {
+		s.cancel()
+		_ = plane.Close()
+		g.close()
+		return nil, fmt.Errorf("wsgate: %w", err)
+	}
 	r, err := s.startRun()
 	if err != nil {
 		s.cancel()

@@ -333,7 +333,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			o.close = ex.closeAfter
 			head := appendResponseHead(ls.scratch[:0], resp, &o)
 			_, _ = bc.c.Discard(n)
-			if cc.state == stateAwaitingResponse || cc.state == stateUpgrading {
+			if cc.state == stateAwaitingResponse {
 				cc.state = stateStreamingResponse
 				cc.deadline = 0
 			}

@@ -55,6 +55,7 @@ func startTable(cfg Config) (t *route.Table, own bool, err error) {
 // previous table after. The sweep closes idle connections to members t no longer has.
 func (s *Server) SetRoutes(t *route.Table) {
 	if t != nil {
+		s.resolveNames(t) // members written as names, for the tunnel plane's dials (upgrade.go)
 		s.routes.Store(t)
 	}
 }

@@ -70,6 +70,8 @@ type Server struct {
 	backendWarn warnLimiter
 	// tlsLog rate-limits TLS failure lines (scanners, plain HTTP on the TLS port, bad records).
 	tlsLog tlsLimiter
+
+	up upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -90,6 +92,8 @@ type loopState struct {
 	sweepFn   gnet.RunnableFunc
 	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
+
+	onTunnelClose []func(splice.TunnelResult) // per member (by Member.ID): an upgraded tunnel's OnClose (upgrade.go)
 }
 
 // Stats returns a snapshot of the counters.

@@ -5,13 +5,16 @@ package loop_test
 // timeout rules as a plain one.
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,6 +324,114 @@ func TestTLSOffloadFastUpload(t *testing.T) {
 			}
 			if srv.Stats().Offloads == before {
 				t.Fatalf("the upload was not offloaded")
+			}
+		})
+	}
+}
+
+// TestTLSUpgradeRefusedSealed: the tunnel plane's answers toward a TLS client are sealed: a
+// backend that refuses the upgrade (403 with a body) is relayed as records, then close_notify and
+// the close; the frames the client sent behind its upgrade request never reach the backend. A
+// backend that cannot be reached gets the plane's own 502, sealed too.
+func TestTLSUpgradeRefusedSealed(t *testing.T) {
+	var got atomic.Int64
+	be := newRawBackend(t, func(p *rawPeer) {
+		io.WriteString(p.Conn, "HTTP/1.1 403 Forbidden\r\nContent-Length: 9\r\n\r\nforbidden")
+		p.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _ := io.Copy(io.Discard, p.R)
+		got.Add(n)
+	})
+	_, addr, _ := startTLSProxy(t, be.Addr)
+	c := dialRecordClient(t, addr)
+	c.write(append(c.seal(upgradeRequest("h", "/ws", wsKey(), "")), c.seal("FRAMES BEHIND THE REQUEST")...))
+	if !c.readUntil(10*time.Second, func() bool { return c.eof }) {
+		t.Fatalf("no close after the refusal: %q events %v err %v", c.app, c.evs, c.err)
+	}
+	rs := c.responses("GET")
+	if len(rs) != 1 || rs[0].StatusCode != 403 || !rs[0].Close {
+		t.Fatalf("refusal as the TLS client read it: %q", c.app)
+	}
+	if body, _ := io.ReadAll(rs[0].Body); string(body) != "forbidden" {
+		t.Fatalf("refusal body %q", body)
+	}
+	if !c.sawEvent(tlsrecord.EventCloseNotify) || c.err != nil {
+		t.Fatalf("no close_notify before the close: events %v err %v", c.evs, c.err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got.Load() != 0 {
+		t.Fatalf("the backend got %d bytes behind the refused upgrade", got.Load())
+	}
+
+	t.Run("backend-down", func(t *testing.T) {
+		_, addr, _ := startTLSProxy(t, freeAddr(t)) // nothing listens there
+		c := dialRecordClient(t, addr)
+		c.send(upgradeRequest("h", "/ws", wsKey(), ""))
+		c.readUntil(10*time.Second, func() bool { return c.eof })
+		if rs := c.responses("GET"); len(rs) != 1 || rs[0].StatusCode != 502 || !c.sawEvent(tlsrecord.EventCloseNotify) {
+			t.Fatalf("plane's own answer over TLS: %q events %v err %v", c.app, c.evs, c.err)
+		}
+	})
+}
+
+// TestUpgradeBehindQueuedAnswer: an upgrade pipelined behind a GET whose answer is not yet read by
+// the client: that answer reaches the client whole and before the 101 (what the HTTP plane still
+// had queued goes to the plane as Upgrade.ToClient; splice's TestUpgradeToClientFirst forces that
+// case), over plain HTTP and over TLS, where the order is also the records' sequence.
+func TestUpgradeBehindQueuedAnswer(t *testing.T) {
+	const n = 256 << 10
+	rb := newRawBackend(t, func(p *rawPeer) {
+		if p.Req.URL.Path == "/big" {
+			io.WriteString(p.Conn, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n))
+			p.Conn.Write(genBytes(5, n))
+			req, err := http.ReadRequest(p.R)
+			if err != nil {
+				return
+			}
+			p.Req = req
+		}
+		io.WriteString(p.Conn, response101(p.Req.Header.Get("Sec-WebSocket-Key")))
+		io.Copy(p.Conn, p.R) // echo
+	})
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			var addr string
+			if useTLS {
+				_, addr, _ = startTLSProxy(t, rb.Addr)
+			} else {
+				_, addr = startProxy(t, rb.Addr)
+			}
+			key := wsKey()
+			reqs := "GET /big HTTP/1.1\r\nHost: h\r\n\r\n" + upgradeRequest("h", "/ws", key, "")
+			var rd io.Reader
+			var wr io.Writer
+			if useTLS {
+				c := dialTLS(t, addr, clientTLS(t))
+				c.NetConn().(*net.TCPConn).SetReadBuffer(8 << 10)
+				wr, rd = c.Conn, c.br
+			} else {
+				c := dialRaw(t, addr)
+				c.Conn.(*net.TCPConn).SetReadBuffer(8 << 10)
+				wr, rd = c.Conn, c.br
+			}
+			io.WriteString(wr, reqs)
+			time.Sleep(300 * time.Millisecond) // the answer queues: the client reads nothing yet
+			br := bufio.NewReader(rd)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum, got, err := hashReader(resp.Body)
+			if err != nil || got != n || sum != genSum(5, n) {
+				t.Fatalf("the answer before the upgrade: %d bytes, err %v", got, err)
+			}
+			resp, err = http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil || resp.StatusCode != 101 || resp.Header.Get("Sec-WebSocket-Accept") != wsAccept(key) {
+				t.Fatalf("the 101 behind it: %v %v", resp, err)
+			}
+			io.WriteString(wr, "ping")
+			echo := make([]byte, 4)
+			if _, err := io.ReadFull(br, echo); err != nil || string(echo) != "ping" {
+				t.Fatalf("through the tunnel: %q %v", echo, err)
 			}
 		})
 	}

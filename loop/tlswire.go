@@ -496,23 +496,20 @@ func (t *tlsConn) close() {
 	t.dropPlain()
 }
 
+// handOffTLS gives a TLS client's session to the tunnel plane for good (a WebSocket upgrade);
+// nil for a plain client.
+func (cc *clientConn) handOffTLS() tlsrecord.RecordLayer {
+	if cc.tls == nil {
+		return nil
+	}
+	return cc.tls.handOff()
+}
+
 // handOff gives the session to the tunnel plane for good (a WebSocket upgrade).
 func (t *tlsConn) handOff() tlsrecord.RecordLayer {
 	rec := t.rec
 	t.rec, t.sess = nil, nil
 	return rec
-}
-
-// appendToClient appends p as the client will read it: sealed over TLS.
-func (cc *clientConn) appendToClient(dst, p []byte) []byte {
-	if cc.tls == nil || cc.tls.rec == nil {
-		return append(dst, p...)
-	}
-	out, err := cc.tls.rec.Seal(dst, p)
-	if err != nil {
-		return dst
-	}
-	return out
 }
 
 // tlsLimiter keeps TLS failure lines (scanners, plain HTTP, bad records) from flooding the log:

@@ -16,6 +16,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SPLICE_TEST_BACKEND") == "1" {
+		backendChild() // TestUpgradeStorm's backend process
+		return
+	}
 	// 2,000 tunnels need 8,000 fds and the idle-memory test 16,000; the
 	// hard limit here is 20,000.
 	var rl unix.Rlimit

@@ -1,7 +1,6 @@
 package splice
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ const (
 	evIn  uint8 = 1 << iota // src may have bytes (or EOF / error)
 	evOut                   // dst may take bytes
 	evErr                   // EPOLLERR seen
+	evHup                   // the peer shut down its side (EPOLLRDHUP/EPOLLHUP): an EOF may wait behind the data
 )
 
 // Slots poller.event reports for events that are not a conn's.
@@ -26,12 +26,20 @@ const (
 	flowDone                     // finished (shut down, or inactive for a transfer)
 	flowCopy                     // splice refused this socket (EINVAL): copy from now on
 	flowOwnBuf                   // buf is an exact-size pending remainder, not pooled: dropped when drained
+	flowBulk                     // the last read filled the small buffer: read through a pipe (or a pooled buffer) until a read comes back small
 )
 
 const (
 	turnBytes = 1 << 20 // fairness: bytes a direction moves per turn before the others go
 	wheelSize = 512
 	maxEvents = 256
+
+	// smallSize is the per-loop buffer the small-message path reads into
+	// (HAProxy's splice-auto idea): a read that fits is written straight
+	// out and the direction holds nothing, one recv and one send per
+	// message instead of a pipe borrowed, two splices and a third that
+	// finds the socket empty. A read that fills it marks the direction bulk.
+	smallSize = 16 << 10
 )
 
 // end is one socket of a conn.
@@ -48,12 +56,32 @@ type flow struct {
 	off    int32   // buf[off:lim] still to write
 	lim    int32   //
 	state  uint8   //
+	smalls uint8   // bulk: small reads in a row; smallsToDecay of them end bulk mode
 	werr   uint16  // errno of a failed inline pending write, reported on attach
 	buf    *[]byte // borrowed copy buffer (or pending remainder), nil when none
 	moved  int64   // bytes written to dst
 }
 
 func (f *flow) init() { f.pr, f.pw = -1, -1 }
+
+// smallsToDecay: a bulk direction goes back to the small-message path after
+// this many reads in a row came back smaller than the small buffer. One is
+// too few: a bulk stream whose reader keeps up reads less than 16 KiB now and
+// then (an ACK-clocked segment), and every such read would send the next 16
+// KiB through a copy (+30% plane CPU per GB in BenchmarkPerfBulk).
+const smallsToDecay = 4
+
+// decay counts a bulk-path read of n bytes toward leaving bulk mode.
+func (f *flow) decay(n int) {
+	if n >= smallSize {
+		f.smalls = 0
+		return
+	}
+	if f.smalls++; f.smalls >= smallsToDecay {
+		f.smalls = 0
+		f.state &^= flowBulk // small again: the next read goes through l.small
+	}
+}
 
 // holds reports bytes taken from src (in the pipe or the buffer) still waiting for dst.
 func (f *flow) holds() bool { return f.buf != nil || f.inPipe > 0 }
@@ -64,21 +92,21 @@ type conn struct {
 	ends  [2]end
 	flows [2]flow
 
-	slot     int32  // index in loop.slots; the poller's event carries it
-	tb       int32  // wheel bucket or -1
+	slot     int32 // index in loop.slots; the poller's event carries it
+	tb       int16 // wheel bucket (< wheelSize) or -1; 16 bits keep the conn in the 160-byte size class
+	closed   bool
+	ready    bool   // on loop.ready: budget ran out with work left
 	deadline uint32 // wheel tick at which to look again
 	active   uint32 // tick of the last byte moved
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
-	closed   bool
-	ready    bool  // on loop.ready: budget ran out with work left
-	idleSet  bool  // a tunnel whose idle was set by its caller (Tunnel.IdleTimeout), not the Config
-	tnext    int32 // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
-	tprev    int32 // the conn in the 160-byte size class with the TLS pointer below (tls.go)
+	tnext    int32  // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
+	tprev    int32  // the conn in the 160-byte size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
-	t       *tlsEnd // a TLS end: records opened and sealed on the way (tls.go); nil for plain conns
+	hs      *handshake // an upgrade still being decided (upgrade.go); nil for tunnels and transfers
+	t       *tlsEnd    // a TLS end: records opened and sealed on the way (tls.go); nil for plain conns
 }
 
 type xfer struct {
@@ -93,6 +121,7 @@ type xfer struct {
 
 type loopStats struct {
 	tunnels, transfers   atomic.Int64
+	handshakes           atomic.Int64 // upgrades connecting or waiting for their answer
 	pipesIdle, pipesBusy atomic.Int64
 	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
@@ -127,13 +156,17 @@ type loop struct {
 	now      uint32
 	lastTick uint32
 	budget   int
-	warned   bool // a pipe2 failure was logged
-	capped   bool // reaching MaxPipes or the fd budget was logged
-	st       loopStats
+	warned   bool    // a pipe2 failure was logged
+	capped   bool    // reaching MaxPipes or the fd budget was logged
+	small    []byte  // smallSize: the small-message path reads here and writes straight out
+	scratch  Scratch // the upgrade judges' per-loop state
+
+	tlsScratch []byte // answers sealed toward TLS clients on the upgrade path (tls.go)
+	st         loopStats
 }
 
 func newLoop(p *Plane, id int) (*loop, error) {
-	l := &loop{p: p, id: id, start: time.Now()}
+	l := &loop{p: p, id: id, start: time.Now(), small: make([]byte, smallSize)}
 	for i := range l.wheel {
 		l.wheel[i] = -1
 	}
@@ -178,8 +211,6 @@ func (l *loop) stop() {
 }
 
 func (l *loop) run() {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer l.p.wg.Done()
 	defer l.shutdown()
 	var pending []*conn
@@ -261,15 +292,16 @@ func (l *loop) attach(c *conn) {
 	l.slots[c.slot] = c
 	c.tb = -1
 	c.active = l.now
+	if c.hs != nil {
+		l.startHandshake(c)
+		return
+	}
 	if c.x != nil {
 		l.st.transfers.Add(1)
 	} else {
-		l.st.tunnels.Add(1)
-		if !c.idleSet {
-			c.idle = l.p.ticks(l.p.cfg.IdleTimeout)
-		}
+		l.st.tunnels.Add(1) // c.idle was set by Tunnel (its own or the Config's)
 		if c.t != nil {
-			l.st.tlsTunnels.Add(1)
+			l.tlsCount(c)
 		}
 	}
 	for i := range c.flows {
@@ -295,7 +327,7 @@ func (l *loop) attach(c *conn) {
 }
 
 func (c *conn) name(i int) string {
-	if c.x != nil {
+	if c.x != nil && c.hs == nil {
 		if i == 0 {
 			return "src"
 		}
@@ -308,7 +340,7 @@ func (c *conn) name(i int) string {
 }
 
 func (c *conn) dir(i int) string {
-	if c.x != nil {
+	if c.x != nil && c.hs == nil {
 		return "src->dst"
 	}
 	if i == 0 {
@@ -320,6 +352,10 @@ func (c *conn) dir(i int) string {
 // pump advances both directions, then reports a socket error nobody
 // tripped over (e.g. an RST on a side whose directions are both stalled).
 func (l *loop) pump(c *conn) {
+	if c.hs != nil {
+		l.hsStep(c)
+		return
+	}
 	if !l.move(c, 0) {
 		return
 	}
@@ -359,7 +395,7 @@ func (l *loop) move(c *conn, i int) bool {
 			if dst.ev&evOut == 0 {
 				return true
 			}
-			n, err := unix.Write(int(dst.fd), (*f.buf)[f.off:f.lim])
+			n, err := rawWrite(int(dst.fd), (*f.buf)[f.off:f.lim])
 			if err != nil {
 				if err == unix.EINTR {
 					continue
@@ -413,7 +449,7 @@ func (l *loop) move(c *conn, i int) bool {
 				l.finish(c, &OpError{Dir: c.dir(i), Op: "read from src", Err: ErrUnexpectedEOF})
 				return false
 			}
-			if err := unix.Shutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
+			if err := rawShutdown(int(dst.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
 				l.fail(c, &OpError{Dir: c.dir(i), Op: "shutdown " + c.name(1-i), Err: err})
 				return false
 			}
@@ -424,10 +460,96 @@ func (l *loop) move(c *conn, i int) bool {
 		if src.ev&evIn == 0 {
 			return true
 		}
+		if c.x == nil && f.state&flowBulk == 0 {
+			// Small-message path. Read only what can be written now: with
+			// dst full the bytes stay in src's socket (backpressure) and
+			// dst's EPOLLOUT edge brings us back.
+			if dst.ev&evOut == 0 {
+				return true
+			}
+			n, ok := l.relaySmall(c, i, f, src, dst)
+			if !ok {
+				return false
+			}
+			if budget -= n; budget <= 0 {
+				l.defer_(c)
+				return true
+			}
+			continue
+		}
 		if !l.fill(c, i, f, src) {
 			return false
 		}
 	}
+}
+
+// relaySmall is one round of the small-message path: one read into the
+// loop's small buffer, written straight to dst. What dst does not take is
+// kept in an exact-size slice the flow owns (as writePending does), so a
+// direction never holds a buffer after its bytes left, and the hot path
+// allocates nothing.
+//
+// A read that comes back shorter than the buffer drained the socket: the
+// next byte to arrive raises a new edge, so the third syscall that would
+// only find EAGAIN is skipped. Not when the peer already shut down its side
+// (evHup): the edge that reported the data also reported the FIN, and no new
+// edge will come for the EOF behind the data. A read that fills the buffer
+// marks the direction bulk: fill takes over with a pipe (or a pooled
+// buffer) until a read comes back small again.
+func (l *loop) relaySmall(c *conn, i int, f *flow, src, dst *end) (int, bool) {
+	b := l.small
+	var n int
+	for {
+		var err error
+		n, err = rawRead(int(src.fd), b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			src.ev &^= evIn
+			return 0, true
+		case err != nil:
+			l.fail(c, &OpError{Dir: c.dir(i), Op: "read from " + c.name(i), Err: err})
+			return 0, false
+		case n == 0:
+			f.state |= flowEOF
+			return 0, true
+		}
+		break
+	}
+	if n == len(b) {
+		f.state |= flowBulk
+	} else if src.ev&evHup == 0 {
+		src.ev &^= evIn
+	}
+	c.active = l.now
+	off := 0
+	for off < n {
+		m, err := rawWrite(int(dst.fd), b[off:n])
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			dst.ev &^= evOut
+			break
+		}
+		if err != nil {
+			f.moved += int64(off)
+			l.st.copied.Add(int64(off))
+			l.failWrite(c, i, err)
+			return off, false
+		}
+		off += m
+	}
+	f.moved += int64(off)
+	l.st.copied.Add(int64(off))
+	if off < n {
+		s := make([]byte, n-off)
+		copy(s, b[off:n])
+		f.buf, f.off, f.lim = &s, 0, int32(len(s))
+		f.state |= flowOwnBuf
+	}
+	return n, true
 }
 
 // fill takes the next bytes from src into a borrowed pipe, or into a pooled
@@ -480,6 +602,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 				return true
 			}
 			f.inPipe = int32(n)
+			f.decay(n)
 			c.active = l.now // progress: a stall is measured from here
 			if x != nil {
 				if x.remaining > 0 {
@@ -497,7 +620,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 		b = b[:x.remaining]
 	}
 	for {
-		n, err := unix.Read(int(src.fd), b)
+		n, err := rawRead(int(src.fd), b)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -515,6 +638,7 @@ func (l *loop) fill(c *conn, i int, f *flow, src *end) bool {
 			return true
 		}
 		f.buf, f.off, f.lim = bp, 0, int32(n)
+		f.decay(n)
 		c.active = l.now
 		if x != nil {
 			if x.remaining > 0 {
@@ -658,8 +782,8 @@ func (l *loop) putPipe(f *flow) {
 
 // closePipe closes a pipe and takes it off the plane's pipe and fd counts.
 func (l *loop) closePipe(r, w int32) {
-	unix.Close(int(r))
-	unix.Close(int(w))
+	rawClose(int(r))
+	rawClose(int(w))
 	l.p.pipes.Add(-1)
 	l.p.fds.Release(2)
 }
@@ -742,6 +866,14 @@ func (l *loop) finish(c *conn, err error) {
 	if c.closed {
 		return
 	}
+	if c.hs != nil {
+		if c.hs.phase == hsRelaying && err != ErrClosed {
+			l.relayDone(c, err)
+		} else {
+			l.hsEnd(c, UpgradeClosed, err)
+		}
+		return
+	}
 	c.closed = true
 	l.disarm(c)
 	if c.slot >= 0 && int(c.slot) < len(l.slots) && l.slots[c.slot] == c {
@@ -782,8 +914,8 @@ func (l *loop) finish(c *conn, err error) {
 	if c.t != nil {
 		c.t.rec.Close() // wipe the keys, return a borrowed record buffer
 	}
-	unix.Close(int(c.ends[0].fd))
-	unix.Close(int(c.ends[1].fd))
+	rawClose(int(c.ends[0].fd))
+	rawClose(int(c.ends[1].fd))
 	l.p.fds.Release(2)
 	l.p.open.Add(-1)
 	if c.onClose != nil {
@@ -802,7 +934,9 @@ func (l *loop) shutdown() {
 	for _, c := range q {
 		// Never attached: count it so finish's accounting balances.
 		c.slot, c.tb = -1, -1
-		if c.x != nil {
+		if c.hs != nil {
+			l.st.handshakes.Add(1)
+		} else if c.x != nil {
 			l.st.transfers.Add(1)
 		} else {
 			l.st.tunnels.Add(1)

@@ -1,13 +1,17 @@
-// Package splice is wsgate's tunnel plane: a few epoll loops, each locked to
-// its own OS thread, that join pairs of sockets and move their bytes with
-// splice(2) through a small pool of pipes (HAProxy's src/pipe.c model: a
-// pipe is borrowed only while bytes are in flight). Where splice is off or
-// unavailable the same loops copy through pooled buffers with the same
-// backpressure and half-close rules.
+// Package splice is wsgate's tunnel plane: a few epoll loops (goroutines
+// that park in Go's netpoller on their epoll fd) that join pairs of sockets
+// and move their bytes: small messages with one read and one write through
+// a per-loop buffer, bulk streams with splice(2) through a small pool of
+// pipes (HAProxy's src/pipe.c model: a pipe is borrowed only while bytes are
+// in flight). Where splice is off or unavailable the same loops copy bulk
+// through pooled buffers with the same backpressure and half-close rules.
 //
 // A Tunnel joins a client and a backend socket for the rest of their lives;
-// a Transfer moves one HTTP message body from Src to Dst with real
-// backpressure and then hands both sockets back.
+// an Upgrade dials the backend for a client whose upgrade request the HTTP
+// plane has checked, lets the HTTP plane's Handshake judge the answer, and
+// becomes a Tunnel only on a verified switch; a Transfer moves one HTTP
+// message body from Src to Dst with real backpressure and then hands both
+// sockets back.
 package splice
 
 import (
@@ -48,6 +52,10 @@ type Config struct {
 	// per pipe from its creation to its close. A pipe is created only if the budget has room
 	// (otherwise that round copies); sockets are counted unconditionally, since they already exist.
 	FDs *fdbudget.Budget
+
+	// Upgrade defaults (Plane.Upgrade): the backend connect, then the
+	// answer head. Default 5s and 60s.
+	DialTimeout, ResponseTimeout time.Duration
 }
 
 // Defaults applied by NewPlane. DefaultPipeSize is 256 KiB rather than the
@@ -62,12 +70,16 @@ const (
 	DefaultBufferSize  = 64 << 10
 	DefaultFinTimeout  = 30 * time.Second
 
+	DefaultDialTimeout     = 5 * time.Second
+	DefaultResponseTimeout = 60 * time.Second
+
 	DefaultRecordTimeout = 10 * time.Second
 )
 
 // Stats is a snapshot of the plane's counters.
 type Stats struct {
 	Tunnels, Transfers        int64 // active now
+	Handshakes                int64 // upgrades dialling or waiting for their answer now
 	TunnelsTotal              int64
 	PipesIdle, PipesBusy      int64 // pool accounting
 	BuffersIdle               int64 // copy-path spares the loops keep (BufferSize each)
@@ -189,6 +201,7 @@ type Plane struct {
 	maxPipes int64        // 0 = no cap
 	fds      *fdbudget.Budget
 	spliceOK bool
+	hs       *hsSlab   // handshake states of the upgrades in flight (upgrade.go)
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
 
@@ -204,7 +217,8 @@ type Plane struct {
 	spliceIn func(in, out, n int) (int, error)
 }
 
-// NewPlane starts cfg.Loops goroutines, each LockOSThread + own epoll + eventfd.
+// NewPlane starts cfg.Loops loop goroutines, each with its own epoll set and
+// eventfd.
 func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Loops <= 0 {
 		cfg.Loops = runtime.GOMAXPROCS(0)
@@ -239,6 +253,12 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.IdleTimeout < 0 {
 		cfg.IdleTimeout = 0
 	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ResponseTimeout <= 0 {
+		cfg.ResponseTimeout = DefaultResponseTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -248,10 +268,10 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.RecordTimeout < 0 {
 		cfg.RecordTimeout = 0
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, hs: newHSSlab()}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
-	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout)
+	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)
 	p.shrinkTicks = max(p.ticks(shrinkAfter), 1)
 	p.recordTicks = p.ticks(cfg.RecordTimeout)
 	if cfg.Splice {
@@ -311,6 +331,7 @@ func (p *Plane) Stats() Stats {
 	for _, l := range p.loops {
 		s.Tunnels += l.st.tunnels.Load()
 		s.Transfers += l.st.transfers.Load()
+		s.Handshakes += l.st.handshakes.Load()
 		s.PipesIdle += l.st.pipesIdle.Load()
 		s.PipesBusy += l.st.pipesBusy.Load()
 		s.BuffersIdle += l.st.bufsIdle.Load()
@@ -324,8 +345,10 @@ func (p *Plane) Stats() Stats {
 	return s
 }
 
-// OpenTunnels is the number of tunnels the plane owns right now, from the Tunnel call until their
-// fds are closed: one atomic load, cheap enough to check on every accepted connection.
+// OpenTunnels is the number of client connections the plane owns right now: tunnels from the
+// Tunnel call until their fds are closed, and upgrades from the Upgrade call until they are
+// closed or the tunnel they become ends. One atomic load, cheap enough to check on every accepted
+// connection.
 func (p *Plane) OpenTunnels() int64 { return p.open.Load() }
 
 func (p *Plane) pick() *loop {
@@ -364,11 +387,7 @@ func (p *Plane) Tunnel(t Tunnel) error {
 	if err := unix.SetNonblock(t.BackendFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
-	c := &conn{onClose: t.OnClose}
-	if t.IdleTimeout != 0 {
-		c.idleSet = true
-		c.idle = p.ticks(t.IdleTimeout) // 0 (never) for a negative value
-	}
+	c := &conn{onClose: t.OnClose, idle: p.tunnelIdle(t.IdleTimeout)}
 	if t.ClientTLS != nil {
 		c.t = &tlsEnd{rec: t.ClientTLS, end: 0}
 	}
@@ -449,6 +468,15 @@ func (p *Plane) Transfer(x Transfer) error {
 	return nil
 }
 
+// tunnelIdle is a tunnel's idle timeout in ticks: its own (Tunnel.IdleTimeout,
+// Upgrade.IdleTimeout) when set, negative meaning never, else the Config's.
+func (p *Plane) tunnelIdle(d time.Duration) uint32 {
+	if d == 0 {
+		d = p.cfg.IdleTimeout
+	}
+	return p.ticks(d) // 0 (never) for a negative value
+}
+
 // ticks converts a timeout into wheel ticks, rounding up so a timeout never
 // fires early.
 func (p *Plane) ticks(d time.Duration) uint32 {
@@ -476,7 +504,7 @@ func (p *Plane) ticks(d time.Duration) uint32 {
 // as they did when the loop wrote them.
 func (l *loop) writePending(f *flow, dst int, b []byte) {
 	for len(b) > 0 {
-		n, err := unix.Write(dst, b)
+		n, err := rawWrite(dst, b)
 		if err == unix.EINTR {
 			continue
 		}

@@ -110,11 +110,14 @@ func (p *poller) event(i int) (slot int32, side int32, ev uint8) {
 	switch {
 	case e.Flags&unix.EV_ERROR != 0 || (e.Flags&unix.EV_EOF != 0 && e.Fflags != 0):
 		// A socket error (EV_EOF with so_error in fflags) is EPOLLERR.
-		ev = evIn | evOut | evErr
+		ev = evIn | evOut | evErr | evHup
 	case int(e.Filter) == unix.EVFILT_READ:
 		ev = evIn // EV_EOF here is EPOLLRDHUP: read sees the 0
+		if e.Flags&unix.EV_EOF != 0 {
+			ev |= evHup
+		}
 	case e.Flags&unix.EV_EOF != 0:
-		ev = evIn | evOut // write side gone: EPOLLHUP
+		ev = evIn | evOut | evHup // write side gone: EPOLLHUP
 	default:
 		ev = evOut
 	}

@@ -25,3 +25,10 @@ func setPipeSize(fd, sz int) {}
 func spliceMove(in, out, n int) (int, error) { return 0, unix.ENOSYS }
 
 func probeSplice() error { return errNoSplice }
+
+func rawRead(fd int, p []byte) (int, error)  { return unix.Read(fd, p) }
+func rawWrite(fd int, p []byte) (int, error) { return unix.Write(fd, p) }
+
+func rawClose(fd int)                              { unix.Close(fd) }
+func rawShutdown(fd, how int) error                { return unix.Shutdown(fd, how) }
+func rawSetsockoptInt(fd, level, opt, v int) error { return unix.SetsockoptInt(fd, level, opt, v) }

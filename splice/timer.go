@@ -17,9 +17,14 @@ func after(a, b uint32) bool { return int32(a-b) >= 0 }
 func (l *loop) arm(c *conn) {
 	var d uint32
 	has := false
-	if c.x != nil {
+	switch {
+	case c.hs != nil:
+		// A pending upgrade (a refusal's relay included) has one deadline,
+		// its phase's.
+		d, has = c.hs.deadline, true
+	case c.x != nil:
 		d, has = c.x.next(c, l.lastTick)
-	} else {
+	default:
 		if c.idle > 0 {
 			d, has = c.active+c.idle+1, true
 		}
@@ -27,7 +32,7 @@ func (l *loop) arm(c *conn) {
 			d, has = c.finAt, true
 		}
 	}
-	if c.t != nil {
+	if c.t != nil && c.hs == nil {
 		if t, ok := l.tlsDeadline(c); ok && (!has || after(d, t)) {
 			d, has = t, true
 		}
@@ -44,7 +49,7 @@ func (l *loop) arm(c *conn) {
 	}
 	l.disarm(c)
 	c.deadline = d
-	b := int32(d % wheelSize)
+	b := int16(d % wheelSize)
 	c.tb = b
 	c.tprev = -1
 	c.tnext = l.wheel[b]
@@ -102,6 +107,14 @@ func (l *loop) advance() {
 
 func (l *loop) expire(c *conn, t uint32) {
 	if c.closed {
+		return
+	}
+	if c.hs != nil {
+		if after(t, c.hs.deadline) {
+			l.hsTimeout(c)
+		} else {
+			l.arm(c)
+		}
 		return
 	}
 	if c.t != nil && !l.tlsExpire(c, t) {

@@ -40,6 +40,7 @@ type tlsEnd struct {
 	end          int    // index in conn.ends of the TLS socket
 	flags        uint8  // tlsBye, tlsShrunk
 	readClosed   bool   // close_notify received
+	counted      bool   // in the TLSTunnels gauge
 	partialSince uint32 // tick since which a record is half-received, 0 = none
 }
 
@@ -429,10 +430,52 @@ func (l *loop) tlsExpire(c *conn, t uint32) bool {
 	return true
 }
 
+// sealAnswer seals an answer of the upgrade path toward a TLS client into the loop's scratch
+// (valid until the next seal; toClient copies what the kernel does not take). A session that
+// cannot seal (it never fails for AEAD records short of 2^64 of them) leaves the answer out and
+// the conn ends.
+func (l *loop) sealAnswer(c *conn, b []byte) []byte {
+	out, err := c.t.rec.Seal(l.tlsScratch[:0], b)
+	if err != nil {
+		l.hsEnd(c, UpgradeClosed, &OpError{Dir: "upgrade", Op: "seal toward client", Err: err})
+		return nil
+	}
+	l.tlsScratch = out[:0]
+	return out
+}
+
+// closeNotify is our close_notify record for c's TLS client, in the loop's scratch.
+func (l *loop) closeNotify(c *conn) []byte {
+	out, err := c.t.rec.AppendCloseNotify(l.tlsScratch[:0])
+	if err != nil {
+		return nil
+	}
+	l.tlsScratch = out[:0]
+	return out
+}
+
+// toClientRecords queues records already sealed (close_notify) like toClient queues an answer.
+func (l *loop) toClientRecords(c *conn, rec []byte) {
+	f := &c.flows[1]
+	if f.buf != nil {
+		s := append((*f.buf)[f.off:f.lim:f.lim], rec...)
+		f.buf, f.off, f.lim = &s, 0, int32(len(s))
+		return
+	}
+	l.writePending(f, int(c.ends[0].fd), rec)
+}
+
+// tlsCount puts a TLS tunnel in the TLSTunnels gauge (attach, or an upgrade's switch).
+func (l *loop) tlsCount(c *conn) {
+	c.t.counted = true
+	l.st.tlsTunnels.Add(1)
+}
+
 // tlsForget takes a finishing conn out of the TLS gauges.
 func (l *loop) tlsForget(c *conn) {
 	te := c.t
-	if c.x == nil && c.slot >= 0 {
+	if te.counted {
+		te.counted = false
 		l.st.tlsTunnels.Add(-1)
 	}
 	if te.flags&tlsShrunk != 0 {

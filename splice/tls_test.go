@@ -1,12 +1,14 @@
 package splice
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -223,6 +225,88 @@ func TestTLSTunnelRecordTimeoutAndHalfClose(t *testing.T) {
 		}
 		if r := tt.result(t, 10*time.Second); r.Err != nil {
 			t.Fatalf("tunnel ended with %v", r.Err)
+		}
+	})
+}
+
+// TestUpgradeToClientFirst: bytes the HTTP plane still had queued toward the client (Upgrade.ToClient,
+// 2 MiB here, more than the client's kernel takes while it does not read) reach the client whole
+// and before the switch answer.
+func TestUpgradeToClientFirst(t *testing.T) {
+	be := newUpBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		if _, err := readHead(br); err != nil {
+			return
+		}
+		c.Write([]byte(answer101("k")))
+		io.Copy(c, br)
+	})
+	p := newPlane(t, Config{Loops: 1})
+	queued := make([]byte, 2<<20)
+	rand.Read(queued)
+	e := startUpgrade(t, p, listen(t), be.addr, &testJudge{key: "k"}, nil, nil, func(u *Upgrade) { u.ToClient = queued })
+	if r := e.result(t, 5*time.Second); r.Outcome != UpgradeSwitched {
+		t.Fatalf("result %+v", r)
+	}
+	if got := readN(t, e.client, len(queued), 10*time.Second); !bytes.Equal(got, queued) {
+		t.Fatal("the queued bytes did not arrive first and whole")
+	}
+	want := "HTTP/1.1 101 Switching Protocols\r\n"
+	if got := readN(t, e.client, len(want), 5*time.Second); string(got) != want {
+		t.Fatalf("then %q", got)
+	}
+}
+
+// TestUpgradeTLSClient: an upgrade from a TLS client (Upgrade.ClientTLS): the switch answer and the
+// backend's bytes glued to it arrive as records, the held plaintext goes to the backend, then the
+// tunnel opens and seals both ways; a refusal is sealed too and ends with close_notify.
+func TestUpgradeTLSClient(t *testing.T) {
+	be := newUpBackend(t, func(c *net.TCPConn, br *bufio.Reader) {
+		h, err := readHead(br)
+		if err != nil {
+			return
+		}
+		if strings.Contains(h, "refuse") {
+			c.Write([]byte("HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"))
+			return
+		}
+		c.Write([]byte(answer101("k") + "glued|"))
+		io.Copy(c, br) // echo
+	})
+	p := newPlane(t, Config{Loops: 1})
+	srv, cli := tlsSessions(t, tlsrecord.TLS_AES_128_GCM_SHA256)
+	e := startUpgrade(t, p, listen(t), be.addr, &testJudge{key: "k"}, nil, []byte("held|"), func(u *Upgrade) { u.ClientTLS = srv })
+	if r := e.result(t, 5*time.Second); r.Outcome != UpgradeSwitched {
+		t.Fatalf("result %+v", r)
+	}
+	tt := &tlsTunnel{tunnelEnds: &tunnelEnds{client: e.client}, srv: srv, cli: cli}
+	want := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Accept: k\r\nX-Judged: yes\r\n\r\nglued|held|"
+	if got := tt.recv(t, len(want), 5*time.Second); string(got) != want {
+		t.Fatalf("client read %q (err %v)", got, tt.err)
+	}
+	tt.send(t, []byte("sealed by the client"))
+	if got := tt.recv(t, 20, 5*time.Second); string(got) != "sealed by the client" {
+		t.Fatalf("echo %q (err %v)", got, tt.err)
+	}
+	if st := p.Stats(); st.TLSTunnels != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		srv, cli := tlsSessions(t, tlsrecord.TLS_CHACHA20_POLY1305_SHA256)
+		e := startUpgrade(t, p, listen(t), be.addr, &testJudge{key: "k"}, nil, nil, func(u *Upgrade) {
+			u.ClientTLS = srv
+			u.Head = []byte("GET /refuse HTTP/1.1\r\nHost: test\r\n\r\n")
+		})
+		if r := e.result(t, 5*time.Second); r.Outcome != UpgradeRefused {
+			t.Fatalf("result %+v", r)
+		}
+		tt := &tlsTunnel{tunnelEnds: &tunnelEnds{client: e.client}, srv: srv, cli: cli}
+		got := tt.recv(t, 1<<20, 5*time.Second) // until the close
+		if !strings.HasPrefix(string(got), "HTTP/1.1 403 Forbidden\r\n") || !strings.HasSuffix(string(got), "\r\n\r\nno") {
+			t.Fatalf("refusal as read by the TLS client: %q", got)
+		}
+		if len(tt.evs) == 0 || tt.evs[len(tt.evs)-1] != tlsrecord.EventCloseNotify {
+			t.Fatalf("no close_notify after the refusal: %v (err %v)", tt.evs, tt.err)
 		}
 	})
 }

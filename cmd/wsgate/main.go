@@ -124,6 +124,7 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	if certs != nil {
 		o.tls.logKTLS(logger)
 	}
+	reserveProcs(&cfg, logger) // procs.go: the tunnel plane's loops need Ps gnet's waiting loops do not hold
 
 	// Before Start: a signal that arrives while it runs is acted on, not fatal.
 	sig := make(chan os.Signal, 4)

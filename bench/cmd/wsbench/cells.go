@@ -100,22 +100,29 @@ func (h *harness) cells() []cell {
 		}
 	}
 	if contains(s.Scenarios, "rtt") {
-		cs = append(cs, cell{scenario: "rtt", name: "rtt", est: s.RTTDur + 400*time.Millisecond,
-			measure: func(ctx context.Context, r *peers.Running) (outcome, error) {
-				res, err := load.RunRTT(ctx, load.RTTConfig{Addr: r.Addr, Conns: s.RTTConns, Rate: s.RTTRate, Size: 100, Duration: s.RTTDur, Locals: load.SourceAddrs(s.Sources)})
-				if err != nil {
-					return outcome{}, err
-				}
-				ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
-				o := outcome{
-					metrics: map[string]float64{"rtt.p50_ms": ms(res.P50), "rtt.p99_ms": ms(res.P99), "rtt.p999_ms": ms(res.P999),
-						"rtt.max_ms": ms(res.Max), "rtt.achieved": res.Achieved, "rtt.lost": float64(res.Sent - res.Received)},
-					errors:  res.Errors,
-					note:    res.FirstErr,
-					summary: fmt.Sprintf("p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.0f msg/s", ms(res.P50), ms(res.P99), ms(res.P999), res.Achieved),
-				}
-				return o, nil
-			}})
+		for _, rate := range s.RTTRates {
+			rate := rate
+			p := rttPrefix(rate)
+			cs = append(cs, cell{scenario: "rtt", name: p, est: s.RTTDur + 400*time.Millisecond,
+				measure: func(ctx context.Context, r *peers.Running) (outcome, error) {
+					res, err := load.RunRTT(ctx, load.RTTConfig{Addr: r.Addr, Conns: s.RTTConns, Rate: rate, Size: 100, Duration: s.RTTDur, Locals: load.SourceAddrs(s.Sources)})
+					if err != nil {
+						return outcome{}, err
+					}
+					ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+					o := outcome{
+						metrics: map[string]float64{p + ".p50_ms": ms(res.P50), p + ".p99_ms": ms(res.P99), p + ".p999_ms": ms(res.P999),
+							p + ".max_ms": ms(res.Max), p + ".achieved": res.Achieved, p + ".kept_pct": 100 * res.Achieved / rate,
+							p + ".lost": float64(res.Sent - res.Received)},
+						// An echoed message crosses the proxy twice (up and back); CPU per message is per echo.
+						perUnit: []perUnit{{p + ".cpu_us_msg", float64(res.Received), 1e6}},
+						errors:  res.Errors,
+						note:    res.FirstErr,
+						summary: fmt.Sprintf("%.0f/s: p50 %.2f ms p99 %.2f ms p99.9 %.2f ms, %.0f msg/s", rate, ms(res.P50), ms(res.P99), ms(res.P999), res.Achieved),
+					}
+					return o, nil
+				}})
+		}
 	}
 	if contains(s.Scenarios, "idle") {
 		cs = append(cs, cell{scenario: "idle", name: "idle", fresh: true, est: s.IdleSettle + time.Duration(s.IdleTunnels)*150*time.Microsecond + 300*time.Millisecond,
@@ -136,7 +143,98 @@ func (h *harness) cells() []cell {
 				}, nil
 			}})
 	}
+	if contains(s.Scenarios, "storm") {
+		cs = append(cs, cell{scenario: "storm", name: "storm", fresh: true,
+			est:     s.StormIdle + time.Duration(s.StormClients)*400*time.Microsecond + 2*time.Second,
+			measure: func(ctx context.Context, r *peers.Running) (outcome, error) { return h.storm(ctx, r) }})
+	}
 	return append(cs, h.tlsCells()...)
+}
+
+// rttPrefix names the metrics of the rtt cell at one rate: rtt5000, rtt20000.
+func rttPrefix(rate float64) string { return fmt.Sprintf("rtt%.0f", rate) }
+
+// storm opens StormClients tunnels at once (StormPar in flight) on a freshly started peer,
+// then reads: upgrades per second, connect-to-101 latency, the proxy's CPU per upgrade over the
+// storm alone, its threads before, during (sampled) and after, and its RSS per tunnel
+// StormIdle after the storm (against the baseline just before it); then one echo per tunnel.
+func (h *harness) storm(ctx context.Context, r *peers.Running) (outcome, error) {
+	s := h.s
+	pid := r.PID
+	if r.Direct() {
+		pid = h.backendPID
+	}
+	pids := peers.Tree(pid) // nginx's workers exist before the storm and do not change
+	threads := func() int {
+		n := 0
+		for _, p := range pids {
+			n += peers.ProcThreads(p)
+		}
+		return n
+	}
+	rss0, thr0, cpu0 := peers.TreeRSS(pid), threads(), peers.TreeCPU(pid)
+	stop := make(chan struct{})
+	maxThr := make(chan int, 1)
+	go func() {
+		m := thr0
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				maxThr <- max(m, threads())
+				return
+			case <-t.C:
+				m = max(m, threads())
+			}
+		}
+	}()
+	res, err := load.RunStorm(ctx, load.StormConfig{Addr: r.Addr, Clients: s.StormClients, Par: s.StormPar, Locals: load.SourceAddrs(s.StormSources)})
+	cpu1 := peers.TreeCPU(pid)
+	close(stop)
+	thrMax := <-maxThr
+	if res.Set != nil {
+		defer func() {
+			res.Set.Close()
+			time.Sleep(time.Second) // let the peer tear the tunnels down before the next measurement
+		}()
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	select {
+	case <-time.After(s.StormIdle):
+	case <-ctx.Done():
+		return outcome{}, ctx.Err()
+	}
+	rss1, thr1 := peers.TreeRSS(pid), threads()
+	ok, perr := res.Set.EchoAll(ctx, 64, 30*time.Second)
+	ms := func(d time.Duration) float64 { return float64(d) / 1e6 }
+	up := float64(res.Upgrades)
+	o := outcome{metrics: map[string]float64{
+		"storm.per_s": res.PerSec(), "storm.p50_ms": ms(res.P50), "storm.p99_ms": ms(res.P99), "storm.max_ms": ms(res.Max),
+		"storm.failed": float64(res.Errors), "storm.alive_pct": 100 * float64(ok) / float64(s.StormClients),
+		"storm.threads_before": float64(thr0), "storm.threads_max": float64(thrMax), "storm.threads_after": float64(thr1),
+	}}
+	per := float64(rss1-rss0) / up
+	if r.Direct() {
+		o.metrics["storm.cpu_us"] = math.NaN()
+		o.metrics["storm.idle_rss_B"] = math.NaN()
+		o.metrics["storm.backend_rss_B"] = per
+	} else {
+		o.metrics["storm.cpu_us"] = (cpu1 - cpu0).Seconds() * 1e6 / up
+		o.metrics["storm.idle_rss_B"] = per
+	}
+	o.errors = res.Errors + int64(int(up)-ok)
+	switch {
+	case res.FirstErr != "":
+		o.note = res.FirstErr
+	case perr != nil:
+		o.note = perr.Error()
+	}
+	o.summary = fmt.Sprintf("%d tunnels in %v: %.0f/s, p99 %.1f ms, %.1f µs CPU each; threads %d/%d/%d; %.0f B/tunnel after %v; %d/%d echo",
+		res.Upgrades, res.Elapsed.Round(time.Millisecond), res.PerSec(), ms(res.P99), o.metrics["storm.cpu_us"], thr0, thrMax, thr1, per, s.StormIdle, ok, s.StormClients)
+	return o, nil
 }
 
 func wrkDur(d time.Duration) time.Duration {
@@ -258,14 +356,19 @@ func (h *harness) groups() []report.Group {
 				Note: "User+system CPU of the proxy's whole process tree over the run, divided by payload GB (10^9 bytes)."})
 	}
 	if contains(s.Scenarios, "rtt") {
-		gs = append(gs, report.Group{ID: "rtt", Title: fmt.Sprintf("Small-message round trip: 100 B echo, %d connections, %.0f msg/s open loop", s.RTTConns, s.RTTRate),
-			Note: "Latency from each message's scheduled send time (coordinated omission corrected).",
-			Metrics: []report.Metric{
-				{ID: "rtt.p50_ms", Label: "p50", Unit: "ms", Digits: 3},
-				{ID: "rtt.p99_ms", Label: "p99", Unit: "ms", Digits: 3},
-				{ID: "rtt.p999_ms", Label: "p99.9", Unit: "ms", Digits: 3},
-				{ID: "rtt.achieved", Label: "achieved", Unit: "msg/s", HigherBetter: true},
-			}})
+		for _, rate := range s.RTTRates {
+			p := rttPrefix(rate)
+			gs = append(gs, report.Group{ID: p, Title: fmt.Sprintf("Small-message round trip: 100 B echo, %d connections, %s msg/s open loop", s.RTTConns, report.FormatNum(rate, 0)),
+				Note: "Latency from each message's scheduled send time (coordinated omission corrected). kept = achieved / scheduled rate. Proxy CPU per echoed message (it crosses the proxy twice).",
+				Metrics: []report.Metric{
+					{ID: p + ".p50_ms", Label: "p50", Unit: "ms", Digits: 3},
+					{ID: p + ".p99_ms", Label: "p99", Unit: "ms", Digits: 3},
+					{ID: p + ".p999_ms", Label: "p99.9", Unit: "ms", Digits: 3},
+					{ID: p + ".achieved", Label: "achieved", Unit: "msg/s", HigherBetter: true},
+					{ID: p + ".kept_pct", Label: "rate kept", Unit: "%", HigherBetter: true, Digits: 1},
+					{ID: p + ".cpu_us_msg", Label: "proxy CPU", Unit: "µs/msg", Digits: 1},
+				}})
+		}
 	}
 	if contains(s.Scenarios, "idle") {
 		gs = append(gs, report.Group{ID: "idle", Title: fmt.Sprintf("Idle tunnels: %d WebSockets from %d source addresses", s.IdleTunnels, s.Sources),
@@ -281,6 +384,22 @@ func (h *harness) groups() []report.Group {
 			Metrics: []report.Metric{
 				{ID: "hs.per_s", Label: "upgrades/s", Unit: "1/s", HigherBetter: true},
 				{ID: "hs.cpu_us", Label: "proxy CPU", Unit: "µs/upgrade", Digits: 1},
+			}})
+	}
+	if contains(s.Scenarios, "storm") {
+		gs = append(gs, report.Group{ID: "storm", Title: fmt.Sprintf("Reconnect storm: %s WebSockets from %d source addresses, %d upgrades in flight", report.FormatNum(float64(s.StormClients), 0), s.StormSources, s.StormPar),
+			Note: fmt.Sprintf("A freshly started peer; every client connects and upgrades at once (bounded by the in-flight limit). "+
+				"new tunnels/s = verified 101s over the storm; latency from connect to verified 101; proxy CPU over the storm only, per upgrade; "+
+				"threads of the proxy's processes before, at most during, and after; RSS per tunnel %v after the storm against the baseline before it; then one echo per tunnel.", s.StormIdle),
+			Metrics: []report.Metric{
+				{ID: "storm.per_s", Label: "new tunnels/s", Unit: "1/s", HigherBetter: true},
+				{ID: "storm.p50_ms", Label: "connect→101 p50", Unit: "ms", Digits: 1},
+				{ID: "storm.p99_ms", Label: "connect→101 p99", Unit: "ms", Digits: 1},
+				{ID: "storm.cpu_us", Label: "proxy CPU", Unit: "µs/upgrade", Digits: 1},
+				{ID: "storm.idle_rss_B", Label: "RSS per tunnel after", Unit: "B"},
+				{ID: "storm.threads_max", Label: "threads during", Unit: ""},
+				{ID: "storm.threads_after", Label: "threads after", Unit: ""},
+				{ID: "storm.alive_pct", Label: "echo after", Unit: "%", HigherBetter: true, Digits: 1},
 			}})
 	}
 	return append(gs, h.tlsGroups()...)

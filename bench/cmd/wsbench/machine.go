@@ -93,8 +93,9 @@ func machineInfo(s Suite) string {
 	row("runs per figure", fmt.Sprint(s.Runs))
 	row("HTTP", fmt.Sprintf("%s, %d connections, %v per run", s.HTTPGen, s.HTTPConns, s.HTTPDur))
 	row("WS bulk", fmt.Sprintf("connections %v, %v per run, 64 KiB messages", s.BulkConns, s.BulkDur))
-	row("RTT", fmt.Sprintf("%d connections, %.0f msg/s, 100 B, %v per run", s.RTTConns, s.RTTRate, s.RTTDur))
+	row("RTT", fmt.Sprintf("%d connections, %v msg/s, 100 B, %v per run", s.RTTConns, s.RTTRates, s.RTTDur))
 	row("idle tunnels", fmt.Sprintf("%d from %d source addresses", s.IdleTunnels, s.Sources))
 	row("handshakes", fmt.Sprintf("%d loops, %v per run", s.HSWorkers, s.HSDur))
+	row("storm", fmt.Sprintf("%d tunnels from %d source addresses, %d in flight, RSS read %v after", s.StormClients, s.StormSources, s.StormPar, s.StormIdle))
 	return b.String()
 }

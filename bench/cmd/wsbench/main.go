@@ -29,11 +29,15 @@ type Suite struct {
 	BulkConns    []int
 	BulkDur      time.Duration
 	RTTConns     int
-	RTTRate      float64
+	RTTRates     []float64 // one rtt cell per rate
 	RTTDur       time.Duration
 	IdleTunnels  int
 	HSWorkers    int
 	HSDur        time.Duration
+	StormClients int           // tunnels a storm opens at once
+	StormPar     int           // upgrades in flight during a storm
+	StormSources int           // 127.0.0.x source addresses for the storm
+	StormIdle    time.Duration // wait after the storm before reading RSS per tunnel
 	Sources      int
 	Scenarios    []string
 	PeerNames    string
@@ -50,13 +54,14 @@ type Suite struct {
 	Retries      int     // how many times at most
 }
 
-var allScenarios = append([]string{"http", "bulk", "rtt", "idle", "handshake"}, tlsScenarios...)
+var allScenarios = append([]string{"http", "bulk", "rtt", "idle", "handshake", "storm"}, tlsScenarios...)
 
 func preset(name string) (Suite, error) {
 	s := Suite{
 		Name: name, Runs: 3, HTTPConns: 64, BulkConns: []int{1, 8, 64},
-		RTTConns: 1000, RTTRate: 5000, Sources: 8, Scenarios: allScenarios, PeerNames: "all",
+		RTTConns: 1000, RTTRates: []float64{5000, 20000}, Sources: 8, Scenarios: allScenarios, PeerNames: "all",
 		HSWorkers: 16, MaxOther: 0.5, Retries: 2, Settle: 100 * time.Millisecond, IdleSettle: time.Second,
+		StormPar: 1000, StormSources: 16, StormIdle: 12 * time.Second,
 	}
 	switch name {
 	case "quick":
@@ -64,12 +69,14 @@ func preset(name string) (Suite, error) {
 		s.HTTPGen, s.HTTPDur = "go", 400*time.Millisecond
 		s.BulkDur, s.RTTDur, s.HSDur = 250*time.Millisecond, 500*time.Millisecond, 300*time.Millisecond
 		s.IdleTunnels = 1000
+		s.StormClients, s.StormIdle = 2000, 3*time.Second
 		s.Settle = 50 * time.Millisecond
 	case "default", "":
 		s.Name = "default"
 		s.HTTPGen, s.HTTPDur = "wrk", 2*time.Second
 		s.BulkDur, s.RTTDur, s.HSDur = time.Second, 2*time.Second, time.Second
 		s.IdleTunnels = 5000
+		s.StormClients = 6000
 	default:
 		return s, fmt.Errorf("unknown suite %q (quick, default)", name)
 	}
@@ -84,7 +91,7 @@ func main() {
 }
 
 func run() error {
-	suiteName := flag.String("suite", "default", "preset: quick (~1-2 min) or default (~5 min on 2 cores)")
+	suiteName := flag.String("suite", "default", "preset: quick (~4 min) or default (~12 min on 2 cores)")
 	fPeers := flag.String("peers", "", "comma list: direct, wsgate (= wsgate-splice,wsgate-copy), nginx (= nginx-w1,nginx-w2), haproxy, httputil; default all")
 	fScen := flag.String("scenarios", "", "comma list of "+strings.Join(allScenarios, ",")+"; default all")
 	fRuns := flag.Int("runs", 0, "runs per figure (>= 3 for a median with spread)")
@@ -96,11 +103,15 @@ func run() error {
 	fBulkConns := flag.String("bulk-conns", "", "WebSocket bulk connection counts, e.g. 1,8,64")
 	fBulkDur := flag.Duration("bulk-dur", 0, "bulk window per run")
 	fRTTConns := flag.Int("rtt-conns", 0, "connections for the open-loop echo test")
-	fRTTRate := flag.Float64("rtt-rate", 0, "aggregate messages per second for the open-loop echo test")
+	fRTTRate := flag.String("rtt-rate", "", "aggregate messages per second for the open-loop echo test; a comma list runs one cell per rate (default 5000,20000)")
 	fRTTDur := flag.Duration("rtt-dur", 0, "open-loop window per run")
 	fIdle := flag.Int("idle", 0, "idle tunnels to open (keep under ~7000: HAProxy's maxconn and the 20000 fd limit)")
 	fHSDur := flag.Duration("hs-dur", 0, "handshake-rate window per run")
 	fHSWorkers := flag.Int("hs-workers", 0, "concurrent handshake loops")
+	fStorm := flag.Int("storm", 0, "tunnels a reconnect storm opens (keep under ~7000: HAProxy's maxconn and the 20000 fd limit)")
+	fStormPar := flag.Int("storm-par", 0, "upgrades in flight at once during the storm (default 1000)")
+	fStormSources := flag.Int("storm-sources", 0, "127.0.0.x source addresses the storm's clients use (default 16)")
+	fStormIdle := flag.Duration("storm-idle", 0, "wait after the storm before reading the proxy's RSS per tunnel (default 12s)")
 	fSources := flag.Int("sources", 0, "127.0.0.x source addresses to spread client connections over")
 	fMaxOther := flag.Float64("max-other", 0, "repeat a measurement when other processes used more than this many cores during it (default 0.5)")
 	fRetries := flag.Int("retries", -1, "how many times at most to repeat a measurement disturbed by other processes (default 2; 0 disables)")
@@ -164,7 +175,14 @@ func run() error {
 		s.RTTConns = *fRTTConns
 	}
 	if set["rtt-rate"] {
-		s.RTTRate = *fRTTRate
+		s.RTTRates = nil
+		for _, x := range strings.Split(*fRTTRate, ",") {
+			var r float64
+			if _, err := fmt.Sscan(strings.TrimSpace(x), &r); err != nil || r <= 0 {
+				return fmt.Errorf("-rtt-rate: bad rate %q", x)
+			}
+			s.RTTRates = append(s.RTTRates, r)
+		}
 	}
 	if set["rtt-dur"] {
 		s.RTTDur = *fRTTDur
@@ -178,6 +196,18 @@ func run() error {
 	if set["hs-workers"] {
 		s.HSWorkers = *fHSWorkers
 	}
+	if set["storm"] {
+		s.StormClients = *fStorm
+	}
+	if set["storm-par"] {
+		s.StormPar = *fStormPar
+	}
+	if set["storm-sources"] {
+		s.StormSources = *fStormSources
+	}
+	if set["storm-idle"] {
+		s.StormIdle = *fStormIdle
+	}
 	if set["max-other"] {
 		s.MaxOther = *fMaxOther
 	}
@@ -189,6 +219,9 @@ func run() error {
 	}
 	if s.IdleTunnels > 7000 {
 		return fmt.Errorf("-idle %d: keep it under 7000 (one process holds both sides; fd hard limit 20000)", s.IdleTunnels)
+	}
+	if s.StormClients > 7000 || s.StormPar < 1 {
+		return fmt.Errorf("-storm %d -storm-par %d: keep the storm under 7000 tunnels (HAProxy's maxconn, the 20000 fd limit) with at least 1 in flight", s.StormClients, s.StormPar)
 	}
 
 	raiseNoFile()

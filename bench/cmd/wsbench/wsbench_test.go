@@ -48,7 +48,8 @@ func TestDriverEndToEndDirect(t *testing.T) {
 	s.HTTPGen = "go"
 	s.HTTPDur, s.BulkDur, s.RTTDur, s.HSDur = 150*time.Millisecond, 150*time.Millisecond, 200*time.Millisecond, 150*time.Millisecond
 	s.BulkConns = []int{2}
-	s.RTTConns, s.RTTRate = 50, 500
+	s.RTTConns, s.RTTRates = 50, []float64{500}
+	s.StormClients, s.StormPar, s.StormSources, s.StormIdle = 200, 50, 4, 100*time.Millisecond
 	s.IdleTunnels = 100
 	s.Settle, s.IdleSettle = 10*time.Millisecond, 50*time.Millisecond
 	s.WSGateBinary = filepath.Join(t.TempDir(), "no-wsgate")
@@ -61,7 +62,7 @@ func TestDriverEndToEndDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dir := range []string{"test", "latest"} {
-		for _, f := range []string{"results.jsonl", "report.md", "machine.md", "progress.log", "chart-http.svg", "chart-bulk.svg", "chart-rtt.svg", "chart-idle.svg", "chart-handshake.svg"} {
+		for _, f := range []string{"results.jsonl", "report.md", "machine.md", "progress.log", "chart-http.svg", "chart-bulk.svg", "chart-rtt500.svg", "chart-idle.svg", "chart-handshake.svg", "chart-storm.svg"} {
 			if st, err := os.Stat(filepath.Join(s.OutDir, dir, f)); err != nil || st.Size() == 0 {
 				t.Errorf("%s/%s: %v", dir, f, err)
 			}
@@ -84,7 +85,7 @@ func TestDriverEndToEndDirect(t *testing.T) {
 		}
 	}
 	want := map[string]string{"http100": "http100.rps", "http16k": "http16k.rps", "bulk.up2": "bulk.up2.MBps", "bulk.down2": "bulk.down2.MBps",
-		"rtt": "rtt.achieved", "idle": "idle.alive_pct", "handshake": "hs.per_s"}
+		"rtt500": "rtt500.achieved", "idle": "idle.alive_pct", "handshake": "hs.per_s", "storm": "storm.per_s"}
 	for cell, metric := range want {
 		r, ok := cells[cell]
 		if !ok {
@@ -100,6 +101,12 @@ func TestDriverEndToEndDirect(t *testing.T) {
 	}
 	if v := cells["idle"].Metrics["idle.alive_pct"]; v != 100 {
 		t.Errorf("idle tunnels alive %v%%, want 100", v)
+	}
+	if v := cells["storm"].Metrics["storm.alive_pct"]; v != 100 {
+		t.Errorf("storm tunnels echoing %v%%, want 100", v)
+	}
+	if v := cells["storm"].Metrics["storm.threads_max"]; !(v >= 1) {
+		t.Errorf("storm threads during %v, want a count", v)
 	}
 	md, _ := os.ReadFile(filepath.Join(s.OutDir, "test", "report.md"))
 	for _, want := range []string{"| direct (no proxy) |", "| wsgate, splice on | skipped", "wsgate-splice skipped: missing wsgate", "### Goals"} {

@@ -126,6 +126,49 @@ func TestSmokeRTTIdleHandshake(t *testing.T) {
 	t.Logf("rtt p50 %v p99 %v; %.0f handshakes/s", rtt.P50, rtt.P99, hs.PerSec())
 }
 
+// TestSmokeStorm: 300 tunnels, 40 in flight, from 6 source addresses, all verified and all
+// echoing afterwards; a backend that refuses the upgrade is reported as an error.
+func TestSmokeStorm(t *testing.T) {
+	addr := startBackend(t)
+	ctx := context.Background()
+	res, err := RunStorm(ctx, StormConfig{Addr: addr, Clients: 300, Par: 40, Locals: SourceAddrs(6)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Set.Close()
+	if res.Upgrades != 300 || res.Errors != 0 || res.Set.Len() != 300 || res.P99 < res.P50 || res.P50 <= 0 || res.PerSec() <= 0 {
+		t.Fatalf("storm: %+v", res)
+	}
+	locals := map[string]bool{}
+	for _, c := range res.Set.conns {
+		locals[c.LocalAddr().(*net.TCPAddr).IP.String()] = true
+	}
+	if len(locals) != 6 {
+		t.Errorf("storm tunnels came from %d source addresses, want 6", len(locals))
+	}
+	ok, err := res.Set.EchoAll(ctx, 16, 10*time.Second)
+	if err != nil || ok != 300 {
+		t.Fatalf("echo: %d/300, %v", ok, err)
+	}
+	// A path the backend does not upgrade: every client fails, the first error says why.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	defer ln.Close()
+	bad, err := RunStorm(ctx, StormConfig{Addr: ln.Addr().String(), Clients: 5, Par: 2})
+	if err == nil || bad.Upgrades != 0 || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("refused storm: %+v, %v", bad, err)
+	}
+}
+
 // Against a port nobody listens on, every generator must fail loudly, naming the phase.
 func TestGeneratorsReportRefusedPeer(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -95,6 +95,31 @@ func TreeRSS(pid int) int64 {
 	return total
 }
 
+// ProcThreads is the number of threads of one process (the Threads: line of
+// /proc/<pid>/status), 0 when it is gone.
+func ProcThreads(pid int) int {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// TreeThreads is the number of threads of pid and its descendants.
+func TreeThreads(pid int) int {
+	total := 0
+	for _, p := range Tree(pid) {
+		total += ProcThreads(p)
+	}
+	return total
+}
+
 func parseVmRSS(status []byte) int64 {
 	for _, line := range strings.Split(string(status), "\n") {
 		if strings.HasPrefix(line, "VmRSS:") {
