@@ -51,12 +51,15 @@ const (
 	BadUpgrade                  // a 101 that failed verification (502)
 	Overloaded                  // -max-conns or the fd budget (503)
 	Draining                    // the process is draining (503)
+	ClientOverflow              // the client sent more than wsgate holds meanwhile: bytes before a 101, a body while the backend is dialled
+	TunnelFailed                // a verified 101 could not become a tunnel (no fd for the hand-off, the tunnel plane closing, a client that half-closed)
+	NoBackend                   // the route has no healthy backend (502)
 	numWhy
 )
 
 var whyNames = [numWhy]string{"", "parse_error", "no_route", "websocket_refused", "header_timeout",
 	"connect_refused", "connect_timeout", "connect_failed", "response_timeout", "bad_response",
-	"backend_reset", "bad_upgrade", "overloaded", "draining"}
+	"backend_reset", "bad_upgrade", "overloaded", "draining", "client_overflow", "tunnel_failed", "no_backend"}
 
 func (w Why) String() string {
 	if w < numWhy {
@@ -130,15 +133,30 @@ func appendSeconds(dst []byte, d time.Duration) []byte {
 		byte('0'+f/100%10), byte('0'+f/10%10), byte('0'+f%10))
 }
 
-// line builds one line field by field in either format.
+// line builds lines field by field in either format, each appended to b. It remembers the
+// last client address, route and backend it wrote, already encoded: lines in a batch mostly
+// repeat them (keep-alive clients, one route), and copying the encoded bytes is cheaper than
+// formatting an address or checking a value for bytes to quote again.
 type line struct {
 	b     []byte
 	json  bool
 	first bool
+
+	lastAddr       netip.AddrPort
+	addrText       []byte
+	route, backend lastString
+}
+
+// lastString is a string field's last value (a copy: the value may be a view of a ring record)
+// and its encoding in one format.
+type lastString struct {
+	s    []byte
+	json bool
+	enc  []byte
 }
 
 func (l *line) begin(f Format) {
-	l.b, l.json, l.first = l.b[:0], f == JSON, true
+	l.json, l.first = f == JSON, true
 	if l.json {
 		l.b = append(l.b, '{')
 	}
@@ -218,13 +236,33 @@ func (l *line) time(c *clock, t time.Time) {
 	}
 }
 
+// cachedField writes a string field through its lastString cache.
+func (l *line) cachedField(k fieldKey, v string, c *lastString) {
+	l.key(k)
+	if c.enc == nil || c.json != l.json || string(c.s) != v {
+		c.enc = c.enc[:0]
+		if l.json {
+			c.enc = appendJSONString(c.enc, v)
+		} else {
+			c.enc = appendTextValue(c.enc, v)
+		}
+		c.s = append(c.s[:0], v...)
+		c.json = l.json
+	}
+	l.b = append(l.b, c.enc...)
+}
+
 func (l *line) addr(k fieldKey, a netip.AddrPort) {
 	l.key(k)
 	if l.json {
 		l.b = append(l.b, '"')
 	}
 	if a.IsValid() {
-		l.b = a.AppendTo(l.b)
+		if a != l.lastAddr || l.addrText == nil {
+			l.lastAddr = a
+			l.addrText = a.AppendTo(l.addrText[:0])
+		}
+		l.b = append(l.b, l.addrText...)
 	} else if !l.json {
 		l.b = append(l.b, '"', '"')
 	}
@@ -245,8 +283,8 @@ func (l *line) request(f Format, c *clock, r *Request) {
 	l.int(kBytesIn, r.BytesIn)
 	l.int(kBytesOut, r.BytesOut)
 	l.seconds(kDuration, r.Duration)
-	strField(l, kRoute, r.Route)
-	strField(l, kBackend, r.Backend)
+	l.cachedField(kRoute, r.Route, &l.route)
+	l.cachedField(kBackend, r.Backend, &l.backend)
 	l.seconds(kConnect, r.Connect)
 	if r.Answered != Relayed {
 		strField(l, kAnswered, r.Answered.String())
@@ -263,8 +301,8 @@ func (l *line) tunnel(f Format, c *clock, t *Tunnel) {
 	strField(l, kMsg, "tunnel")
 	l.addr(kClient, t.Client)
 	strField(l, kTarget, t.Target)
-	strField(l, kRoute, t.Route)
-	strField(l, kBackend, t.Backend)
+	l.cachedField(kRoute, t.Route, &l.route)
+	l.cachedField(kBackend, t.Backend, &l.backend)
 	l.seconds(kDuration, t.Duration)
 	l.int(kBytesUp, t.BytesUp)
 	l.int(kBytesDown, t.BytesDown)

@@ -36,10 +36,12 @@ type Log struct {
 	mu      sync.Mutex
 	writers []*Writer
 
-	out      io.Writer // owned by the drain goroutine
-	file     *os.File  // out when the destination is a file
+	out      io.Writer  // owned by the drain goroutine
+	file     *os.File   // out when the destination is a file
+	fmt      *formatter // the drain goroutine's: records to lines
 	wake     chan struct{}
 	reopen   chan chan error
+	flush    chan chan struct{}
 	closing  chan struct{}
 	done     chan struct{}
 	closed   atomic.Bool
@@ -105,8 +107,10 @@ func newLog(w io.Writer, cfg Config) *Log {
 	return &Log{
 		cfg:     cfg,
 		out:     w,
+		fmt:     newFormatter(cfg.Format),
 		wake:    make(chan struct{}, 1),
 		reopen:  make(chan chan error),
+		flush:   make(chan chan struct{}),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -117,8 +121,7 @@ func (l *Log) NewWriter() *Writer {
 	if l == nil {
 		return nil
 	}
-	w := &Writer{log: l, format: l.cfg.Format, ring: make([]byte, l.cfg.RingSize), mask: uint64(l.cfg.RingSize - 1)}
-	w.line.b = make([]byte, 0, 1024)
+	w := &Writer{log: l, ring: make([]byte, l.cfg.RingSize), mask: uint64(l.cfg.RingSize - 1)}
 	l.mu.Lock()
 	l.writers = append(l.writers, w)
 	l.mu.Unlock()
@@ -153,6 +156,21 @@ func (l *Log) Reopen() error {
 		return <-res
 	case <-l.done:
 		return errors.New("access log: closed")
+	}
+}
+
+// Flush returns once every line accepted before the call has been handed to the destination
+// (benchmarks and tests; the log flushes by itself every FlushInterval). It waits for the drain
+// goroutine, so it returns late if the destination is stuck.
+func (l *Log) Flush() {
+	if l == nil {
+		return
+	}
+	done := make(chan struct{})
+	select {
+	case l.flush <- done:
+		<-done
+	case <-l.done:
 	}
 }
 
@@ -196,6 +214,10 @@ func (l *Log) run() {
 			ws = l.drainAll(ws)
 			res <- l.doReopen()
 			continue
+		case done := <-l.flush:
+			ws = l.drainAll(ws)
+			close(done)
+			continue
 		case <-l.closing:
 			l.drainAll(ws)
 			return
@@ -210,7 +232,7 @@ func (l *Log) drainAll(ws []*Writer) []*Writer {
 	ws = append(ws[:0], l.writers...)
 	l.mu.Unlock()
 	for _, w := range ws {
-		w.drain(l.write)
+		w.drain(l.fmt, l.write)
 	}
 	return ws
 }

@@ -7,7 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 )
 
@@ -29,6 +31,7 @@ type backendConn struct {
 	reused    bool
 	inPool    bool
 	idleSince int64
+	dialAt    int64 // nanotime the dial started, for the connect time
 
 	// cleanAfterOffload: the offloaded response body ended exactly at its framing boundary and
 	// the exchange allows reuse, so the conn may be pooled even if its client is gone by the time
@@ -63,6 +66,7 @@ func (bc *backendConn) opened(c wire) {
 	bc.c = c
 	bc.out.fd = c.Fd()
 	bc.srv.reportDialSuccess(bc.member) // a fresh connect succeeded: passive health
+	bc.connected()
 	cc := bc.cc
 	if cc == nil || cc.gen != bc.gen || !cc.ex.dialing || cc.state == stateClosed {
 		bc.cc = nil
@@ -119,12 +123,14 @@ func (bc *backendConn) closed(err error) {
 		// idle).
 		ex.retried = true
 		cc.srv.retries.Add(1)
+		cc.countClosedBeforeAnswer(bc)
 		cc.retryAfterClose()
 	case !ex.respFinal:
 		cc.srv.backendWarn.warn(cc.srv.log, nanotime(), "backend closed before the response", "backend", memberName(bc.member), "phase", "response head", "status", 502, "err", err)
-		cc.fail(502)
+		cc.failUpstream(502, accesslog.BackendReset, metrics.UpstreamReset)
 	default:
 		// Mid-body: a reset is the only way the client can tell the body is truncated.
+		cc.countUpstream(metrics.UpstreamReset)
 		cc.abort()
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 // benchBackend is a minimal keep-alive HTTP/1.1 server that allocates nothing per request, so
 // -benchmem reports the proxy's allocations, not a backend's.
-func benchBackend(b *testing.B) string {
+func benchBackend(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

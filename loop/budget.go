@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/metrics"
 )
 
 // The fd budget (package fdbudget) counts every fd the server owns, so that work needing another
@@ -115,17 +116,21 @@ func logFDPlan(log *slog.Logger, cfg Config, p fdPlan, given bool) {
 
 // admit decides, in OnOpen, whether a freshly accepted client is served: -max-conns counts the
 // client connections gnet holds plus the tunnels in the plane, and the fd budget must not be past
-// its limit (overFDs, from OnOpen's Acquire). Cost: two atomic adds and one load.
-func (s *Server) admit(overFDs bool) bool {
+// its limit (overFDs, from OnOpen's Acquire). Cost: two atomic adds and one load. A refusal says
+// why, for wsgate_connections_rejected_total.
+func (s *Server) admit(overFDs bool) (metrics.RejectReason, bool) {
 	n := s.conns.Add(1)
+	var why metrics.RejectReason
 	switch {
 	case overFDs:
 		s.rejectedFDs.Add(1)
+		why = metrics.RejectFDBudget
 	case n+s.plane.OpenTunnels() > int64(s.cfg.MaxConns):
 		s.rejected.Add(1)
+		why = metrics.RejectMaxConns
 	default:
-		return true
+		return 0, true
 	}
 	s.conns.Add(-1)
-	return false
+	return why, false
 }

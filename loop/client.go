@@ -1,10 +1,12 @@
 package loop
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/valyala/bytebufferpool"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/route"
 )
@@ -65,6 +67,10 @@ type clientConn struct {
 
 	gen uint32   // exchange generation: a dial result for an older exchange is ignored
 	ex  exchange // the exchange in flight; a new one starts from a zero value
+
+	addr     netip.AddrPort // the client's address, for the access log
+	headAt   int64          // nanotime of the current head's first byte
+	tunneled bool           // handed to the tunnel plane: counted out of the HTTP plane already
 }
 
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
@@ -107,6 +113,7 @@ func (cc *clientConn) inboundLen() int {
 }
 
 func (cc *clientConn) consume(n int) {
+	cc.ex.obs.in += int64(n)
 	if cc.held != nil {
 		cc.heldOff += n
 		if cc.heldOff >= len(cc.held.B) {
@@ -198,7 +205,8 @@ func (cc *clientConn) readHead() bool {
 	s := cc.srv
 	if !cc.headStarted {
 		cc.headStarted = true
-		cc.deadline = cc.ls.now() + int64(cc.headTimeout)
+		cc.headAt = cc.ls.now()
+		cc.deadline = cc.headAt + int64(cc.headTimeout)
 	}
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
@@ -224,7 +232,7 @@ func (cc *clientConn) readHead() bool {
 			return false
 		}
 		if req.Framing != httpparse.FramingNone {
-			cc.fail(400)
+			cc.failResponse(errorResponse(400), accesslog.ParseError, "WebSocket upgrade request with a body")
 			return false
 		}
 		upgrade = true
@@ -282,6 +290,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *rou
 		route:        r,
 		member:       m,
 		hostAt:       -1,
+		obs:          cc.beginObs(req, r),
 	}
 	ex := &cc.ex
 	if m != nil {

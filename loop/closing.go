@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/accesslog"
+	"github.com/wsgate/wsgate/metrics"
 )
 
 // Endings of a client connection: answers that close, lingering closes, resets, and timeouts.
@@ -25,16 +28,17 @@ func (cc *clientConn) reject(err error) {
 	if cc.srv.log.Enabled(context.Background(), slog.LevelDebug) {
 		cc.srv.log.Debug("request rejected", "client", string(cc.ip), "phase", "request head", "err", err)
 	}
-	cc.failResponse(rejectResponse(err))
+	cc.failResponse(rejectResponse(err), accesslog.ParseError, parseDetail(err))
 }
 
 // fail answers status with Connection: close unless a final response head already went out, in
-// which case the client is reset. Nothing more reaches the backend.
-func (cc *clientConn) fail(status int) {
-	cc.failResponse(errorResponse(status))
+// which case the client is reset. Nothing more reaches the backend. why is the reason the access
+// log gives.
+func (cc *clientConn) fail(status int, why accesslog.Why) {
+	cc.failResponse(errorResponse(status), why, "")
 }
 
-func (cc *clientConn) failResponse(resp []byte) {
+func (cc *clientConn) failResponse(resp []byte, why accesslog.Why, detail string) {
 	if cc.state == stateClosed {
 		return
 	}
@@ -43,13 +47,16 @@ func (cc *clientConn) failResponse(resp []byte) {
 	cc.dropBackend()
 	cc.releaseMember()
 	if ex.respFinal && cc.state != stateReadingHead {
+		cc.endRequest(ex.obs.status, why, detail, 0)
 		cc.abort() // part of an answer went out: it cannot be completed
 		return
 	}
 	if cc.out.fd < 0 {
+		cc.endRequest(0, why, detail, 0)
 		cc.teardown()
 		return
 	}
+	cc.endRequest(statusOf(resp), why, detail, len(resp))
 	if err := cc.out.write(resp); err != nil {
 		cc.abort()
 		return
@@ -136,6 +143,7 @@ func (cc *clientConn) teardown() {
 		return
 	}
 	cc.state = stateClosed
+	cc.endObs()
 	ex := &cc.ex
 	ex.dialing = false
 	delete(cc.ls.clients, cc)
@@ -163,7 +171,7 @@ func (cc *clientConn) expire(now int64) {
 	case stateReadingHead:
 		switch {
 		case cc.headStarted && cc.inboundLen() > 0:
-			cc.fail(408)
+			cc.fail(408, accesslog.HeaderTimeout)
 		case cc.out.pending() > 0 || cc.kernelDraining():
 			// Not idle while an answer drains: that is the write-stall rule's business.
 			cc.deadline = now + int64(cc.srv.cfg.IdleTimeout)
@@ -173,7 +181,7 @@ func (cc *clientConn) expire(now int64) {
 	case stateAwaitingResponse:
 		if !cc.ex.respFinal {
 			cc.srv.backendWarn.warn(cc.srv.log, now, "backend response timeout", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 504, "timeout", cc.responseTimeout())
-			cc.fail(504)
+			cc.failUpstream(504, accesslog.ResponseTimeout, metrics.UpstreamResponseTimeout)
 		}
 	case stateForwardingBody:
 		cc.abort() // the client stopped sending its body
@@ -210,5 +218,5 @@ func (cc *clientConn) writeStalled() {
 func (cc *clientConn) backendStalled() {
 	s := cc.srv
 	s.backendWarn.warn(s.log, nanotime(), "backend stopped reading the request", "backend", memberName(cc.ex.member), "phase", "request", "status", 504, "timeout", s.cfg.IdleTimeout)
-	cc.fail(504)
+	cc.failUpstream(504, accesslog.ResponseTimeout, metrics.UpstreamResponseTimeout)
 }

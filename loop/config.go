@@ -10,7 +10,9 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 	"github.com/wsgate/wsgate/tlsterm"
@@ -68,6 +70,13 @@ type Config struct {
 	// guard and binds next to its predecessor's listeners. nil: Start takes the guard itself and
 	// fails if another wsgate serves Listen. See listen.go and docs/architecture.md.
 	ListenLock *os.File
+
+	// Metrics, when set, gives every event loop and every tunnel loop its own shard (Tunnel.Metrics
+	// follows it unless set), registers the route and backend names, and reads Stats at scrape
+	// time (docs/observability.md). AccessLog, when set, gets one line per exchange and one per
+	// tunnel, each loop writing through its own Writer. nil: off.
+	Metrics   *metrics.Registry
+	AccessLog *accesslog.Log
 }
 
 // DefaultConfig returns the documented defaults with Listen, Routes and Backend empty.

@@ -110,6 +110,9 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		cfg.FDs = fdbudget.New(plan.limit)
 	}
 	cfg.Tunnel.FDs = cfg.FDs
+	if cfg.Tunnel.Metrics == nil {
+		cfg.Tunnel.Metrics = cfg.Metrics
+	}
 	upgradePlaneConfig(&cfg)
 	plane, err := splice.NewPlane(cfg.Tunnel)
 	if err != nil {
@@ -131,6 +134,8 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		done:        make(chan struct{}),
 	}
 	s.routes.Store(table)
+	s.obs.init(&cfg, table)
+	s.startObs()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.dials = dialPool{jobs: make(chan dialJob), ctx: s.ctx, run: s.runDial}
 	s.h = &handler{s: s}

@@ -6,7 +6,9 @@ import (
 
 	"github.com/valyala/bytebufferpool"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 )
 
@@ -71,6 +73,7 @@ type exchange struct {
 	backendReuse bool
 
 	off offloadState
+	obs exchangeObs // its count and access-log line (observe.go)
 }
 
 // frameRequest says how many bytes of buf belong to the request body and whether it ended.
@@ -168,7 +171,7 @@ func (cc *clientConn) responseTimeout() time.Duration {
 func (cc *clientConn) dial() {
 	ex := &cc.ex
 	ex.dialing = true
-	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, member: ex.member, out: outq{fd: -1, acct: &cc.srv.queuedBytes}}
+	bc := &backendConn{srv: cc.srv, ls: cc.ls, cc: cc, gen: cc.gen, member: ex.member, out: outq{fd: -1, acct: &cc.srv.queuedBytes}, dialAt: nanotime()}
 	cc.srv.dials.start(dialJob{cc: cc, bc: bc, gen: cc.gen, d: ex.route.Pool.Dialer(ex.member)})
 }
 
@@ -184,6 +187,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 	now := nanotime()
 	failed := ex.member
 	cc.srv.reportDialFailure(failed, err, now)
+	cc.countDialFailure(failed, err)
 	if !ex.redialed && !errors.Is(err, errFDBudget) {
 		if m := cc.otherMember(); m != nil {
 			ex.redialed = true
@@ -196,7 +200,7 @@ func (cc *clientConn) dialFailed(gen uint32, err error) {
 	}
 	status := dialStatus(err) // dialer.go: 503 fd budget, 504 timeout, 502 otherwise
 	cc.srv.backendWarn.warn(cc.srv.log, now, "backend unavailable", "route", routeLabel{ex.route}, "backend", memberName(failed), "phase", "dial", "status", status, "err", err)
-	cc.fail(status)
+	cc.failDial(status, err)
 }
 
 func (cc *clientConn) forwardBody() bool {
@@ -206,7 +210,7 @@ func (cc *clientConn) forwardBody() bool {
 		// Still dialling: gnet keeps reading the body into its inbound buffer, so bound it. A
 		// loopback client can send megabytes during one dial, hence the floor.
 		if cc.inboundLen() > max(4*cc.srv.cfg.BodyHighWater, dialHoldFloor) {
-			cc.fail(503)
+			cc.fail(503, accesslog.ClientOverflow)
 		}
 		return false
 	}
@@ -226,9 +230,10 @@ func (cc *clientConn) forwardBody() bool {
 	if err != nil {
 		cc.srv.log.Debug("backend write failed", "backend", memberName(ex.member), "phase", "request body", "err", err)
 		if ex.respFinal {
+			cc.countUpstream(metrics.UpstreamReset)
 			cc.abort()
 		} else {
-			cc.fail(502)
+			cc.failUpstream(502, accesslog.BackendReset, metrics.UpstreamReset)
 		}
 		return false
 	}
@@ -255,7 +260,7 @@ func (cc *clientConn) forwardBody() bool {
 // client gets 400 with the decoder's reason if no final answer went out yet.
 func (cc *clientConn) badRequestBody(err error) {
 	cc.srv.log.Debug("request body refused", "client", string(cc.ip), "phase", "request body", "err", err)
-	cc.failResponse(rejectResponse(err))
+	cc.failResponse(rejectResponse(err), accesslog.ParseError, parseDetail(err))
 }
 
 // pastHighWater applies the bounded-memory rule to the queue a body just grew (gnet cannot pause
@@ -301,7 +306,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			ex.respParser.Reset()
 			if err != nil {
 				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", memberName(ex.member), "phase", "response head", "status", 502, "err", err)
-				cc.fail(502)
+				cc.failUpstream(502, accesslog.BadResponse, metrics.UpstreamBadResponse)
 				return
 			}
 			if resp.Status == 101 {
@@ -324,12 +329,13 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 					// the client: a backend flooding them while the client does not read gets
 					// its conn closed, the client a 502.
 					s.backendWarn.warn(s.log, nanotime(), "backend flooded interim responses", "backend", memberName(ex.member), "phase", "response head", "status", 502, "queued", cc.out.pending())
-					cc.fail(502)
+					cc.failUpstream(502, accesslog.BadResponse, metrics.UpstreamBadResponse)
 					return
 				}
 				continue
 			}
 			ex.startResponse(resp)
+			cc.noteResponse(resp.Status)
 			o.close = ex.closeAfter
 			head := appendResponseHead(ls.scratch[:0], resp, &o)
 			_, _ = bc.c.Discard(n)
@@ -353,7 +359,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 			if !ok {
 				// Broken chunked framing and nothing of this answer sent yet: still a clean 502.
 				s.backendWarn.warn(s.log, nanotime(), "bad response from backend", "backend", memberName(ex.member), "phase", "response body", "status", 502)
-				cc.fail(502)
+				cc.failUpstream(502, accesslog.BadResponse, metrics.UpstreamBadResponse)
 				return
 			}
 			ex.respFinal = true
@@ -381,6 +387,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 		case respBody:
 			n, done, ok := ex.frameResponse(buf)
 			if !ok {
+				cc.countUpstream(metrics.UpstreamBadResponse)
 				cc.abort()
 				return
 			}
@@ -416,6 +423,7 @@ func (cc *clientConn) respComplete() {
 // next request, or closes it.
 func (cc *clientConn) finishExchange() {
 	ex := &cc.ex
+	cc.endRequest(ex.obs.status, accesslog.Relayed, "", 0)
 	if bc := ex.bc; bc != nil {
 		ex.bc = nil
 		bc.cc = nil

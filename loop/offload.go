@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
 	"github.com/wsgate/wsgate/splice"
 )
@@ -138,6 +139,7 @@ func (cc *clientConn) offload(req bool) bool {
 	}
 	q.release() // Transfer copied Pending
 	s.offloads.Add(1)
+	ls.m.BodyOffloaded()
 	return true
 }
 
@@ -155,6 +157,7 @@ func (cc *clientConn) transferDone(r splice.TransferResult) {
 
 func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 	s, ex := cc.srv, &cc.ex
+	cc.noteTransfer(r)
 	cfd, bfd := r.Dst, r.Src
 	if ex.off.req {
 		cfd, bfd = r.Src, r.Dst
@@ -290,7 +293,7 @@ func (cc *clientConn) reattachDone() {
 	ex.off.extra = nil
 	if ex.off.answer != nil {
 		cc.state = stateAwaitingResponse
-		cc.failResponse(rejectResponse(ex.off.answer))
+		cc.failResponse(rejectResponse(ex.off.answer), accesslog.ParseError, parseDetail(ex.off.answer))
 		return
 	}
 	if ex.off.req {

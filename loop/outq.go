@@ -22,6 +22,7 @@ type outq struct {
 
 	// Write-stall tracking (stalled): progress is bytes written, sampled by the sweep.
 	sent  uint64 // bytes written to fd so far
+	wrote uint64 // bytes handed to write so far, sent or queued (the access log's bytes out)
 	mark  uint64 // sent when the sweep last saw progress
 	since int64  // nanotime of that sweep; 0 = no bytes were queued at the last sweep
 }
@@ -36,6 +37,7 @@ func (q *outq) pending() int {
 // write sends p (or queues it behind older bytes). The error is the socket's: the peer is gone.
 // Toward a TLS client p is sealed into records first.
 func (q *outq) write(p []byte) error {
+	q.wrote += uint64(len(p)) // HTTP bytes: counted before sealing
 	if q.tls != nil && len(p) > 0 {
 		sealed, err := q.tls.seal(p)
 		if err != nil {

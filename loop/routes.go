@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 )
 
@@ -55,7 +57,8 @@ func startTable(cfg Config) (t *route.Table, own bool, err error) {
 // previous table after. The sweep closes idle connections to members t no longer has.
 func (s *Server) SetRoutes(t *route.Table) {
 	if t != nil {
-		s.resolveNames(t) // members written as names, for the tunnel plane's dials (upgrade.go)
+		s.obs.registerTable(t) // metrics and log names, before any exchange can match t's routes
+		s.resolveNames(t)      // members written as names, for the tunnel plane's dials (upgrade.go)
 		s.routes.Store(t)
 	}
 }
@@ -193,14 +196,16 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 		host:       append(cc.ex.host[:0], requestHost(req)...),
 		wsKey:      cc.ex.wsKey[:0],
 		respPhase:  respDone,
+		obs:        cc.beginObs(req, r),
 	}
 	cc.consume(n)
 	if status != 404 || upgrade || !req.KeepAlive || req.Framing != httpparse.FramingNone {
-		resp := notFoundClose
+		resp, why := notFoundClose, accesslog.NoRoute
 		if status == 403 {
-			resp = upgradeForbidden
+			resp, why = upgradeForbidden, accesslog.WebSocketRefused
+			cc.ls.m.Upgrade(cc.ex.obs.route, metrics.UpgradeRefused) // the route refuses upgrades
 		}
-		cc.failResponse(resp)
+		cc.failResponse(resp, why, "")
 		return false
 	}
 	cc.ex.reqDone = true
@@ -213,6 +218,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 		return false
 	}
 	cc.noteQueued(&cc.out)
+	cc.endRequest(404, accesslog.NoRoute, "", 0)
 	cc.state = stateReadingHead
 	cc.headStarted = false
 	cc.headTimeout = cc.srv.cfg.HeaderTimeout
@@ -272,7 +278,7 @@ func (cc *clientConn) connect() {
 func (cc *clientConn) noMember() {
 	s, r := cc.srv, cc.ex.route
 	s.backendWarn.warn(s.log, nanotime(), "no healthy backend", "route", routeLabel{r}, "backends", poolHealth{r.Pool}, "status", 502)
-	cc.fail(502)
+	cc.failUpstream(502, accesslog.NoBackend, metrics.UpstreamUnreachable) // no member: only an upgrade counts it
 }
 
 // reportDialFailure feeds a failed connect to m's passive health: refused, unreachable and timed

@@ -71,7 +71,8 @@ type Server struct {
 	// tlsLog rate-limits TLS failure lines (scanners, plain HTTP on the TLS port, bad records).
 	tlsLog tlsLimiter
 
-	up upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
+	up  upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
+	obs serverObs    // metrics and access log (observe.go)
 }
 
 // loopState is touched only on its own event loop (the ticker only reads hasQueued).
@@ -92,6 +93,7 @@ type loopState struct {
 	sweepFn   gnet.RunnableFunc
 	inTraffic bool  // an OnTraffic callback is running: now() may reuse nowNs
 	nowNs     int64 // the time read first in this OnTraffic, 0 until then
+	loopObs         // this loop's metrics shard and access-log writer (observe.go)
 
 	onTunnelClose []func(splice.TunnelResult) // per member (by Member.ID): an upgraded tunnel's OnClose (upgrade.go)
 }
@@ -125,6 +127,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 		ls = &loopState{srv: s, el: el, loop: gnetLoop{el}, clients: make(map[*clientConn]struct{}), queued: make(map[*clientConn]struct{}), scratch: make([]byte, 0, 4096)}
 		ls.flushFn = func(context.Context) error { ls.tick(false); return nil }
 		ls.sweepFn = func(context.Context) error { ls.tick(true); return nil }
+		ls.initObs()
 		s.loops[el] = ls
 	}
 	return ls
@@ -175,17 +178,22 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		v.opened(c)
 	case nil:
 		s := h.s
-		if !s.admit(overFDs) { // -max-conns (tunnels included) and the fd budget: budget.go
+		ls := s.loopFor(c.EventLoop())
+		if why, ok := s.admit(overFDs); !ok { // -max-conns (tunnels included) and the fd budget: budget.go
 			if s.cfg.TLS != nil {
+				ls.rejected(why, clientAddr(c.RemoteAddr()), nil)
 				return nil, gnet.Close // no session yet to say 503 in
 			}
+			ls.rejected(why, clientAddr(c.RemoteAddr()), errorResponse(503))
 			return errorResponse(503), gnet.Close
 		}
 		var ip []byte
 		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			ip = []byte(a.IP.String())
 		}
-		cc := newClientConn(s.loopFor(c.EventLoop()), c, ip)
+		cc := newClientConn(ls, c, ip)
+		cc.addr = clientAddr(c.RemoteAddr())
+		ls.m.Accepted()
 		if s.cfg.TLS != nil {
 			cc.startTLS(c, func() { _ = c.Wake(nil) })
 		}

@@ -38,6 +38,7 @@ func (ls *loopState) tick(sweep bool) {
 	ls.flush()
 	if sweep {
 		ls.sweep(nanotime())
+		ls.syncWall()
 	}
 }
 

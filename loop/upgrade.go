@@ -7,7 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/httpparse"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
 )
@@ -194,7 +196,7 @@ func (cc *clientConn) startUpgrade() {
 	if cc.c == nil {
 		// The client half-closed right behind its upgrade request: it could never send a frame,
 		// and a client that half-closed is not owed a tunnel (halfclose.go).
-		cc.fail(502)
+		cc.fail(502, accesslog.TunnelFailed)
 		return
 	}
 	d := r.Pool.Dialer(m)
@@ -202,13 +204,13 @@ func (cc *clientConn) startUpgrade() {
 	if !target.IsValid() {
 		s.resolveLater(m.Addr())
 		s.backendWarn.warn(s.log, nanotime(), "backend name not resolved", "route", routeLabel{r}, "backend", m.Addr(), "phase", "resolve", "status", 502)
-		cc.fail(502)
+		cc.failUpstream(502, accesslog.ConnectFailed, metrics.UpstreamUnreachable)
 		return
 	}
 	cfd, err := cc.c.Dup()
 	if err != nil {
 		s.log.Warn("upgrade: dup of the client socket failed", "client", string(cc.ip), "phase", "upgrade", "err", err)
-		cc.fail(503)
+		cc.fail(503, accesslog.Overloaded)
 		return
 	}
 	j := s.getJudge(ex.wsKey, ex.host)
@@ -217,6 +219,7 @@ func (cc *clientConn) startUpgrade() {
 	j.https = cc.https()
 	src := d.NextSource()
 	j.source = src
+	cc.upgradeObs(j)
 	err = s.plane.Upgrade(splice.Upgrade{
 		ClientFD:        cfd,
 		Backend:         target,
@@ -228,7 +231,8 @@ func (cc *clientConn) startUpgrade() {
 		ResponseTimeout: cc.responseTimeout(),
 		IdleTimeout:     tunnelIdle(r),
 		OnResult:        s.up.onResult,
-		OnClose:         cc.ls.tunnelClose(m),
+		OnClose:         cc.tunnelOnClose(m),
+		Route:           ex.obs.route,
 		ToClient:        cc.out.bytes(),  // the end of an earlier answer still queued: it goes first
 		ClientTLS:       cc.handOffTLS(), // WSS: the plane seals its answers and the tunnel (tlswire.go)
 	})
@@ -237,10 +241,11 @@ func (cc *clientConn) startUpgrade() {
 		// on, and the exchange still holds the member's count (fail releases it).
 		s.putJudge(j)
 		s.log.Warn("upgrade refused by the tunnel plane", "route", routeLabel{r}, "backend", m.Addr(), "phase", "upgrade", "err", err)
-		cc.fail(503)
+		cc.fail(503, accesslog.TunnelFailed)
 		return
 	}
 	ex.holding = false // the member's Request count is the judge's now (upgradeDone)
+	cc.handedOff()     // its count and line too: upgradeDone writes them
 	// gnet's copy goes now, synchronously: gnet never reads or writes this socket again (its
 	// outbound buffer is empty, our outq is the only write path), and OnClose sees c != cc.c.
 	oc := cc.c
@@ -300,6 +305,7 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 		}
 	}
 	s.up.results[res].Add(1)
+	s.upgradeObsDone(r, j, res)
 	if res == resultUpstreamError || res == resultBadAccept {
 		phase := "response head"
 		switch r.Outcome {
@@ -320,6 +326,7 @@ func (s *Server) upgradeDone(r splice.UpgradeResult) {
 // lives in that loop's Scratch, so judging allocates nothing.
 type upgradeJudge struct {
 	srv         *Server
+	obs         upgradeObs // the exchange's count and log line, finished by upgradeDone (observe.go)
 	route       *route.Route
 	member      *route.Member
 	source      netip.Addr // the source address the plane dialled from (invalid: the kernel's)
@@ -411,6 +418,7 @@ func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
 	}
 	if err != nil {
 		j.result = resultUpstreamError
+		j.obs.answer(len(errorResponse(502)))
 		return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
 	}
 	o := respHeadOpts{backendHost: j.backendHost, clientHost: j.host, stripped: j.stripped, https: j.https}
@@ -419,22 +427,27 @@ func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
 		if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||
 			!httpparse.VerifyAccept(j.key[:], resp.Header("Sec-WebSocket-Accept")) {
 			j.result = resultBadAccept
+			j.obs.answer(len(errorResponse(502)))
 			return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
 		}
 		o.websocket = true
 		js.head = appendResponseHead(js.head[:0], resp, &o)
+		j.obs.answer(len(js.head))
 		return splice.Verdict{Action: splice.Switch, Consumed: n, ToClient: js.head, Status: 101}
 	case resp.Status < 200:
 		o.interim = true
 		js.head = appendResponseHead(js.head[:0], resp, &o)
+		j.obs.answer(len(js.head))
 		return splice.Verdict{Action: splice.Interim, Consumed: n, ToClient: js.head, Status: resp.Status}
 	}
 	o.close = true
 	js.head = appendResponseHead(js.head[:0], resp, &o)
 	v := splice.Verdict{Action: splice.Refuse, Consumed: n, ToClient: js.head, Status: resp.Status}
+	j.obs.answer(len(js.head))
 	switch resp.Framing {
 	case httpparse.FramingLength:
 		v.Body = resp.ContentLength
+		j.obs.answer(int(resp.ContentLength)) // relayed by the plane: counted as declared
 	case httpparse.FramingChunked:
 		j.chunk.Reset()
 		v.Body, v.Framer = splice.BodyChunked, &j.chunk
@@ -454,6 +467,7 @@ func (j *upgradeJudge) Failed(_ *splice.Scratch, why splice.UpgradeOutcome) ([]b
 	case splice.UpgradeNoFD:
 		status = 503
 	}
+	j.obs.answer(len(errorResponse(status)))
 	return errorResponse(status), status
 }
 
@@ -463,5 +477,5 @@ func (j *upgradeJudge) Failed(_ *splice.Scratch, why splice.UpgradeOutcome) ([]b
 func (cc *clientConn) switchProtocols(bc *backendConn, resp *httpparse.Response, n int) {
 	s := cc.srv
 	s.backendWarn.warn(s.log, nanotime(), "backend switched protocols on a plain request", "route", routeLabel{cc.ex.route}, "backend", memberName(cc.ex.member), "phase", "response head", "status", 502)
-	cc.fail(502)
+	cc.failUpstream(502, accesslog.BadResponse, metrics.UpstreamBadResponse)
 }

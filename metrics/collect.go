@@ -71,7 +71,8 @@ var (
 	allDescs = []*prometheus.Desc{descBuildInfo, descConnsActive, descConnsAccepted, descConnsRejected,
 		descRequests, descRequestDuration, descConnectDuration, descUpstreamErrors, descUpgrades,
 		descTunnelsActive, descTunnelDuration, descTunnelBytes, descTunnelCloses, descSplicePipes,
-		descBodyOffloads, descReloads, descAccessLogDropped}
+		descBodyOffloads, descReloads, descAccessLogDropped,
+		descFDsUsed, descFDsLimit, descEngineRestarts, descQueuedBytes, descBackendIdle, descRetries}
 )
 
 // Describe implements prometheus.Collector.
@@ -219,4 +220,5 @@ func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 		dropped = (*f)()
 	}
 	ch <- prometheus.MustNewConstMetric(descAccessLogDropped, prometheus.CounterValue, float64(dropped))
+	r.collectServerStats(ch)
 }

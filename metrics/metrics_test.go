@@ -375,6 +375,12 @@ var wantFamilies = map[string]struct {
 	NameBodyOffloads:     {dto.MetricType_COUNTER, ""},
 	NameReloads:          {dto.MetricType_COUNTER, "result"},
 	NameAccessLogDropped: {dto.MetricType_COUNTER, ""},
+	NameFDsUsed:          {dto.MetricType_GAUGE, ""},
+	NameFDsLimit:         {dto.MetricType_GAUGE, ""},
+	NameEngineRestarts:   {dto.MetricType_COUNTER, ""},
+	NameQueuedBytes:      {dto.MetricType_GAUGE, ""},
+	NameBackendIdle:      {dto.MetricType_GAUGE, ""},
+	NameRetries:          {dto.MetricType_COUNTER, ""},
 }
 
 // TestLabelSets: every wsgate_ family has its type, exactly its label names, only the enum's
@@ -703,4 +709,29 @@ func TestNilIsOff(t *testing.T) {
 	s.UpstreamError(0, UpstreamReset)
 	s.Pipes(PipeBusy, 1)
 	s.BodyOffloaded()
+}
+
+// TestServerStats: the families read from the HTTP plane's own counters show what the function
+// given to SetServerStats returns at each scrape, and 0 before one is set.
+func TestServerStats(t *testing.T) {
+	r := NewRegistry()
+	names := []string{NameFDsUsed, NameFDsLimit, NameEngineRestarts, NameQueuedBytes, NameBackendIdle, NameRetries}
+	f := scrape(t, r)
+	for _, n := range names {
+		wantValue(t, f, n, "", 0)
+	}
+	var calls int64
+	r.SetServerStats(func() ServerStats {
+		calls++
+		return ServerStats{FDsUsed: 10 * calls, FDsLimit: 19000, EngineRestarts: 2, QueuedBytes: 4096, BackendIdle: 3, Retries: 5}
+	})
+	for i := int64(1); i <= 2; i++ {
+		f = scrape(t, r)
+		for n, want := range map[string]float64{NameFDsUsed: float64(10 * i), NameFDsLimit: 19000,
+			NameEngineRestarts: 2, NameQueuedBytes: 4096, NameBackendIdle: 3, NameRetries: 5} {
+			wantValue(t, f, n, "", want)
+		}
+	}
+	var nilReg *Registry
+	nilReg.SetServerStats(func() ServerStats { return ServerStats{} })
 }

@@ -28,6 +28,7 @@ type Registry struct {
 
 	reloads [numReloadResults]atomic.Uint64
 	dropped atomic.Pointer[func() uint64]
+	stats   statsFunc
 
 	version, goVersion string
 }

@@ -1,11 +1,14 @@
 package splice
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/metrics"
 )
 
 const (
@@ -87,7 +90,7 @@ func (f *flow) decay(n int) {
 func (f *flow) holds() bool { return f.buf != nil || f.inPipe > 0 }
 
 // conn is a tunnel (two flows) or a transfer (flows[0] only, x != nil). It is
-// the whole per-tunnel state: about 170 bytes.
+// the whole per-tunnel state: 168 bytes (the 176-byte size class).
 type conn struct {
 	ends  [2]end
 	flows [2]flow
@@ -100,8 +103,11 @@ type conn struct {
 	active   uint32 // tick of the last byte moved
 	idle     uint32 // idle timeout in ticks, 0 = none
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
+	route    int32  // tunnel: metrics route index (Tunnel.Route, Upgrade.Route)
+	first    uint8  // tunnel: 1 + the direction that finished first (0: none yet), for the close reason
+	started  int64  // tunnel: Plane.mono() when it became one (Tunnel, or the switch), for the lifetime
 	tnext    int32  // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
-	tprev    int32  // the conn in the 160-byte size class with the TLS pointer below (tls.go)
+	tprev    int32  // the conn in its size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
@@ -160,13 +166,14 @@ type loop struct {
 	capped   bool    // reaching MaxPipes or the fd budget was logged
 	small    []byte  // smallSize: the small-message path reads here and writes straight out
 	scratch  Scratch // the upgrade judges' per-loop state
+	st       loopStats
+	m        *metrics.Shard // this loop's metrics (nil: off); only the loop goroutine writes it
 
 	tlsScratch []byte // answers sealed toward TLS clients on the upgrade path (tls.go)
-	st         loopStats
 }
 
 func newLoop(p *Plane, id int) (*loop, error) {
-	l := &loop{p: p, id: id, start: time.Now(), small: make([]byte, smallSize)}
+	l := &loop{p: p, id: id, start: time.Now(), small: make([]byte, smallSize), m: p.cfg.Metrics.NewShard()}
 	for i := range l.wheel {
 		l.wheel[i] = -1
 	}
@@ -300,6 +307,7 @@ func (l *loop) attach(c *conn) {
 		l.st.transfers.Add(1)
 	} else {
 		l.st.tunnels.Add(1) // c.idle was set by Tunnel (its own or the Config's)
+		l.countPending(c)
 		if c.t != nil {
 			l.tlsCount(c)
 		}
@@ -405,6 +413,9 @@ func (l *loop) move(c *conn, i int) bool {
 			f.off += int32(n)
 			f.moved += int64(n)
 			l.st.copied.Add(int64(n))
+			if c.x == nil {
+				l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
+			}
 			c.active = l.now
 			if f.off == f.lim {
 				l.dropBuf(f)
@@ -429,6 +440,9 @@ func (l *loop) move(c *conn, i int) bool {
 			f.inPipe -= int32(n)
 			f.moved += int64(n)
 			l.st.spliced.Add(int64(n))
+			if c.x == nil {
+				l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
+			}
 			c.active = l.now
 			if f.inPipe == 0 {
 				l.putPipe(f)
@@ -454,6 +468,9 @@ func (l *loop) move(c *conn, i int) bool {
 				return false
 			}
 			f.state |= flowDone
+			if c.first == 0 {
+				c.first = uint8(i) + 1 // which side finished first names a clean close
+			}
 			l.halfDone(c)
 			return true
 		}
@@ -536,6 +553,7 @@ func (l *loop) relaySmall(c *conn, i int, f *flow, src, dst *end) (int, bool) {
 		if err != nil {
 			f.moved += int64(off)
 			l.st.copied.Add(int64(off))
+			l.tunnelBytes(c, i, off)
 			l.failWrite(c, i, err)
 			return off, false
 		}
@@ -543,6 +561,7 @@ func (l *loop) relaySmall(c *conn, i int, f *flow, src, dst *end) (int, bool) {
 	}
 	f.moved += int64(off)
 	l.st.copied.Add(int64(off))
+	l.tunnelBytes(c, i, off)
 	if off < n {
 		s := make([]byte, n-off)
 		copy(s, b[off:n])
@@ -719,6 +738,8 @@ func (l *loop) getPipe(f *flow) bool {
 		f.pr, f.pw = pp.r, pp.w
 		l.st.pipesIdle.Add(-1)
 		l.st.pipesBusy.Add(1)
+		l.m.Pipes(metrics.PipeIdle, -1)
+		l.m.Pipes(metrics.PipeBusy, 1)
 		return true
 	}
 	p := l.p
@@ -744,6 +765,7 @@ func (l *loop) getPipe(f *flow) bool {
 	}
 	f.pr, f.pw = int32(fds[0]), int32(fds[1])
 	l.st.pipesBusy.Add(1)
+	l.m.Pipes(metrics.PipeBusy, 1)
 	return true
 }
 
@@ -771,9 +793,11 @@ func (l *loop) putPipe(f *flow) {
 		return
 	}
 	l.st.pipesBusy.Add(-1)
+	l.m.Pipes(metrics.PipeBusy, -1)
 	if f.inPipe == 0 && len(l.pipes) < l.p.cfg.PipePoolMax {
 		l.pipes = append(l.pipes, pipePair{f.pr, f.pw})
 		l.st.pipesIdle.Add(1)
+		l.m.Pipes(metrics.PipeIdle, 1)
 	} else {
 		l.closePipe(f.pr, f.pw)
 	}
@@ -918,8 +942,52 @@ func (l *loop) finish(c *conn, err error) {
 	rawClose(int(c.ends[1].fd))
 	l.p.fds.Release(2)
 	l.p.open.Add(-1)
+	reason := closeReason(c, err)
+	dur := time.Duration(l.p.mono() - c.started)
+	l.m.TunnelClosed(int(c.route), reason, dur)
 	if c.onClose != nil {
-		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err})
+		c.onClose(TunnelResult{ClientToBackend: c.flows[0].moved, BackendToClient: c.flows[1].moved, Err: err,
+			Reason: reason, Duration: dur, Loop: l.id})
+	}
+}
+
+// closeReason classifies a tunnel's end from what finish knows: the error that ended it, or,
+// for a clean close, which direction finished first (flows[0] is the client's).
+func closeReason(c *conn, err error) metrics.CloseReason {
+	switch {
+	case err == nil:
+		if c.first == 2 {
+			return metrics.CloseBackend
+		}
+		return metrics.CloseClient
+	case errors.Is(err, ErrIdleTimeout):
+		return metrics.CloseIdleTimeout
+	case errors.Is(err, ErrFinTimeout):
+		return metrics.CloseFinTimeout
+	case errors.Is(err, ErrClosed):
+		return metrics.CloseDrain
+	case errors.Is(err, unix.ECONNRESET), errors.Is(err, unix.EPIPE):
+		return metrics.CloseReset
+	}
+	return metrics.CloseError
+}
+
+// tunnelBytes counts n bytes moved in direction i of c if c is a tunnel (not a transfer, not a
+// refusal being relayed).
+func (l *loop) tunnelBytes(c *conn, i, n int) {
+	if c.x == nil && c.hs == nil {
+		l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
+	}
+}
+
+// countPending counts the bytes Plane.Tunnel wrote inline on the HTTP loop's goroutine, before
+// this loop owned the conn: the first thing the loop does with a tunnel (attach, or shutdown for
+// one that never got attached).
+func (l *loop) countPending(c *conn) {
+	for i := range c.flows {
+		if n := c.flows[i].moved; n > 0 {
+			l.m.TunnelBytes(int(c.route), metrics.Direction(i), int(n))
+		}
 	}
 }
 
@@ -940,6 +1008,7 @@ func (l *loop) shutdown() {
 			l.st.transfers.Add(1)
 		} else {
 			l.st.tunnels.Add(1)
+			l.countPending(c)
 		}
 		l.finish(c, ErrClosed)
 	}
@@ -952,6 +1021,7 @@ func (l *loop) shutdown() {
 		l.closePipe(pp.r, pp.w)
 	}
 	l.st.pipesIdle.Add(-int64(len(l.pipes)))
+	l.m.Pipes(metrics.PipeIdle, -len(l.pipes))
 	l.pipes = nil
 	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil

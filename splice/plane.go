@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsgate/wsgate/fdbudget"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/tlsrecord"
 )
 
@@ -56,6 +57,10 @@ type Config struct {
 	// Upgrade defaults (Plane.Upgrade): the backend connect, then the
 	// answer head. Default 5s and 60s.
 	DialTimeout, ResponseTimeout time.Duration
+
+	// Metrics, when set, gives every tunnel loop its own shard: tunnel bytes as they move, closes
+	// by reason with their lifetime, pipes by state. nil: metrics are off.
+	Metrics *metrics.Registry
 }
 
 // Defaults applied by NewPlane. DefaultPipeSize is 256 KiB rather than the
@@ -106,6 +111,11 @@ type Tunnel struct {
 	// is the plane's wheel tick (an eighth of the shortest Config timeout, at most 250ms).
 	IdleTimeout time.Duration
 
+	// Route is the metrics route index the tunnel's bytes, close and lifetime count under
+	// (metrics.Registry.Route; metrics.NoRoute when unknown). It lives in the padding of the
+	// plane's per-tunnel state: naming a route costs an idle tunnel nothing.
+	Route int
+
 	// ClientTLS, when set, is the client's TLS record layer (a WSS tunnel): what the client sends
 	// is opened before it reaches the backend, what the backend sends is sealed, close_notify is
 	// the half-close each way, KeyUpdate is honoured. ToClient must already be records (sealed by
@@ -119,6 +129,15 @@ type Tunnel struct {
 type TunnelResult struct {
 	ClientToBackend, BackendToClient int64
 	Err                              error // names the peer and phase; nil on a clean close
+
+	// Reason classifies the end, as wsgate_tunnel_closes_total{reason} counts it: which side
+	// finished first on a clean close, else the timeout, the plane's close, a reset or an error.
+	Reason metrics.CloseReason
+	// Duration is the tunnel's lifetime, from the Tunnel call to the close of its sockets.
+	Duration time.Duration
+	// Loop is the index (0 <= Loop < Plane.Loops()) of the tunnel loop OnClose runs on: state
+	// kept per loop (an access-log writer) may be used from OnClose without a lock.
+	Loop int
 }
 
 // Transfer moves one message body from Src to Dst with real backpressure,
@@ -204,6 +223,7 @@ type Plane struct {
 	hs       *hsSlab   // handshake states of the upgrades in flight (upgrade.go)
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
+	epoch    time.Time // tunnel lifetimes are measured on its monotonic clock
 
 	shrinkTicks, recordTicks uint32 // TLS conns: idle before the session shrinks, RecordTimeout
 
@@ -268,7 +288,7 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.RecordTimeout < 0 {
 		cfg.RecordTimeout = 0
 	}
-	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, hs: newHSSlab()}
+	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, hs: newHSSlab(), epoch: time.Now()}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)
@@ -345,6 +365,12 @@ func (p *Plane) Stats() Stats {
 	return s
 }
 
+// Loops is the number of tunnel loops (TunnelResult.Loop and UpgradeResult.Loop are below it).
+func (p *Plane) Loops() int { return len(p.loops) }
+
+// mono is the plane's monotonic clock in nanoseconds, for tunnel lifetimes.
+func (p *Plane) mono() int64 { return int64(time.Since(p.epoch)) }
+
 // OpenTunnels is the number of client connections the plane owns right now: tunnels from the
 // Tunnel call until their fds are closed, and upgrades from the Upgrade call until they are
 // closed or the tunnel they become ends. One atomic load, cheap enough to check on every accepted
@@ -387,7 +413,7 @@ func (p *Plane) Tunnel(t Tunnel) error {
 	if err := unix.SetNonblock(t.BackendFD, true); err != nil {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
-	c := &conn{onClose: t.OnClose, idle: p.tunnelIdle(t.IdleTimeout)}
+	c := &conn{onClose: t.OnClose, idle: p.tunnelIdle(t.IdleTimeout), route: int32(t.Route), started: p.mono()}
 	if t.ClientTLS != nil {
 		c.t = &tlsEnd{rec: t.ClientTLS, end: 0}
 	}

@@ -60,6 +60,9 @@ type Upgrade struct {
 	// IdleTimeout is the tunnel's, as Tunnel.IdleTimeout: 0 = the Config's,
 	// negative = never.
 	IdleTimeout time.Duration
+	// Route is the metrics route index of the tunnel a switch makes, as
+	// Tunnel.Route.
+	Route int
 
 	// ToClient is what the HTTP plane still had queued toward the client
 	// (the end of an earlier answer): written before anything of the
@@ -169,6 +172,9 @@ type UpgradeResult struct {
 	Connected bool          // the backend connection was established (for passive health: a success)
 	Connect   time.Duration // from the dial's start to the first byte of the head accepted
 	Err       error         // what failed, naming the backend and the phase; nil for Switched and Refused
+	// Loop is the index of the tunnel loop OnResult runs on (0 <= Loop <
+	// Plane.Loops()): state kept per loop may be used without a lock.
+	Loop int
 }
 
 // ErrUpgradeAnswerTooLarge: the judge kept asking for more beyond maxAnswer.
@@ -310,7 +316,7 @@ func (p *Plane) Upgrade(u Upgrade) error {
 	if len(u.Pending) > 0 {
 		hs.pending = append([]byte(nil), u.Pending...)
 	}
-	c := &conn{onClose: u.OnClose, hs: hs, idle: p.tunnelIdle(u.IdleTimeout)}
+	c := &conn{onClose: u.OnClose, hs: hs, idle: p.tunnelIdle(u.IdleTimeout), route: int32(u.Route)}
 	if u.ClientTLS != nil {
 		c.t = &tlsEnd{rec: u.ClientTLS, end: 0}
 	}
@@ -590,6 +596,8 @@ func (l *loop) hsSwitch(c *conn, v Verdict, rest []byte) {
 	l.report(c, UpgradeSwitched, v.Status, nil)
 	c.hs = nil
 	l.p.hs.put(hs)
+	c.started = l.p.mono() // a tunnel from here: its lifetime and its bytes count
+	l.countPending(c)
 	l.st.tunnels.Add(1)
 	if c.t != nil {
 		l.tlsCount(c) // a WSS tunnel from here on: decrypt-and-forward (tls.go)
@@ -710,7 +718,8 @@ func (l *loop) report(c *conn, why UpgradeOutcome, status int, err error) {
 	hs.reported = true
 	l.st.handshakes.Add(-1)
 	if hs.onResult != nil {
-		hs.onResult(UpgradeResult{Judge: hs.judge, Outcome: why, Status: status, Connected: hs.connected, Connect: hs.connDur, Err: err})
+		hs.onResult(UpgradeResult{Judge: hs.judge, Outcome: why, Status: status, Connected: hs.connected, Connect: hs.connDur, Err: err,
+			Loop: l.id})
 	}
 }
 

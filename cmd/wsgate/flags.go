@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/config"
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/route"
@@ -36,6 +37,13 @@ type options struct {
 	routes         []route.Spec // what to serve: config.Load's composition of -route, -backend and the file
 	origins        []string     // per route: where it was written
 	file           *config.Config
+
+	// Observability (docs/observability.md).
+	admin      string           // -admin: the admin listener's address, "" = off
+	adminPprof bool             // -admin-pprof
+	accessLog  string           // -access-log: off, stdout, stderr or a file path
+	logFormat  accesslog.Format // -log-format, for the access log and wsgate's own log
+	formatName *string
 }
 
 // The zero-value rule, one for every flag (README "Flags", -h): where the flag's text says what
@@ -99,6 +107,10 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	o.headerNames = fs.String("header-names", c.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
 	o.tls.flags(fs)
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&o.admin, "admin", "", "admin listener serving /metrics, /healthz, /readyz (and /debug/pprof/ with -admin-pprof), e.g. 127.0.0.1:9180; empty = off; never the -listen address")
+	fs.BoolVar(&o.adminPprof, "admin-pprof", false, "also serve /debug/pprof/ on the -admin listener")
+	fs.StringVar(&o.accessLog, "access-log", "stderr", "one line per request and per tunnel to: off, stdout, stderr or a file path (appended to, reopened on SIGUSR1)")
+	o.formatName = fs.String("log-format", "text", "format of the access log and of wsgate's own log: text (logfmt) or json")
 	fs.BoolVar(&o.version, "version", false, "print the version and build information, then exit")
 	return fs, levelName
 }
@@ -172,6 +184,10 @@ func (o *options) applyValues(fs *flag.FlagSet, levelName *string) error {
 	if err := o.cfg.HeaderNames.UnmarshalText([]byte(*o.headerNames)); err != nil {
 		return badValue("header-names", "-header-names %q: want drop or reject", *o.headerNames)
 	}
+	var ferr error
+	if o.logFormat, ferr = accesslog.ParseFormat(*o.formatName); ferr != nil {
+		return badValue("log-format", "-log-format %q: want text or json", *o.formatName)
+	}
 	set := map[string]bool{} // on the command line or in the file
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if set["max-conns"] && !set["max-pipes"] {
@@ -234,6 +250,12 @@ func validate(o *options) error {
 	}
 	if c.Backend, err = checkBackend(c.Backend); err != nil {
 		return &flagError{"backend", err.Error()}
+	}
+	if err := checkAdmin(o.admin, c.Listen, o.adminPprof); err != nil {
+		return &flagError{"admin", err.Error()}
+	}
+	if o.accessLog == "" {
+		return badValue("access-log", `-access-log "": want off, stdout, stderr or a file path`)
 	}
 	for _, v := range []struct {
 		name     string
@@ -317,6 +339,37 @@ func checkListen(s string) (string, error) {
 	}
 	return s, nil
 }
+
+// checkAdmin accepts an empty -admin (off) or host:port like -listen, but never an address the
+// proxy listener also covers: the same port on the same host, or on every address.
+func checkAdmin(admin, listen string, pprof bool) error {
+	if admin == "" {
+		if pprof {
+			return errors.New("-admin-pprof needs -admin (the admin listener to serve it on)")
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(admin)
+	if err != nil {
+		return fmt.Errorf("-admin %q: want host:port (e.g. 127.0.0.1:9180)", admin)
+	}
+	if _, ok := parsePort(port, 0); !ok {
+		return fmt.Errorf("-admin %q: port %q is not a number from 0 to 65535", admin, port)
+	}
+	if host != "" && !validHost(host) {
+		return fmt.Errorf("-admin %q: %q is not an IP address or host name", admin, host)
+	}
+	lhost, lport, _ := net.SplitHostPort(listen)
+	p, _ := parsePort(port, 0)
+	lp, _ := parsePort(lport, 0)
+	if p != 0 && p == lp && (anyHost(host) || anyHost(lhost) || lowerASCII(host) == lowerASCII(lhost)) {
+		return fmt.Errorf("-admin %q: the proxy listens there (-listen %q); the admin listener needs its own address", admin, listen)
+	}
+	return nil
+}
+
+// anyHost: a listen host that means every address.
+func anyHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
 
 // checkBackend accepts host:port, and http://host[:port][/] which it normalises to host:port
 // (port 80 when none is given). Anything else is one line naming what is wrong.
@@ -458,7 +511,7 @@ func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "       wsgate -listen ADDR -route [HOST]/PREFIX=ADDR[,ADDR...] [-route ...] [flags]\n")
 	fmt.Fprintf(w, "       wsgate -config FILE [flags]      (flags override the file; wsgate -check-config -config FILE checks it)\n\n")
 	fmt.Fprintf(w, "HTTP/1.1 and WebSocket edge reverse proxy. Exit status: 0 clean stop, 1 failure, 2 bad command line.\n")
-	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP re-reads the TLS certificates (-tls-cert/-tls-key); SIGUSR1, SIGUSR2 are logged and ignored.\n\n")
+	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP re-reads the TLS certificates (-tls-cert/-tls-key), otherwise it is logged and ignored; SIGUSR1 reopens the -access-log file; SIGUSR2 is logged and ignored.\n\n")
 	fmt.Fprintf(w, "%s\n\n", zeroRule)
 	fs.SetOutput(w)
 	fs.PrintDefaults()

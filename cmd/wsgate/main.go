@@ -24,12 +24,16 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/wsgate/wsgate/accesslog"
+	"github.com/wsgate/wsgate/admin"
 	"github.com/wsgate/wsgate/loop"
+	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/tlsterm"
 )
@@ -103,7 +107,10 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	// wsgate's own log and an access log on the same stream share one lock, so that their lines
+	// never interleave within a write.
+	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
+	logger := slog.New(accesslog.NewHandler(stderr, o.logFormat, &slog.HandlerOptions{Level: o.level}))
 	slog.SetDefault(logger)
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
@@ -131,10 +138,43 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
 	defer signal.Stop(sig)
 
+	// The access log, the metrics and the admin listener. Closed after the server has stopped
+	// (deferred), so the lines of the last exchanges and tunnels are written.
+	alog, err := openAccessLog(o, stdout, stderr, logger)
+	if err != nil {
+		logger.Error("start failed", "access_log", o.accessLog, "err", err)
+		return exitFailure
+	}
+	defer func() {
+		if err := alog.Close(); err != nil {
+			logger.Error("access log", "err", err)
+		}
+	}()
+	cfg.AccessLog = alog
+	var adm *admin.Server
+	if o.admin != "" {
+		reg := metrics.NewRegistry()
+		reg.SetAccessLogDropped(alog.Dropped)
+		cfg.Metrics = reg
+		if adm, err = admin.Start(admin.Config{Addr: o.admin, Metrics: reg.Handler(), Pprof: o.adminPprof, Logger: logger}); err != nil {
+			logger.Error("start failed", "admin", o.admin, "err", err)
+			return exitFailure
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			_ = adm.Shutdown(ctx)
+		}()
+		logger.Info("admin listening", "admin", adm.Addr(), "pprof", o.adminPprof)
+	}
+
 	srv, err := loop.Start(cfg)
 	if err != nil {
 		logger.Error("start failed", "listen", cfg.Listen, "err", err)
 		return exitFailure
+	}
+	if adm != nil {
+		adm.SetReady(true) // the proxy listens: /readyz says so (issue 12 turns it off on drain)
 	}
 	defer startMemoryPolicy(o.memEvery, logger)()
 	if o.tls.redirect != "" {
@@ -163,11 +203,17 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 				}
 				logger.Info("SIGHUP: configuration reload is not supported yet; ignored (restart wsgate to change flags)")
 				continue
-			case syscall.SIGUSR1, syscall.SIGUSR2:
+			case syscall.SIGUSR1:
+				reopenAccessLog(o.accessLog, alog, logger)
+				continue
+			case syscall.SIGUSR2:
 				logger.Info(signalName(s) + ": not used yet; ignored")
 				continue
 			}
 			logger.Info("stopping", "signal", signalName(s))
+			if adm != nil {
+				adm.SetReady(false)
+			}
 			return stop(srv, sig, logger)
 		case <-srv.Done():
 			logger.Error("the server failed and stops", "listen", srv.Addr(), "err", srv.Err())
@@ -175,6 +221,48 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 	}
+}
+
+// openAccessLog opens -access-log: nil for off, the process' stdout or stderr (the writers runIO
+// was given), or a file.
+func openAccessLog(o options, stdout, stderr io.Writer, logger *slog.Logger) (*accesslog.Log, error) {
+	cfg := accesslog.Config{Format: o.logFormat, Logger: logger}
+	switch o.accessLog {
+	case "off":
+		return nil, nil
+	case "stdout":
+		return accesslog.New(stdout, cfg), nil
+	case "stderr":
+		return accesslog.New(stderr, cfg), nil
+	}
+	return accesslog.Open(o.accessLog, cfg)
+}
+
+// reopenAccessLog is SIGUSR1: logrotate renamed the file; lines accepted so far go to the old
+// one, the rest to a new file at the same path.
+func reopenAccessLog(dest string, alog *accesslog.Log, logger *slog.Logger) {
+	switch dest {
+	case "off", "stdout", "stderr":
+		logger.Info("SIGUSR1: the access log is not a file; nothing to reopen", "access_log", dest)
+		return
+	}
+	if err := alog.Reopen(); err != nil {
+		logger.Error("SIGUSR1: reopening the access log failed; still writing to the old file", "access_log", dest, "err", err)
+		return
+	}
+	logger.Info("SIGUSR1: access log reopened", "access_log", dest)
+}
+
+// lockedWriter serialises the writes of wsgate's own log and of an access log sharing a stream.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // stop stops srv within stopTimeout; a second SIGINT or SIGTERM meanwhile exits at once.

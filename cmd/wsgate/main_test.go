@@ -41,6 +41,14 @@ func TestBadCommandLineIsOneLineExit2(t *testing.T) {
 		{[]string{"-tunnel-fin-timeout", "-1s"}, `-tunnel-fin-timeout -1s: want 0 (no limit) or more`},
 		{[]string{"-memory-return", "-1s"}, `-memory-return -1s: want 0 (no limit) or more`},
 		{[]string{"-log-level", "chatty"}, `-log-level "chatty": want debug, info, warn or error`},
+		{[]string{"-log-format", "xml"}, `-log-format "xml": want text or json`},
+		{[]string{"-access-log", ""}, `-access-log "": want off, stdout, stderr or a file path`},
+		{[]string{"-admin-pprof"}, `-admin-pprof needs -admin (the admin listener to serve it on)`},
+		{[]string{"-admin", "9180"}, `-admin "9180": want host:port (e.g. 127.0.0.1:9180)`},
+		{[]string{"-admin", "127.0.0.1:x"}, `-admin "127.0.0.1:x": port "x" is not a number from 0 to 65535`},
+		{[]string{"-listen", "127.0.0.1:8080", "-admin", "127.0.0.1:8080"}, `-admin "127.0.0.1:8080": the proxy listens there (-listen "127.0.0.1:8080"); the admin listener needs its own address`},
+		{[]string{"-listen", ":8080", "-admin", "127.0.0.1:8080"}, `-admin "127.0.0.1:8080": the proxy listens there (-listen ":8080"); the admin listener needs its own address`},
+		{[]string{"-listen", "127.0.0.1:8080", "-admin", "0.0.0.0:8080"}, `-admin "0.0.0.0:8080": the proxy listens there (-listen "127.0.0.1:8080"); the admin listener needs its own address`},
 		{[]string{"-listen", "8080"}, `-listen "8080": want host:port (e.g. :8080 or 127.0.0.1:8080)`},
 		{[]string{"-listen", ":http"}, `-listen ":http": port "http" is not a number from 0 to 65535`},
 		{[]string{"-listen", "no host!:80"}, `-listen "no host!:80": "no host!" is not an IP address or host name`},
@@ -139,23 +147,25 @@ func TestVersionFlag(t *testing.T) {
 
 func TestVersionText(t *testing.T) {
 	cases := []struct {
-		name string
-		bi   debug.BuildInfo
-		want string
+		name, version string
+		bi            *debug.BuildInfo
+		want          string
 	}{
-		{"go install @version", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/wsgate/wsgate", Version: "v1.2.3"}},
+		{"go install @version", "v1.2.3", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Path: "github.com/wsgate/wsgate", Version: "v1.2.3"}},
 			"wsgate v1.2.3\ngo go1.26.8 linux/amd64\n"},
-		{"checkout with VCS", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{"checkout with VCS", "0123456789ab+dirty", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
 			{Key: "vcs.revision", Value: "0123456789abcdef"}, {Key: "vcs.time", Value: "2026-12-07T01:00:00Z"}, {Key: "vcs.modified", Value: "true"}}},
-			"wsgate devel\nrevision 0123456789abcdef 2026-12-07T01:00:00Z (modified)\ngo go1.26.8 linux/amd64\n"},
-		{"clean checkout", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+			"wsgate 0123456789ab+dirty\nrevision 0123456789abcdef 2026-12-07T01:00:00Z (modified)\ngo go1.26.8 linux/amd64\n"},
+		{"clean checkout", "0123456789ab", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
 			{Key: "vcs.revision", Value: "0123456789abcdef"}, {Key: "vcs.modified", Value: "false"}}},
-			"wsgate devel\nrevision 0123456789abcdef\ngo go1.26.8 linux/amd64\n"},
-		{"no VCS", debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}},
-			"wsgate devel\nrevision unknown (built without VCS information)\ngo go1.26.8 linux/amd64\n"},
+			"wsgate 0123456789ab\nrevision 0123456789abcdef\ngo go1.26.8 linux/amd64\n"},
+		{"no VCS", "(devel)", &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}},
+			"wsgate (devel)\nrevision unknown (built without VCS information)\ngo go1.26.8 linux/amd64\n"},
+		{"no build info", "(devel)", nil,
+			"wsgate (devel)\nrevision unknown (built without VCS information)\ngo go1.26.8 linux/amd64\n"},
 	}
 	for _, c := range cases {
-		if got := versionText(&c.bi, "linux/amd64"); got != c.want {
+		if got := versionText(c.version, "go1.26.8", c.bi, "linux/amd64"); got != c.want {
 			t.Errorf("%s: %q, want %q", c.name, got, c.want)
 		}
 	}
@@ -222,5 +232,22 @@ func TestFlagsReachConfig(t *testing.T) {
 	// run: stdout and stderr on one writer.
 	if code := run([]string{"-loops", "0"}, &out); code != 2 || out.String() != "wsgate: -loops 0: want 1 or more\n" {
 		t.Fatalf("run: exit %d, %q", code, out.String())
+	}
+}
+
+func TestObserveFlags(t *testing.T) {
+	o, err := parseCommandLine(nil)
+	if err != nil || o.admin != "" || o.adminPprof || o.accessLog != "stderr" || o.logFormat.String() != "text" {
+		t.Fatalf("defaults: admin %q pprof %v access log %q format %v (%v)", o.admin, o.adminPprof, o.accessLog, o.logFormat, err)
+	}
+	o, err = parseCommandLine([]string{"-listen", "127.0.0.1:8080", "-admin", "127.0.0.2:8080", "-admin-pprof",
+		"-access-log", "/var/log/wsgate/access.log", "-log-format", "json"})
+	if err != nil || o.admin != "127.0.0.2:8080" || !o.adminPprof || o.accessLog != "/var/log/wsgate/access.log" || o.logFormat.String() != "json" {
+		t.Fatalf("admin %q pprof %v access log %q format %v (%v)", o.admin, o.adminPprof, o.accessLog, o.logFormat, err)
+	}
+	for _, ok := range [][]string{{"-admin", "127.0.0.1:9180"}, {"-listen", ":0", "-admin", ":0"}, {"-admin", "[::1]:9180"}} {
+		if _, err := parseCommandLine(ok); err != nil {
+			t.Errorf("%v: %v", ok, err)
+		}
 	}
 }

@@ -6,37 +6,35 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/wsgate/wsgate/metrics"
 )
 
-// printVersion writes what the binary knows about its build (runtime/debug.ReadBuildInfo).
+// printVersion writes what the binary knows about its build. Its first line's version is
+// metrics.BuildVersion(), the value wsgate_build_info{version} reports, and its go line the Go
+// version wsgate_build_info{goversion} reports: one source for both.
 func printVersion(w io.Writer) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		fmt.Fprintf(w, "wsgate (no build information)\ngo %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return
-	}
-	io.WriteString(w, versionText(bi, runtime.GOOS+"/"+runtime.GOARCH))
+	bi, _ := debug.ReadBuildInfo()
+	io.WriteString(w, versionText(metrics.BuildVersion(), runtime.Version(), bi, runtime.GOOS+"/"+runtime.GOARCH))
 }
 
 // versionText formats build information:
 //
-//	wsgate v1.2.3                          (go install ...@v1.2.3: the module version)
-//	wsgate devel                           (built from a checkout)
+//	wsgate v1.2.3                             (go install ...@v1.2.3: the module version)
+//	wsgate v0.0.0-20261207014711-f1a81f852d81 (go build in a clone: Go's pseudo-version)
+//	wsgate (devel)                            (nothing stamped: -buildvcs=false, a git worktree)
 //	revision 1f2e3d4c... 2026-12-07T01:00:00Z (modified)
 //	go go1.26.8 linux/amd64
 //
-// A build without VCS stamping (-buildvcs=false, or a git worktree, which the go command does
-// not recognise) says so instead of a revision.
-func versionText(bi *debug.BuildInfo, platform string) string {
+// A build without VCS stamping says so instead of a revision.
+func versionText(version, goVersion string, bi *debug.BuildInfo, platform string) string {
 	var b strings.Builder
-	v := bi.Main.Version
-	if v == "" || v == "(devel)" {
-		v = "devel"
-	}
-	fmt.Fprintf(&b, "wsgate %s\n", v)
+	fmt.Fprintf(&b, "wsgate %s\n", version)
 	settings := map[string]string{}
-	for _, s := range bi.Settings {
-		settings[s.Key] = s.Value
+	if bi != nil {
+		for _, s := range bi.Settings {
+			settings[s.Key] = s.Value
+		}
 	}
 	if rev := settings["vcs.revision"]; rev != "" {
 		fmt.Fprintf(&b, "revision %s", rev)
@@ -47,9 +45,9 @@ func versionText(bi *debug.BuildInfo, platform string) string {
 			b.WriteString(" (modified)")
 		}
 		b.WriteByte('\n')
-	} else if v == "devel" {
+	} else if version == "(devel)" {
 		b.WriteString("revision unknown (built without VCS information)\n")
 	}
-	fmt.Fprintf(&b, "go %s %s\n", bi.GoVersion, platform)
+	fmt.Fprintf(&b, "go %s %s\n", goVersion, platform)
 	return b.String()
 }
