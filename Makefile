@@ -4,7 +4,12 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 5s
 BENCH     ?= default
+TLS       ?= 0
+ifeq ($(TLS),1)
+LISTEN    ?= 127.0.0.1:8443
+else
 LISTEN    ?= 127.0.0.1:8080
+endif
 DEMO      ?= 127.0.0.1:3000
 LOKI      ?= 127.0.0.1:3100
 
@@ -51,9 +56,11 @@ bench-deps:
 bench: build
 	$(GO) run ./bench/cmd/wsbench -suite=$(BENCH)
 
-# make run: wsgate with two routes in front of the demo's Grafana-like and Loki-like backends, on loopback.
+# make run [TLS=1]: wsgate with two routes in front of the demo's Grafana-like and Loki-like
+# backends, on loopback (TLS=1: https and wss with a generated local CA; the banner says how to
+# trust it).
 run: build
-	bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO) $(LOKI)
+	TLS=$(TLS) bash cmd/wsgate-demo/run.sh $(BIN) $(LISTEN) $(DEMO) $(LOKI)
 
 clean:
 	rm -rf $(BIN)

@@ -63,6 +63,7 @@ type clientConn struct {
 	busy        bool  // process() is on the stack: nested calls just let it loop
 	held        *bytebufferpool.ByteBuffer
 	heldOff     int
+	tls         *tlsConn // TLS listener: the handshake, then the session (tlswire.go); nil for plain HTTP
 
 	gen uint32   // exchange generation: a dial result for an older exchange is ignored
 	ex  exchange // the exchange in flight; a new one starts from a zero value
@@ -171,7 +172,7 @@ func (cc *clientConn) process() {
 				}
 				return
 			}
-			if cc.peerEOF && cc.inboundLen() == 0 {
+			if cc.inputEnded() && cc.inboundLen() == 0 {
 				cc.startClosing() // a half-closed client sent nothing more: drain, then close
 				return
 			}
@@ -210,7 +211,7 @@ func (cc *clientConn) readHead() bool {
 	req := &cc.ls.req
 	n, err := cc.parser.ParseRequest(buf, req)
 	if err == httpparse.ErrNeedMore {
-		if cc.peerEOF {
+		if cc.inputEnded() {
 			cc.parser.Reset()
 			cc.startClosing() // a head cut by the client's EOF can never complete
 		}
@@ -295,7 +296,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *rou
 	if m != nil {
 		ex.fwd = bytebufferpool.Get()
 		o := reqHeadOpts{backendHost: cc.ls.memberHost(m), clientIP: cc.ip, preserveHost: r.PreserveHost,
-			forwarded: s.cfg.Forwarded, websocket: upgrade, route: r}
+			forwarded: s.cfg.Forwarded, websocket: upgrade, route: r, https: cc.https()}
 		ex.fwd.B = appendRequestHead(ex.fwd.B[:0], req, &o)
 		ex.hostAt = o.backendHostAt
 	}

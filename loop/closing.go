@@ -88,6 +88,7 @@ func (cc *clientConn) startClosing() {
 		cc.teardown()
 		return
 	}
+	cc.goodbye() // TLS: close_notify before the shutdown (tlswire.go)
 	if err := cc.out.flush(); err != nil {
 		cc.abort()
 		return
@@ -159,6 +160,9 @@ func (cc *clientConn) teardown() {
 	cc.closeOwnFD()
 	cc.discardInbound()
 	ex.releaseHead()
+	if cc.tls != nil {
+		cc.tls.close()
+	}
 }
 
 // expire runs from the sweep when cc.deadline has passed.
@@ -172,7 +176,7 @@ func (cc *clientConn) expire(now int64) {
 			// Not idle while an answer drains: that is the write-stall rule's business.
 			cc.deadline = now + int64(cc.srv.cfg.IdleTimeout)
 		default:
-			cc.closeNow() // idle keep-alive (or a conn that never spoke): nothing to answer
+			cc.closeIdle() // idle keep-alive (or a conn that never spoke): nothing to answer
 		}
 	case stateAwaitingResponse:
 		if !cc.ex.respFinal {

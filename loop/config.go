@@ -15,6 +15,7 @@ import (
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 // Config configures a Server. Zero fields take the DefaultConfig values, except PreserveHost and
@@ -58,6 +59,11 @@ type Config struct {
 	// sizes one from RLIMIT_NOFILE, less a reserve for the fds it cannot count. Servers sharing a
 	// process can share one budget; Start never changes a budget it is given.
 	FDs *fdbudget.Budget
+
+	// TLS, when set, makes Listen a TLS listener (issue 9): every client does a TLS handshake
+	// (tlsterm: ClientHello in the loop, crypto/tls on a bounded goroutine), then its records are
+	// opened and sealed on the loop and in the tunnel plane. nil: plain HTTP.
+	TLS *tlsterm.Server
 
 	// ListenLock is the one-instance guard of Listen inherited from the wsgate process that
 	// started this one (Server.ListenLock, passed as an extra file): with it Start skips the
@@ -135,6 +141,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Tunnel.RecordTimeout == 0 {
+		c.Tunnel.RecordTimeout = c.HeaderTimeout // a TLS record half-received is bounded like a slow head
 	}
 	if c.Tunnel.Logger == nil {
 		c.Tunnel.Logger = c.Logger

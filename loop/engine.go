@@ -121,6 +121,7 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 	}
 	s := &Server{
 		backendWarn: warnLimiter{interval: time.Second},
+		tlsLog:      tlsLimiter{warnLimiter{interval: time.Second}},
 		cfg:         cfg,
 		log:         cfg.Logger,
 		plane:       plane,

@@ -313,7 +313,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				cc.switchProtocols(bc, resp, n)
 				return
 			}
-			o := respHeadOpts{backendHost: ls.memberHost(ex.member), clientHost: ex.host, stripped: strippedPrefix(ex.route)}
+			o := respHeadOpts{backendHost: ls.memberHost(ex.member), clientHost: ex.host, stripped: strippedPrefix(ex.route), https: cc.https()}
 			if resp.Status < 200 {
 				o.interim = true
 				head := appendResponseHead(ls.scratch[:0], resp, &o)

@@ -44,7 +44,7 @@ func (cc *clientConn) present() bool { return cc.c != nil || (cc.peerEOF && cc.o
 // closed runs from gnet's OnClose for the live client conn.
 func (cc *clientConn) closed(err error) {
 	c := cc.c
-	if errors.Is(err, io.EOF) && cc.answerOwed() {
+	if errors.Is(err, io.EOF) && cc.answerOwed() && !cc.truncated(err) {
 		if fd, derr := c.Dup(); derr == nil {
 			cc.srv.fds.Acquire(1) // the dup outlives OnClose, which released gnet's fd
 			cc.holdInbound()

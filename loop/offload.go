@@ -94,6 +94,15 @@ func (cc *clientConn) offload(req bool) bool {
 		x.Src, x.Dst = cfd, bfd
 	}
 	x.Pending = q.bytes()
+	if cc.tls != nil {
+		// The plane opens the client's records (upload) or seals toward it (download); the
+		// session is the plane's until Done. Pending toward a TLS client is records already.
+		if req {
+			x.SrcTLS = cc.tls.rec
+		} else {
+			x.DstTLS = cc.tls.rec
+		}
+	}
 	switch framing {
 	case httpparse.FramingChunked:
 		x.Length, x.Chunked = -1, dec
@@ -179,6 +188,9 @@ func (cc *clientConn) afterTransfer(r splice.TransferResult) {
 		return
 	}
 	ex.off.extra = r.Extra
+	if r.ReadClosed && cc.tls != nil {
+		cc.tls.eof = true // the client's close_notify arrived in the plane
+	}
 	bc := ex.bc
 	bc.cleanAfterOffload = !ex.off.req && len(r.Extra) == 0 && ex.backendReuse && ex.reqKeepAlive && ex.reqDone
 	go s.reenroll(cc.ls, bfd, bc, cc)
@@ -244,7 +256,7 @@ func (s *Server) reenroll(ls *loopState, fd int, v any, cc *clientConn) {
 
 // reattached is OnOpen for a client conn coming back from the tunnel plane.
 func (cc *clientConn) reattached(c wire) {
-	cc.c = c
+	cc.c = cc.wrapWire(c)
 	cc.out.fd = c.Fd()
 	cc.reattachDone()
 }

@@ -18,6 +18,7 @@ type outq struct {
 	buf  *bytebufferpool.ByteBuffer
 	off  int
 	acct *atomic.Int64 // the server's queued-byte count (Stats.QueuedBytes); nil in some tests
+	tls  *tlsConn      // a TLS client's queue: write seals first, so only ciphertext is queued (tlswire.go)
 
 	// Write-stall tracking (stalled): progress is bytes written, sampled by the sweep.
 	sent  uint64 // bytes written to fd so far
@@ -34,8 +35,22 @@ func (q *outq) pending() int {
 }
 
 // write sends p (or queues it behind older bytes). The error is the socket's: the peer is gone.
+// Toward a TLS client p is sealed into records first.
 func (q *outq) write(p []byte) error {
-	q.wrote += uint64(len(p))
+	q.wrote += uint64(len(p)) // HTTP bytes: counted before sealing
+	if q.tls != nil && len(p) > 0 {
+		sealed, err := q.tls.seal(p)
+		if err != nil {
+			return err
+		}
+		p = sealed
+	}
+	return q.writeRaw(p)
+}
+
+// writeRaw is write without sealing: plain sockets, and TLS records made elsewhere (handshake
+// flights, alerts, close_notify).
+func (q *outq) writeRaw(p []byte) error {
 	if q.pending() > 0 {
 		if err := q.flush(); err != nil {
 			return err

@@ -107,6 +107,7 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 		deadline := time.Now().Add(wait)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
+		staying := 0 // client conns that never pass (TLS: their session does not travel), as last swept
 		for sweep := true; ; {
 			for {
 				ex := s.plane.ExportTunnels(passChunk)
@@ -123,7 +124,7 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 				}
 			}
 			if sweep {
-				s.sweepPass()
+				staying = s.sweepPass()
 			}
 			q := s.takePassed()
 			for i, p := range q {
@@ -134,8 +135,8 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 					return
 				}
 			}
-			if ps := s.plane.Stats(); len(q) == 0 && s.conns.Load() == 0 && ps.Tunnels == 0 && ps.Handshakes == 0 {
-				return // every client connection and every tunnel has left
+			if ps := s.plane.Stats(); len(q) == 0 && s.conns.Load() <= int64(staying) && ps.Tunnels <= ps.TLSTunnels && ps.Handshakes == 0 {
+				return // every client connection and every tunnel that can leave has left
 			}
 			if time.Now().After(deadline) {
 				return
@@ -200,8 +201,8 @@ func (s *Server) endPassing() {
 }
 
 // sweepPass passes, on every loop, the client conns at a boundary; it returns when the loops
-// have done it.
-func (s *Server) sweepPass() {
+// have done it, with the number of conns that never pass (they finish here).
+func (s *Server) sweepPass() int {
 	s.loopsMu.Lock()
 	lss := make([]*loopState, 0, len(s.loops))
 	for _, ls := range s.loops {
@@ -209,12 +210,15 @@ func (s *Server) sweepPass() {
 	}
 	s.loopsMu.Unlock()
 	var wg sync.WaitGroup
+	var staying atomic.Int64
 	for _, ls := range lss {
 		wg.Add(1)
 		err := ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			defer wg.Done()
 			for cc := range ls.clients {
-				cc.pass()
+				if !cc.pass() && cc.staysHere() {
+					staying.Add(1)
+				}
 			}
 			return nil
 		}))
@@ -223,7 +227,12 @@ func (s *Server) sweepPass() {
 		}
 	}
 	wg.Wait()
+	return int(staying.Load())
 }
+
+// staysHere: cc will never be passed, whatever it does next (a TLS client: its session does not
+// travel). It finishes here and closes at its boundary once passing has ended.
+func (cc *clientConn) staysHere() bool { return cc.tls != nil }
 
 // passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds as it
 // is (a wire that is not the bare gnet.Conn, a TLS session, has state of its own that does not

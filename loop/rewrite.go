@@ -16,6 +16,7 @@ type reqHeadOpts struct {
 	preserveHost bool
 	forwarded    bool
 	websocket    bool         // keep the upgrade: emit Connection: Upgrade and Upgrade: websocket
+	https        bool         // the client came over TLS: X-Forwarded-Proto: https
 	route        *route.Route // the target is written as the route forwards it (strip_prefix); nil: as is
 
 	backendHostAt int // out: offset of backendHost in the head when it was sent as Host, else -1
@@ -28,6 +29,7 @@ type respHeadOpts struct {
 	close       bool   // we close the client connection after this response
 	websocket   bool   // a verified 101: emit Connection: Upgrade and Upgrade: websocket
 	interim     bool   // 1xx: no Connection field of our own
+	https       bool   // the client came over TLS: rewritten Locations say https://
 	stripped    string // the prefix a strip_prefix route removed: put back into rewritten Locations
 }
 
@@ -199,7 +201,11 @@ func appendRequestHead(dst []byte, req *httpparse.Request, o *reqHeadOpts) []byt
 			}
 		}
 		dst = append(dst, o.clientIP...)
-		dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+		if o.https {
+			dst = append(dst, "\r\nX-Forwarded-Proto: https\r\n"...)
+		} else {
+			dst = append(dst, "\r\nX-Forwarded-Proto: http\r\n"...)
+		}
 		if len(host) > 0 {
 			dst = append(dst, "X-Forwarded-Host: "...)
 			dst = append(dst, host...)
@@ -306,9 +312,10 @@ func isLocationField(name []byte) bool {
 		(len(name) == 16 && httpparse.EqualFold(name, "Content-Location"))
 }
 
-// appendLocation is ProxyPassReverse: http://<backend>/x becomes http://<client Host>/x. Behind a
-// strip_prefix route the removed prefix goes back in front of the path, in absolute URLs naming
-// the backend and in absolute paths ("/x" -> "/loki/x": the backend thinks it is served at /).
+// appendLocation is ProxyPassReverse: http://<backend>/x becomes http://<client Host>/x (https://
+// for a client that came over TLS). Behind a strip_prefix route the removed prefix goes back in
+// front of the path, in absolute URLs naming the backend and in absolute paths ("/x" ->
+// "/loki/x": the backend thinks it is served at /).
 func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 	const scheme = "http://"
 	if o.stripped != "" && len(v) > 0 && v[0] == '/' && (len(v) == 1 || v[1] != '/') {
@@ -325,7 +332,11 @@ func appendLocation(dst, v []byte, o *respHeadOpts) []byte {
 	if len(rest) > 0 && rest[0] != '/' && rest[0] != '?' && rest[0] != '#' {
 		return append(dst, v...) // a longer host or port that merely starts like the backend's
 	}
-	dst = append(dst, scheme...)
+	if o.https {
+		dst = append(dst, "https://"...)
+	} else {
+		dst = append(dst, scheme...)
+	}
 	dst = append(dst, o.clientHost...)
 	if o.stripped != "" {
 		return appendUnstripped(dst, rest, o.stripped)

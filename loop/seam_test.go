@@ -80,7 +80,7 @@ func (w *fakeWire) readPeer() (string, bool) {
 type fakeLoop struct{ closes int }
 
 func (l *fakeLoop) closeConn(w wire) {
-	fw := w.(*fakeWire)
+	fw := rawWire(w).(*fakeWire) // a TLS conn closes its socket
 	if fw.closed {
 		return
 	}

@@ -84,6 +84,8 @@ type Server struct {
 	// backendWarn rate-limits the Warn lines for failures the operator must see (backend down,
 	// timing out, answering garbage).
 	backendWarn warnLimiter
+	// tlsLog rate-limits TLS failure lines (scanners, plain HTTP on the TLS port, bad records).
+	tlsLog tlsLimiter
 
 	up  upgradeState // upgrades: judges, resolved member names, results (upgrade.go)
 	obs serverObs    // metrics and access log (observe.go)
@@ -101,6 +103,7 @@ type loopState struct {
 	req       httpparse.Request
 	resp      httpparse.Response
 	scratch   []byte      // response heads are built here and written at once
+	sealBuf   []byte      // records sealed toward TLS clients, before their write(2) (tlswire.go)
 	hasQueued atomic.Bool // some outq on this loop holds bytes: the ticker must run flushes
 	flushFn   gnet.RunnableFunc
 	sweepFn   gnet.RunnableFunc
@@ -195,6 +198,10 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s := h.s
 		ls := s.loopFor(c.EventLoop())
 		if why, ok := s.admit(overFDs); !ok { // -max-conns (tunnels included) and the fd budget: budget.go
+			if s.cfg.TLS != nil {
+				ls.rejected(why, clientAddr(c.RemoteAddr()), nil)
+				return nil, gnet.Close // no session yet to say 503 in
+			}
 			ls.rejected(why, clientAddr(c.RemoteAddr()), errorResponse(503))
 			return errorResponse(503), gnet.Close
 		}
@@ -205,6 +212,9 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		cc := newClientConn(ls, c, ip)
 		cc.addr = clientAddr(c.RemoteAddr())
 		ls.m.Accepted()
+		if s.cfg.TLS != nil {
+			cc.startTLS(c, func() { _ = c.Wake(nil) })
+		}
 		c.SetContext(cc)
 	}
 	return nil, gnet.None

@@ -57,6 +57,9 @@ func (ls *loopState) flush() {
 func (ls *loopState) sweep(now int64) {
 	stall := int64(ls.srv.cfg.IdleTimeout)
 	for cc := range ls.clients {
+		if cc.tls != nil && cc.tls.sweep(now) {
+			continue // handshake timeout, a record half-received too long (tlswire.go)
+		}
 		if cc.state != stateOffloaded { // queues wait while their sockets are in the plane
 			if cc.out.stalled(now, stall) {
 				cc.writeStalled()

@@ -216,6 +216,7 @@ func (cc *clientConn) startUpgrade() {
 	j := s.getJudge(ex.wsKey, ex.host)
 	j.route, j.member = r, m
 	j.backendHost, j.stripped = cc.ls.memberHost(m), strippedPrefix(r)
+	j.https = cc.https()
 	src := d.NextSource()
 	j.source = src
 	cc.upgradeObs(j)
@@ -232,6 +233,8 @@ func (cc *clientConn) startUpgrade() {
 		OnResult:        s.up.onResult,
 		OnClose:         cc.tunnelOnClose(m),
 		Route:           ex.obs.route,
+		ToClient:        cc.out.bytes(),  // the end of an earlier answer still queued: it goes first
+		ClientTLS:       cc.handOffTLS(), // WSS: the plane seals its answers and the tunnel (tlswire.go)
 	})
 	if err != nil {
 		// The plane closed cfd and will not call OnResult; gnet's copy is still ours to answer
@@ -335,6 +338,7 @@ type upgradeJudge struct {
 	chunk       httpparse.ChunkedDecoder
 	result      upgradeResult // what Judge decided, for a rejection's result label
 	slab        bool          // one of judgeSlab's, returned to it when done
+	https       bool          // the client came over TLS: Locations rewritten to https://
 }
 
 // judgeSlab holds the judges of the upgrades in flight, allocated once per server: a steady
@@ -417,7 +421,7 @@ func (j *upgradeJudge) Judge(s *splice.Scratch, ans []byte) splice.Verdict {
 		j.obs.answer(len(errorResponse(502)))
 		return splice.Verdict{Action: splice.Reject, ToClient: errorResponse(502), Status: 502}
 	}
-	o := respHeadOpts{backendHost: j.backendHost, clientHost: j.host, stripped: j.stripped}
+	o := respHeadOpts{backendHost: j.backendHost, clientHost: j.host, stripped: j.stripped, https: j.https}
 	switch {
 	case resp.Status == 101:
 		if !resp.HasToken("Upgrade", "websocket") || !resp.HasToken("Connection", "upgrade") ||

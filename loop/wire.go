@@ -37,7 +37,7 @@ type netLoop interface {
 // gnetLoop is netLoop on a gnet event loop.
 type gnetLoop struct{ el gnet.EventLoop }
 
-func (g gnetLoop) closeConn(w wire) { _ = g.el.Close(w.(gnet.Conn)) }
+func (g gnetLoop) closeConn(w wire) { _ = g.el.Close(rawWire(w).(gnet.Conn)) }
 
 // onTraffic, onClosed: the dispatch from a wire's events to its state machine; the gnet handler
 // and the unit tests' fake loop both use them. A context whose wire no longer matches belongs to a
@@ -45,9 +45,13 @@ func (g gnetLoop) closeConn(w wire) { _ = g.el.Close(w.(gnet.Conn)) }
 func onTraffic(w wire, ctx any) {
 	switch v := ctx.(type) {
 	case *clientConn:
-		if v.c == w {
+		if v.owns(w) {
 			v.ls.enterTraffic()
-			v.process()
+			if v.tls != nil {
+				v.tls.traffic()
+			} else {
+				v.process()
+			}
 			v.ls.leaveTraffic()
 		}
 	case *backendConn:
@@ -62,7 +66,7 @@ func onTraffic(w wire, ctx any) {
 func onClosed(w wire, ctx any, err error) {
 	switch v := ctx.(type) {
 	case *clientConn:
-		if v.c == w {
+		if v.owns(w) {
 			v.closed(err)
 		}
 	case *backendConn:

@@ -79,7 +79,7 @@ type Exported struct {
 // ExportTunnels takes up to n tunnels off their loops, as evenly over the loops as they allow.
 // Each one must be given to ExportDone. Transfers are not exported (they are HTTP exchanges,
 // which finish here), nor upgrades still being decided (Stats.Handshakes): they are exported
-// once they are tunnels.
+// once they are tunnels. TLS tunnels (Stats.TLSTunnels) stay: they finish here.
 func (p *Plane) ExportTunnels(n int) []*Exported {
 	if n <= 0 {
 		return nil
@@ -112,8 +112,10 @@ func (l *loop) exportTunnels(n int) []*Exported {
 	var out []*Exported
 	for i := len(l.slots) - 1; i >= 0 && len(out) < n; i-- {
 		c := l.slots[i]
-		if c == nil || c.closed || c.x != nil || c.hs != nil {
-			continue // transfers finish here; an upgrade still deciding goes once it is a tunnel
+		if c == nil || c.closed || c.x != nil || c.hs != nil || c.t != nil {
+			// Transfers finish here; an upgrade still deciding goes once it is a tunnel; a TLS
+			// tunnel's session does not travel: it stays and drains here.
+			continue
 		}
 		out = append(out, l.export(c))
 	}

@@ -107,12 +107,13 @@ type conn struct {
 	first    uint8  // tunnel: 1 + the direction that finished first (0: none yet), for the close reason
 	carried  bool   // tunnel: its byte counts were counted before (adopted or given back, export.go): attach does not count them again
 	started  int64  // tunnel: Plane.mono() when it became one (Tunnel, or the switch), for the lifetime
-	tnext    *conn
-	tprev    *conn
+	tnext    int32  // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
+	tprev    int32  // the conn in its size class with the TLS pointer below (tls.go)
 
 	onClose func(TunnelResult)
 	x       *xfer
 	hs      *handshake // an upgrade still being decided (upgrade.go); nil for tunnels and transfers
+	t       *tlsEnd    // a TLS end: records opened and sealed on the way (tls.go); nil for plain conns
 }
 
 type xfer struct {
@@ -132,6 +133,9 @@ type loopStats struct {
 	bufsIdle             atomic.Int64
 	spliced, copied      atomic.Int64
 	pipeFallbacks        atomic.Int64
+	tlsTunnels           atomic.Int64 // tunnels with a TLS end (tls.go)
+	tlsShrunk            atomic.Int64 // ... whose session dropped its AEADs (idle)
+	tlsPartial           atomic.Int64 // conns with a TLS record half-received (a borrowed buffer)
 }
 
 type pipePair struct{ r, w int32 }
@@ -154,7 +158,7 @@ type loop struct {
 	bufsOut  int       // pooled buffers held by flows right now
 	ready    []*conn
 	spare    []*conn
-	wheel    [wheelSize]*conn
+	wheel    [wheelSize]int32 // slot of each bucket's first conn, -1 = empty
 	armed    int
 	start    time.Time
 	now      uint32
@@ -166,10 +170,15 @@ type loop struct {
 	scratch  Scratch // the upgrade judges' per-loop state
 	st       loopStats
 	m        *metrics.Shard // this loop's metrics (nil: off); only the loop goroutine writes it
+
+	tlsScratch []byte // answers sealed toward TLS clients on the upgrade path (tls.go)
 }
 
 func newLoop(p *Plane, id int) (*loop, error) {
 	l := &loop{p: p, id: id, start: time.Now(), small: make([]byte, smallSize), m: p.cfg.Metrics.NewShard()}
+	for i := range l.wheel {
+		l.wheel[i] = -1
+	}
 	if err := l.poll.open(); err != nil {
 		return nil, err
 	}
@@ -308,6 +317,9 @@ func (l *loop) attach(c *conn) {
 		if !c.carried {
 			l.countPending(c)
 		}
+		if c.t != nil {
+			l.tlsCount(c)
+		}
 	}
 	for i := range c.flows {
 		if e := c.flows[i].werr; e != 0 {
@@ -385,6 +397,9 @@ func (l *loop) pump(c *conn) {
 // move runs direction i (ends[i] -> ends[1-i]) until it has to wait or its
 // budget is spent. It returns false when the conn is gone.
 func (l *loop) move(c *conn, i int) bool {
+	if c.t != nil {
+		return l.moveTLS(c, i) // decrypt-and-forward through copy buffers (tls.go)
+	}
 	f := &c.flows[i]
 	src, dst := &c.ends[i], &c.ends[1-i]
 	budget := l.budget
@@ -901,6 +916,9 @@ func (l *loop) finish(c *conn, err error) {
 	for i := range c.ends {
 		l.poll.del(int(c.ends[i].fd))
 	}
+	if c.t != nil {
+		l.tlsForget(c)
+	}
 	for i := range c.flows {
 		f := &c.flows[i]
 		l.putPipe(f)
@@ -919,10 +937,16 @@ func (l *loop) finish(c *conn, err error) {
 			Extra: x.extra,
 			Err:   err,
 		}
+		if c.t != nil {
+			res.ReadClosed = c.t.readClosed // the session goes back to the caller with the fds
+		}
 		x.done(res)
 		return
 	}
 	l.st.tunnels.Add(-1)
+	if c.t != nil {
+		c.t.rec.Close() // wipe the keys, return a borrowed record buffer
+	}
 	rawClose(int(c.ends[0].fd))
 	rawClose(int(c.ends[1].fd))
 	l.p.fds.Release(2)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/wsgate/wsgate/fdbudget"
 	"github.com/wsgate/wsgate/metrics"
+	"github.com/wsgate/wsgate/tlsrecord"
 )
 
 // Config tunes a Plane. The zero value is usable; NewPlane fills defaults. Where 0 means "the
@@ -42,6 +43,10 @@ type Config struct {
 	IdleTimeout time.Duration // tunnel: no byte either way for this long -> close both; 0 = never
 	FinTimeout  time.Duration // tunnel: after one direction finished, the other gets this long; default 30s, negative = never
 	Logger      *slog.Logger  // nil = slog.Default()
+
+	// RecordTimeout: a TLS record half-received for this long closes its conn (a partial record
+	// borrows a 16 KiB buffer; a client must not pin it forever). Default 10s, negative = never.
+	RecordTimeout time.Duration
 
 	// FDs, when set, counts every fd the plane owns: a tunnel's two sockets from Tunnel until
 	// the plane closes them, a transfer's two from Transfer until Done hands them back, and two
@@ -72,6 +77,8 @@ const (
 
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultResponseTimeout = 60 * time.Second
+
+	DefaultRecordTimeout = 10 * time.Second
 )
 
 // Stats is a snapshot of the plane's counters.
@@ -84,6 +91,9 @@ type Stats struct {
 	BytesSpliced, BytesCopied int64
 	PipeFallbacks             int64 // rounds that copied because no pipe could be had (MaxPipes, fd budget, pipe2 error)
 	SpliceAvailable           bool
+	// TLS (issue 9): tunnels with a TLS end now, how many of them are idle with their session
+	// shrunk (no AEAD state), and conns holding a half-received record (a borrowed 16 KiB buffer).
+	TLSTunnels, TLSShrunk, TLSPartial int64
 }
 
 // Tunnel joins two connected, non-blocking TCP sockets for the rest of their
@@ -105,6 +115,13 @@ type Tunnel struct {
 	// (metrics.Registry.Route; metrics.NoRoute when unknown). It lives in the padding of the
 	// plane's per-tunnel state: naming a route costs an idle tunnel nothing.
 	Route int
+
+	// ClientTLS, when set, is the client's TLS record layer (a WSS tunnel): what the client sends
+	// is opened before it reaches the backend, what the backend sends is sealed, close_notify is
+	// the half-close each way, KeyUpdate is honoured. ToClient must already be records (sealed by
+	// the caller), ToBackend plaintext. The plane owns the session from the call on (it wipes its
+	// keys when the tunnel ends). Such a tunnel always copies (tls.go).
+	ClientTLS tlsrecord.RecordLayer
 }
 
 // TunnelResult reports how a tunnel ended. The byte counts include the
@@ -142,6 +159,12 @@ type Transfer struct {
 	// ErrIdleTimeout. 0 = none: a quiet source is legitimate for streamed and long-poll response
 	// bodies, so only a caller that wants to bound a stalling sender (an upload) sets it.
 	SrcIdleTimeout time.Duration
+
+	// SrcTLS or DstTLS (at most one) is the record layer of a TLS end: the body from a TLS client
+	// is opened (Length and the framer count plaintext; Extra is plaintext), the body toward a
+	// TLS client is sealed (Pending must already be records). The session is the plane's until
+	// Done, then the caller's again, with any partial record it holds.
+	SrcTLS, DstTLS tlsrecord.RecordLayer
 }
 
 // Framer finds the end of a chunked body; *httpparse.ChunkedDecoder
@@ -158,6 +181,8 @@ type TransferResult struct {
 	Moved    int64  // bytes written to Dst from Src (excluding Pending)
 	Extra    []byte // bytes read from Src beyond the body end (caller's, newly allocated), usually nil
 	Err      error  // nil when the whole body arrived at Dst
+	// ReadClosed: a TLS Src sent close_notify (its input is over; Extra holds what came before).
+	ReadClosed bool
 }
 
 // Errors reported in TunnelResult.Err and TransferResult.Err.
@@ -199,6 +224,8 @@ type Plane struct {
 	bufs     sync.Pool // *[]byte of cfg.BufferSize
 	tick     time.Duration
 	epoch    time.Time // tunnel lifetimes are measured on its monotonic clock
+
+	shrinkTicks, recordTicks uint32 // TLS conns: idle before the session shrinks, RecordTimeout
 
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -255,10 +282,18 @@ func NewPlane(cfg Config) (*Plane, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.RecordTimeout == 0 {
+		cfg.RecordTimeout = DefaultRecordTimeout
+	}
+	if cfg.RecordTimeout < 0 {
+		cfg.RecordTimeout = 0
+	}
 	p := &Plane{cfg: cfg, log: cfg.Logger, pipe2: sysPipe2, spliceIn: spliceMove, maxPipes: maxPipes, fds: cfg.FDs, hs: newHSSlab(), epoch: time.Now()}
 	size := cfg.BufferSize
 	p.bufs.New = func() any { b := make([]byte, size); return &b }
 	p.tick = wheelTick(cfg.IdleTimeout, cfg.FinTimeout, cfg.DialTimeout, cfg.ResponseTimeout)
+	p.shrinkTicks = max(p.ticks(shrinkAfter), 1)
+	p.recordTicks = p.ticks(cfg.RecordTimeout)
 	if cfg.Splice {
 		if err := probeSplice(); err != nil {
 			p.log.Warn("splice: splice(2) unavailable, using the copy path", "err", err)
@@ -323,6 +358,9 @@ func (p *Plane) Stats() Stats {
 		s.BytesSpliced += l.st.spliced.Load()
 		s.BytesCopied += l.st.copied.Load()
 		s.PipeFallbacks += l.st.pipeFallbacks.Load()
+		s.TLSTunnels += l.st.tlsTunnels.Load()
+		s.TLSShrunk += l.st.tlsShrunk.Load()
+		s.TLSPartial += l.st.tlsPartial.Load()
 	}
 	return s
 }
@@ -357,6 +395,9 @@ func (p *Plane) Tunnel(t Tunnel) error {
 			p.fds.Release(2)
 			p.open.Add(-1)
 		}
+		if t.ClientTLS != nil {
+			t.ClientTLS.Close()
+		}
 		return err
 	}
 	if t.ClientFD < 0 || t.BackendFD < 0 || t.ClientFD == t.BackendFD {
@@ -373,6 +414,9 @@ func (p *Plane) Tunnel(t Tunnel) error {
 		return fail(&OpError{Dir: "tunnel", Op: "set backend non-blocking", Err: err})
 	}
 	c := &conn{onClose: t.OnClose, idle: p.tunnelIdle(t.IdleTimeout), route: int32(t.Route), started: p.mono()}
+	if t.ClientTLS != nil {
+		c.t = &tlsEnd{rec: t.ClientTLS, end: 0}
+	}
 	c.ends[0].fd = int32(t.ClientFD)
 	c.ends[1].fd = int32(t.BackendFD)
 	c.flows[0].init()
@@ -396,6 +440,9 @@ func (p *Plane) Transfer(x Transfer) error {
 	if x.Done == nil {
 		return errors.New("splice: transfer: Done is nil")
 	}
+	if x.SrcTLS != nil && x.DstTLS != nil {
+		return errors.New("splice: transfer: SrcTLS and DstTLS both set")
+	}
 	if x.Length < -1 || (x.Length == -1 && x.Chunked == nil) {
 		return fmt.Errorf("splice: transfer: bad length %d (chunked framer set: %v)", x.Length, x.Chunked != nil)
 	}
@@ -418,6 +465,12 @@ func (p *Plane) Transfer(x Transfer) error {
 		if d, ok := x.Chunked.(interface{ Done() bool }); ok && d.Done() {
 			c.x.chunkDone = true
 		}
+	}
+	switch {
+	case x.SrcTLS != nil:
+		c.t = &tlsEnd{rec: x.SrcTLS, end: 0}
+	case x.DstTLS != nil:
+		c.t = &tlsEnd{rec: x.DstTLS, end: 1}
 	}
 	c.idle = p.ticks(x.StallTimeout)
 	c.x.quiet = p.ticks(x.SrcIdleTimeout)

@@ -32,6 +32,11 @@ func (l *loop) arm(c *conn) {
 			d, has = c.finAt, true
 		}
 	}
+	if c.t != nil && c.hs == nil {
+		if t, ok := l.tlsDeadline(c); ok && (!has || after(d, t)) {
+			d, has = t, true
+		}
+	}
 	if !has || c.closed {
 		l.disarm(c)
 		return
@@ -46,28 +51,30 @@ func (l *loop) arm(c *conn) {
 	c.deadline = d
 	b := int16(d % wheelSize)
 	c.tb = b
-	c.tprev = nil
+	c.tprev = -1
 	c.tnext = l.wheel[b]
-	if c.tnext != nil {
-		c.tnext.tprev = c
+	if c.tnext >= 0 {
+		l.slots[c.tnext].tprev = c.slot
 	}
-	l.wheel[b] = c
+	l.wheel[b] = c.slot
 	l.armed++
 }
 
+// The wheel's lists link conns by slot: only attached conns (which have one) are ever armed, and
+// a conn leaves the wheel (disarm) before its slot is freed.
 func (l *loop) disarm(c *conn) {
 	if c.tb < 0 {
 		return
 	}
-	if c.tprev != nil {
-		c.tprev.tnext = c.tnext
+	if c.tprev >= 0 {
+		l.slots[c.tprev].tnext = c.tnext
 	} else {
 		l.wheel[c.tb] = c.tnext
 	}
-	if c.tnext != nil {
-		c.tnext.tprev = c.tprev
+	if c.tnext >= 0 {
+		l.slots[c.tnext].tprev = c.tprev
 	}
-	c.tnext, c.tprev, c.tb = nil, nil, -1
+	c.tnext, c.tprev, c.tb = -1, -1, -1
 	l.armed--
 }
 
@@ -86,14 +93,14 @@ func (l *loop) advance() {
 		l.lastTick++
 		t := l.lastTick
 		b := t % wheelSize
-		c := l.wheel[b]
-		l.wheel[b] = nil
-		for c != nil {
-			next := c.tnext
-			c.tnext, c.tprev, c.tb = nil, nil, -1
+		i := l.wheel[b]
+		l.wheel[b] = -1
+		for i >= 0 {
+			c := l.slots[i]
+			i = c.tnext
+			c.tnext, c.tprev, c.tb = -1, -1, -1
 			l.armed--
-			l.expire(c, t)
-			c = next
+			l.expire(c, t) // expiring c ends no other conn, so the next slot still holds its conn
 		}
 	}
 }
@@ -108,6 +115,9 @@ func (l *loop) expire(c *conn, t uint32) {
 		} else {
 			l.arm(c)
 		}
+		return
+	}
+	if c.t != nil && !l.tlsExpire(c, t) {
 		return
 	}
 	if c.finAt != 0 && after(t, c.finAt) {

@@ -1,6 +1,8 @@
 package splice
 
 import (
+	"github.com/wsgate/wsgate/tlsrecord"
+
 	"errors"
 	"fmt"
 	"net/netip"
@@ -61,6 +63,18 @@ type Upgrade struct {
 	// Route is the metrics route index of the tunnel a switch makes, as
 	// Tunnel.Route.
 	Route int
+
+	// ToClient is what the HTTP plane still had queued toward the client
+	// (the end of an earlier answer): written before anything of the
+	// upgrade's (copied; records already, for a TLS client).
+	ToClient []byte
+	// ClientTLS, when set, is the client's TLS record layer (WSS, issue 9):
+	// every answer the plane gives the client (the switch, a refusal and its
+	// body, an answer of its own) is sealed, close_notify goes before the
+	// linger's shutdown, and after a switch the tunnel is decrypt-and-forward
+	// as with Tunnel.ClientTLS (tls.go). Pending is plaintext. The plane owns
+	// the session from the call on.
+	ClientTLS tlsrecord.RecordLayer
 }
 
 // Handshake is the HTTP plane's part of an upgrade. Its methods run on a
@@ -281,6 +295,9 @@ func (p *Plane) Upgrade(u Upgrade) error {
 		unix.Close(u.ClientFD)
 		p.fds.Release(1)
 		p.open.Add(-1)
+		if u.ClientTLS != nil {
+			u.ClientTLS.Close()
+		}
 		return err
 	}
 	if u.Judge == nil {
@@ -300,10 +317,18 @@ func (p *Plane) Upgrade(u Upgrade) error {
 		hs.pending = append([]byte(nil), u.Pending...)
 	}
 	c := &conn{onClose: u.OnClose, hs: hs, idle: p.tunnelIdle(u.IdleTimeout), route: int32(u.Route)}
+	if u.ClientTLS != nil {
+		c.t = &tlsEnd{rec: u.ClientTLS, end: 0}
+	}
 	c.ends[0].fd = int32(u.ClientFD)
 	c.ends[1].fd = -1
 	c.flows[0].init()
 	c.flows[1].init()
+	if len(u.ToClient) > 0 {
+		// Before the conn reaches a loop nothing else writes to the client: what the kernel does
+		// not take waits in flows[1], ahead of the upgrade's own answer (toClient appends).
+		p.pick().writePending(&c.flows[1], u.ClientFD, u.ToClient)
+	}
 	if !p.pick().submit(c) {
 		p.hs.put(hs)
 		return fail(ErrClosed)
@@ -542,8 +567,12 @@ var (
 	errRejected   = errors.New("rejected by the handshake judge")
 )
 
-// toClient queues b for the client behind whatever flows[1] still holds.
+// toClient queues b for the client behind whatever flows[1] still holds (sealed first toward a
+// TLS client: the answer, a refusal's body bytes glued to it, the plane's own answers).
 func (l *loop) toClient(c *conn, b []byte) {
+	if c.t != nil && len(b) > 0 {
+		b = l.sealAnswer(c, b)
+	}
 	f := &c.flows[1]
 	if f.buf != nil {
 		s := append((*f.buf)[f.off:f.lim:f.lim], b...)
@@ -570,6 +599,9 @@ func (l *loop) hsSwitch(c *conn, v Verdict, rest []byte) {
 	c.started = l.p.mono() // a tunnel from here: its lifetime and its bytes count
 	l.countPending(c)
 	l.st.tunnels.Add(1)
+	if c.t != nil {
+		l.tlsCount(c) // a WSS tunnel from here on: decrypt-and-forward (tls.go)
+	}
 	l.p.total.Add(1)
 	c.active = l.now // c.idle: set by Upgrade, armed from here
 	for i := range c.flows {
@@ -752,6 +784,15 @@ func (l *loop) linger(c *conn) {
 		l.hsEnd(c, UpgradeClosed, nil)
 		return
 	}
+	if !hs.shut && c.t != nil && c.t.flags&tlsBye == 0 {
+		// TLS: close_notify goes out ahead of the shutdown, like any answer.
+		c.t.flags |= tlsBye
+		if bye := l.closeNotify(c); len(bye) > 0 {
+			l.toClientRecords(c, bye)
+			l.linger(c)
+			return
+		}
+	}
 	if !hs.shut {
 		hs.shut = true
 		if err := rawShutdown(int(cl.fd), unix.SHUT_WR); err != nil && err != unix.ENOTCONN {
@@ -835,6 +876,10 @@ func (l *loop) hsEnd(c *conn, why UpgradeOutcome, err error) {
 	hs := c.hs
 	c.hs = nil
 	l.p.hs.put(hs)
+	if c.t != nil {
+		l.tlsForget(c)
+		c.t.rec.Close() // wipe the keys, return a borrowed record buffer
+	}
 }
 
 // untilClose frames a body that ends when its sender closes: every byte is

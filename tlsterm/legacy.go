@@ -3,7 +3,11 @@ package tlsterm
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
+
+	"github.com/wsgate/wsgate/tlsrecord"
 )
 
 // Legacy is an established TLS 1.2 connection. It stays on its crypto/tls.Conn
@@ -79,3 +83,128 @@ func (l *Legacy) Buffered() int {
 
 // Close drops the connection's state (it does not send anything).
 func (l *Legacy) Close() { l.p.Close() }
+
+// Layer adapts l to tlsrecord.RecordLayer, so the event loop and the tunnel plane drive TLS 1.2
+// and TLS 1.3 connections through one interface. Open feeds the ciphertext it is given and
+// returns decrypted bytes one Read at a time from a buffer it borrows from a pool while records
+// are being read (returned when Read finds no complete record); crypto/tls keeps a partial record
+// in its own input buffer. Seal, Flush, AppendCloseNotify and AppendAlert append what crypto/tls
+// wrote into the pipe. TLS 1.2 has no KeyUpdate; Shrink does nothing (the tls.Conn keeps its
+// buffers: see docs/tls.md).
+func (l *Legacy) Layer() tlsrecord.RecordLayer {
+	a := &legacyLayer{l: l}
+	// Records that arrived behind the client's Finished wait in the pipe: frame them too.
+	l.p.mu.Lock()
+	a.track(l.p.cur)
+	a.track(l.p.pend[l.p.poff:])
+	l.p.mu.Unlock()
+	return a
+}
+
+type legacyLayer struct {
+	l      *Legacy
+	buf    *[]byte // borrowed while Open returns plaintext
+	eof    bool    // close_notify reported
+	failed error
+
+	// Record framing of the bytes fed, so Partial is exact although crypto/tls keeps a partial
+	// record inside its own input buffer, out of sight: the header seen so far, and the body
+	// bytes still to come of the current record.
+	hdr  [5]byte
+	hlen int
+	left int
+}
+
+// track walks the record headers of freshly fed ciphertext.
+func (a *legacyLayer) track(p []byte) {
+	for len(p) > 0 {
+		if a.left > 0 {
+			k := min(a.left, len(p))
+			a.left -= k
+			p = p[k:]
+			continue
+		}
+		k := copy(a.hdr[a.hlen:], p)
+		a.hlen += k
+		p = p[k:]
+		if a.hlen == len(a.hdr) {
+			a.left = int(a.hdr[3])<<8 | int(a.hdr[4])
+			a.hlen = 0
+		}
+	}
+}
+
+const legacyReadSize = 16 << 10
+
+var legacyBufs = sync.Pool{New: func() any { b := make([]byte, legacyReadSize); return &b }}
+
+func (a *legacyLayer) release() {
+	if a.buf != nil {
+		legacyBufs.Put(a.buf)
+		a.buf = nil
+	}
+}
+
+func (a *legacyLayer) Open(in []byte) (int, []byte, tlsrecord.Event, error) {
+	if a.failed != nil {
+		a.release()
+		return 0, nil, tlsrecord.EventNone, a.failed
+	}
+	n := len(in)
+	if a.eof {
+		a.release()
+		return n, nil, tlsrecord.EventNone, nil // after close_notify everything is ignored
+	}
+	if n > 0 {
+		a.l.Feed(in)
+		a.track(in)
+	}
+	if a.buf == nil {
+		a.buf = legacyBufs.Get().(*[]byte)
+	}
+	k, err := a.l.Read(*a.buf)
+	if k > 0 {
+		return n, (*a.buf)[:k], tlsrecord.EventNone, nil
+	}
+	a.release()
+	switch {
+	case err == ErrWouldBlock:
+		return n, nil, tlsrecord.EventNone, nil
+	case errors.Is(err, io.EOF):
+		a.eof = true
+		return n, nil, tlsrecord.EventCloseNotify, nil
+	}
+	a.failed = fmt.Errorf("tls 1.2 record: %w", err)
+	return n, nil, tlsrecord.EventNone, a.failed
+}
+
+func (a *legacyLayer) Seal(dst, p []byte) ([]byte, error) {
+	if len(p) > 0 {
+		if _, err := a.l.Write(p); err != nil {
+			return dst, err
+		}
+	}
+	return a.l.Output(dst), nil
+}
+
+func (a *legacyLayer) Flush(dst []byte) ([]byte, error) { return a.l.Output(dst), nil }
+
+func (a *legacyLayer) AppendCloseNotify(dst []byte) ([]byte, error) {
+	err := a.l.CloseWrite()
+	return a.l.Output(dst), err
+}
+
+// AppendAlert appends what crypto/tls queued: after a failed Read that is its own alert (the
+// right one for the failure); crypto/tls offers no way to send another.
+func (a *legacyLayer) AppendAlert(dst []byte, _ tlsrecord.Alert) ([]byte, error) {
+	return a.l.Output(dst), nil
+}
+
+func (a *legacyLayer) KeyUpdatePending() bool { return false }
+func (a *legacyLayer) Partial() bool          { return a.hlen > 0 || a.left > 0 }
+func (a *legacyLayer) Shrink()                {}
+
+func (a *legacyLayer) Close() {
+	a.release()
+	a.l.Close()
+}

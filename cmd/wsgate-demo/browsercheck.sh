@@ -9,6 +9,9 @@
 #   URL=http://127.0.0.1:8080/ bash cmd/wsgate-demo/browsercheck.sh
 #                                                   check an already running setup; starts nothing
 #                                                   (EXPECT_PROXY=0 when URL is the backend itself)
+#   TLS=1 bash cmd/wsgate-demo/browsercheck.sh      run.sh with TLS=1: the page over https, the tail over
+#                                                   wss; Chromium trusts exactly the generated certificate
+#                                                   (--ignore-certificate-errors-spki-list, nothing else)
 #
 # Environment: BIN (bin), LISTEN (127.0.0.1:18080), DEMO (127.0.0.1:13000), LOKI (127.0.0.1:13100),
 # CHROMIUM (first of
@@ -27,6 +30,9 @@ MIN_LINES=${MIN_LINES:-4}
 OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/wsgate-browsercheck.XXXXXX")}
 mkdir -p "$OUT"
 
+TLS=${TLS:-0}
+scheme=http
+chromium_tls=()
 mode=proxy
 case ${1:-} in
 --direct) mode=direct ;;
@@ -99,10 +105,17 @@ wait_for() {
 case $mode in
 proxy)
 	[[ -x $BIN/wsgate && -x $BIN/wsgate-demo ]] || die "$BIN/wsgate and $BIN/wsgate-demo are needed; run 'make build' (or use --direct)"
-	bash "$here/run.sh" "$BIN" "$LISTEN" "$DEMO" "$LOKI" >"$OUT/run.log" 2>&1 &
+	if [[ $TLS == 1 ]]; then
+		# A CA and certificate of this check's own; Chromium pins exactly that certificate.
+		export TLS_DIR="$OUT/tls"
+		spki=$("$BIN/wsgate-demo" -gen-tls "$TLS_DIR" -tls-names "localhost,127.0.0.1,::1,${LISTEN%:*}") || die "wsgate-demo -gen-tls failed"
+		chromium_tls=(--ignore-certificate-errors-spki-list="${spki#spki=}")
+		scheme=https
+	fi
+	TLS=$TLS bash "$here/run.sh" "$BIN" "$LISTEN" "$DEMO" "$LOKI" >"$OUT/run.log" 2>&1 &
 	started_pid=$! started_name=run.sh
 	wait_for run.sh "$LISTEN"
-	base="http://$LISTEN/"
+	base="$scheme://$LISTEN/"
 	expect_proxy=1
 	;;
 direct)
@@ -116,6 +129,8 @@ direct)
 	;;
 external)
 	base=$URL
+	scheme=${URL%%://*}
+	read -r -a chromium_tls <<<"${CHROMIUM_FLAGS:-}"
 	expect_proxy=${EXPECT_PROXY:-1}
 	: >"$OUT/run.log"
 	;;
@@ -137,7 +152,7 @@ run_chromium() { # run_chromium OUTPUT-FLAG...: one headless page load, bounded 
 	timeout -k 5 90 "$chromium" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 		--disable-background-networking --disable-component-update --disable-sync \
 		--user-data-dir="$profile" --window-size=1280,800 --virtual-time-budget="$budget" \
-		--enable-logging=stderr --log-level=0 \
+		--enable-logging=stderr --log-level=0 "${chromium_tls[@]}" \
 		"$@" "$page_url" 2>>"$OUT/chromium.log"
 	rc=$?
 	rm -rf "$profile"
@@ -170,7 +185,7 @@ check "status indicator says live" has 'id="status" data-state="live">live<'
 check "line counter is at least $MIN_LINES (it is $count)" test "$count" -ge "$MIN_LINES"
 check "at least 3 distinct synthetic lines rendered over time (saw $seqs)" test "$seqs" -ge 3
 check "tail hello line: backend saw Host $page_host on the upgrade" has "msg=\"tail opened\" query=\"{job=\\\"demo\\\"}\" host=\"$page_host\""
-check "tail hello line: Origin matched (http://$page_host)" has "origin=\"http://$page_host\""
+check "tail hello line: Origin matched ($scheme://$page_host)" has "origin=\"$scheme://$page_host\""
 check "echo of $token came back through the socket" has "class=\"line level-info echo\""
 check "echo line carries the sent text" has "text=\"$token\""
 if [[ $mode == proxy ]]; then

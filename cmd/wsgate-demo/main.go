@@ -59,6 +59,8 @@ func run(args []string, stderr io.Writer) int {
 	interval := fs.Duration("interval", 500*time.Millisecond, "pause between synthetic log lines on a tail")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	role := fs.String("role", roleAll, "which backend to imitate: all (the page, /api/* and Loki's /loki/api/v1/* on one address), grafana (the page, /api/*, /api/live/ws) or loki (/loki/api/v1/tail, /loki/api/v1/labels, /ready); make run starts a grafana and a loki process behind two wsgate routes")
+	genDir := fs.String("gen-tls", "", "write a local CA and a certificate for -tls-names into this directory (ca.pem, cert.pem, key.pem; kept while valid), print its SPKI hash and exit (make run TLS=1)")
+	tlsNames := fs.String("tls-names", "localhost,127.0.0.1", "names (DNS names, IP addresses) of the -gen-tls certificate")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: wsgate-demo [-listen ADDR] [-interval DURATION]\n\n")
 		fs.PrintDefaults()
@@ -72,6 +74,13 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "wsgate-demo: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *genDir != "" {
+		if err := genTLS(*genDir, *tlsNames, os.Stdout); err != nil {
+			fmt.Fprintf(stderr, "wsgate-demo: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	if *role != roleAll && *role != roleGrafana && *role != roleLoki {
 		fmt.Fprintf(stderr, "wsgate-demo: -role %q: want all, grafana or loki\n", *role)

@@ -9,6 +9,9 @@
 # Environment: WSGATE_FLAGS / DEMO_FLAGS add flags to wsgate / to both demo processes (e.g.
 # DEMO_FLAGS="-interval 100ms"); START_TIMEOUT (seconds, default 10) bounds the wait for each to
 # accept connections.
+# TLS=1 (make run TLS=1): wsgate serves https/wss with a local CA and certificate made by
+# wsgate-demo -gen-tls in TLS_DIR (default ~/.cache/wsgate-demo-tls, kept across runs so a browser
+# told to trust its ca.pem once keeps trusting it).
 set -uo pipefail
 
 BIN=${1:-bin}
@@ -16,6 +19,8 @@ LISTEN=${2:-127.0.0.1:8080}
 DEMO=${3:-127.0.0.1:3000}
 LOKI=${4:-127.0.0.1:3100}
 START_TIMEOUT=${START_TIMEOUT:-10}
+TLS=${TLS:-0}
+TLS_DIR=${TLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wsgate-demo-tls}
 read -r -a wsgate_flags <<<"${WSGATE_FLAGS:-}"
 read -r -a demo_flags <<<"${DEMO_FLAGS:-}"
 
@@ -145,6 +150,17 @@ wait_ready wsgate-demo "$demo_pid" "$LOGDIR/demo.log" "$DEMO" || exit 1
 loki_pid=$!
 wait_ready "wsgate-demo -role loki" "$loki_pid" "$LOGDIR/loki.log" "$LOKI" || exit 1
 
+scheme=http
+wscheme=ws
+curl_ca=""
+if [[ $TLS == 1 ]]; then
+	read -r lhost _ < <(dial_addr "$LISTEN")
+	spki=$("$BIN/wsgate-demo" -gen-tls "$TLS_DIR" -tls-names "localhost,127.0.0.1,::1,$lhost") || die "cannot make the local CA and certificate in $TLS_DIR"
+	spki=${spki#spki=}
+	wsgate_flags+=(-tls-cert "$TLS_DIR/cert.pem" -tls-key "$TLS_DIR/key.pem")
+	scheme=https wscheme=wss curl_ca="--cacert $TLS_DIR/ca.pem "
+fi
+
 # Two routes: Loki's API under /loki/ (Loki serves it under that prefix itself, so it is kept),
 # everything else to Grafana. (docs/examples/grafana-loki.toml does the same from a file, with
 # Loki's /ready probed.)
@@ -157,19 +173,19 @@ front=$(url_host "$LISTEN")
 cat >&2 <<EOF
 
 ================================================================================
-  wsgate is up on http://$front/ with two routes:
+  wsgate is up on $scheme://$front/ with two routes:
       /        ->  Grafana-like demo $DEMO   (the page, /api/*, Grafana Live)
       /loki/   ->  Loki-like demo    $LOKI   (/loki/api/v1/tail, /loki/api/v1/labels)
 
-  open http://$front/ in a browser
+  open $scheme://$front/ in a browser
 
   The page (from the Grafana-like backend) opens a WebSocket through wsgate to
-  ws://$front/loki/api/v1/tail, which the /loki/ route sends to the Loki-like
-  backend, and shows log lines as they stream. Plain HTTP through both routes:
-    curl -s  http://$front/api/headers         (Grafana-like: Host preserved, X-Forwarded-For added)
-    curl -s  http://$front/loki/api/v1/labels  (Loki-like, through the /loki/ route)
-    curl -si http://$front/api/redirect        (Location rewritten to $front)
-    curl -s  http://$front/api/big?bytes=1000000 | wc -c
+  $wscheme://$front/loki/api/v1/tail, which the /loki/ route sends to the Loki-like
+  backend, and shows log lines as they stream. Requests through both routes:
+    curl -s  ${curl_ca}$scheme://$front/api/headers         (Grafana-like: Host preserved, X-Forwarded-For added)
+    curl -s  ${curl_ca}$scheme://$front/loki/api/v1/labels  (Loki-like, through the /loki/ route)
+    curl -si ${curl_ca}$scheme://$front/api/redirect        (Location rewritten to $front)
+    curl -s  ${curl_ca}$scheme://$front/api/big?bytes=1000000 | wc -c
   Each answer names its backend in X-Demo-Server (curl -si).
   To see why Host is preserved: WSGATE_FLAGS=-preserve-host=false make run
   (the Loki-like backend then refuses the page's WebSocket with 403, as Grafana does).
@@ -179,6 +195,20 @@ cat >&2 <<EOF
 ================================================================================
 
 EOF
+if [[ $TLS == 1 ]]; then
+	cat >&2 <<EOF
+  TLS: certificate $TLS_DIR/cert.pem (ECDSA P-256, for localhost, 127.0.0.1, ::1),
+  signed by a local CA made for this demo: $TLS_DIR/ca.pem. To trust it:
+    curl, openssl:  --cacert $TLS_DIR/ca.pem  /  -CAfile $TLS_DIR/ca.pem
+    Chromium/Chrome, this certificate only (nothing else is trusted more):
+        chromium --user-data-dir=/tmp/wsgate-demo-profile --ignore-certificate-errors-spki-list=$spki $scheme://$front/
+    or import the CA for good: certutil -d sql:\$HOME/.pki/nssdb -A -t C,, -n wsgate-demo -i $TLS_DIR/ca.pem
+    Firefox: Settings > Privacy & Security > Certificates > View Certificates > Authorities > Import.
+  Delete $TLS_DIR to make a new CA.
+================================================================================
+
+EOF
+fi
 
 # Follow the logs with a prefix; --pid ends the followers when this script is gone.
 tail --pid=$$ -n +1 -F "$LOGDIR/wsgate.log" 2>/dev/null | sed -u 's/^/[wsgate]  /' >&2 &

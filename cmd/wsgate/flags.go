@@ -26,6 +26,7 @@ type options struct {
 	memEvery    time.Duration
 	version     bool
 	headerNames *string
+	tls         tlsOptions // -tls-*, -ktls, -redirect-http (tls.go)
 
 	routeFlag      config.RouteFlag // -route, the command line's own
 	configFile     string           // -config
@@ -115,6 +116,7 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.DurationVar(&o.closeSpread, "close-spread", 10*time.Second, "on SIGTERM, the tunnels left after -drain-timeout are closed evenly over this long, so their clients do not reconnect all at once (0 = no wait: all at once)")
 	fs.DurationVar(&o.memEvery, "memory-return", o.memEvery, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
 	o.headerNames = fs.String("header-names", c.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
+	o.tls.flags(fs)
 	levelName := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&o.admin, "admin", "", "admin listener serving /metrics, /healthz, /readyz (and /debug/pprof/ with -admin-pprof), e.g. 127.0.0.1:9180; empty = off; never the -listen address")
 	fs.BoolVar(&o.adminPprof, "admin-pprof", false, "also serve /debug/pprof/ on the -admin listener")
@@ -204,7 +206,10 @@ func (o *options) applyValues(fs *flag.FlagSet, levelName *string) error {
 	if set["max-conns"] && !set["max-pipes"] {
 		o.cfg.Tunnel.MaxPipes = o.cfg.MaxConns / 4
 	}
-	return validate(o)
+	if err := validate(o); err != nil {
+		return err
+	}
+	return o.tls.validate(o.cfg.Listen)
 }
 
 // routeDefaults are what every route falls back to: the loop's settings and the global health
@@ -485,7 +490,7 @@ func onlyOnce(fs *flag.FlagSet) *error {
 	dup := new(error)
 	fs.VisitAll(func(f *flag.Flag) {
 		if r, ok := f.Value.(config.Repeatable); ok && r.Repeatable() {
-			return // -route A -route B: one value per occurrence
+			return // -route A -route B, -tls-cert/-tls-key pairs: one value per occurrence
 		}
 		f.Value = &onceValue{Value: f.Value, name: f.Name, dup: dup}
 	})
@@ -530,10 +535,11 @@ func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "       wsgate -config FILE [flags]      (flags override the file; wsgate -check-config -config FILE checks it)\n")
 	fmt.Fprintf(w, "       wsgate upgrade -listen ADDR      (binary upgrade of the wsgate serving ADDR; see wsgate upgrade -h)\n\n")
 	fmt.Fprintf(w, "HTTP/1.1 and WebSocket edge reverse proxy. Exit status: 0 clean stop, 1 failure, 2 bad command line.\n")
-	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT drain, then exit 0 (a second one exits at once); SIGHUP reloads -config and the\n")
-	fmt.Fprintf(w, "routes; SIGUSR2 upgrades to the binary now at this path, keeping every tunnel and connection\n")
-	fmt.Fprintf(w, "(wsgate upgrade -listen ADDR does the same and prints the outcome); SIGUSR1 reopens the -access-log file.\n")
-	fmt.Fprintf(w, "docs/lifecycle.md has the timelines.\n\n")
+	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT drain, then exit 0 (a second one exits at once); SIGHUP reloads -config, the\n")
+	fmt.Fprintf(w, "routes and the -tls-cert/-tls-key files in one go (anything bad refuses all of it, and what runs stays);\n")
+	fmt.Fprintf(w, "SIGUSR2 upgrades to the binary now at this path, keeping every plain tunnel and connection (TLS ones\n")
+	fmt.Fprintf(w, "finish in the old process) (wsgate upgrade -listen ADDR does the same and prints the outcome); SIGUSR1\n")
+	fmt.Fprintf(w, "reopens the -access-log file. docs/lifecycle.md has the timelines.\n\n")
 	fmt.Fprintf(w, "%s\n\n", zeroRule)
 	fs.SetOutput(w)
 	fs.PrintDefaults()

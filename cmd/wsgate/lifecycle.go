@@ -17,13 +17,15 @@ import (
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/sdnotify"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 // The process's life once it listens (docs/lifecycle.md): the signals, the drain, the reload
 // (reload.go), and what systemd is told over its notify socket.
 //
 //	SIGTERM, SIGINT  drain (loop.Server.Drain), then Stop and exit 0; a second one exits at once
-//	SIGHUP           reload: -config and the command line again, routes swapped (reload.go)
+//	SIGHUP           reload: -config, the command line and the certificate files again; routes
+//	                 and certificates swapped together, or nothing when any of it is bad (reload.go)
 //
 // systemd (Type=notify): READY=1 once listening; RELOADING=1 + MONOTONIC_USEC, then READY=1
 // around every reload (READY=1 also when it failed: it ends systemd's "reloading" state);
@@ -49,6 +51,13 @@ type lifecycle struct {
 	// and closed here once it took over. nil when off.
 	alog *accesslog.Log
 	adm  *admin.Server
+	// redirect is the -redirect-http listener (tls.go), passed to a successor like the admin one
+	// and closed here once it took over. nil when off.
+	redirect *redirectServer
+
+	// certs are the TLS certificates new handshakes get (nil without -tls-cert): a reload
+	// replaces what they hold (reload.go), never the store.
+	certs *tlsterm.CertStore
 
 	// The control socket (control.go): requests from `wsgate upgrade`.
 	ctlLn *net.UnixListener
@@ -62,6 +71,14 @@ func (lc *lifecycle) closeAdmin() {
 		defer cancel()
 		_ = lc.adm.Shutdown(ctx)
 		lc.adm = nil
+	}
+}
+
+// closeRedirect stops serving -redirect-http here (a successor serves the same socket).
+func (lc *lifecycle) closeRedirect() {
+	if lc.redirect != nil {
+		lc.redirect.Close()
+		lc.redirect = nil
 	}
 }
 
@@ -170,8 +187,9 @@ func (lc *lifecycle) drain(s os.Signal) int {
 // first SIGTERM (systemd sends it to every process of the unit) changes nothing: it is draining
 // already; a second one exits at once.
 func (lc *lifecycle) drainKept(pid int) int {
-	lc.closeControl() // the successor answers from now on
-	lc.closeAdmin()   // on the admin socket too
+	lc.closeControl()  // the successor answers from now on
+	lc.closeAdmin()    // on the admin socket too
+	lc.closeRedirect() // and on -redirect-http's
 	lc.notify = sdnotify.New("")
 	lc.setReady = nil
 	st := lc.srv.Stats()

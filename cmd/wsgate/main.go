@@ -4,9 +4,10 @@
 //
 //	wsgate -listen :8080 -backend 127.0.0.1:3000
 //
-// is the Apache "ProxyPass / ProxyPassReverse / ProxyPreserveHost On" + mod_proxy_wstunnel vhost
-// without TLS. Several backends go behind one port with routes (host and longest path prefix,
-// pools with balancing and health; docs/routing.md), on the command line or in a TOML file:
+// is the Apache "ProxyPass / ProxyPassReverse / ProxyPreserveHost On" + mod_proxy_wstunnel vhost;
+// with -tls-cert/-tls-key (and -redirect-http :80) it is the <VirtualHost *:443> with SSLEngine
+// On. Several backends go behind one port with routes (host and longest path prefix, pools with
+// balancing and health; docs/routing.md), on the command line or in a TOML file:
 //
 //	wsgate -listen :8080 -route /=127.0.0.1:3000 -route /loki/=127.0.0.1:3100,127.0.0.1:3101
 //	wsgate -config /etc/wsgate.toml
@@ -37,6 +38,7 @@ import (
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/sdnotify"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 func main() {
@@ -107,6 +109,12 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 			printLines(stderr, strings.Split(err.Error(), "\n"))
 			return exitFailure
 		}
+		if o.tls.enabled() {
+			if _, _, err := o.tls.load(); err != nil { // the certificate files are part of the configuration
+				printLines(stderr, []string{err.Error()})
+				return exitFailure
+			}
+		}
 		fmt.Fprintf(stdout, "wsgate: %s: ok: %d routes, %d backends\n", o.configFile, len(t.Routes()), len(t.Members()))
 		for i, r := range t.Routes() {
 			fmt.Fprintf(stdout, "  %-28s -> %s (%s)\n", r.String(), membersOf(r), o.origins[i])
@@ -114,6 +122,14 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		return exitOK
 	}
 	cfg := o.cfg
+	var certs *tlsterm.CertStore
+	if o.tls.enabled() {
+		// A certificate or key that cannot be used is a configuration error, like a bad flag.
+		if certs, cfg.TLS, err = o.tls.load(); err != nil {
+			fmt.Fprintf(stderr, "wsgate: %v\n", err)
+			return exitUsage
+		}
+	}
 	// wsgate's own log and an access log on the same stream share one lock, so that their lines
 	// never interleave within a write.
 	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
@@ -139,6 +155,9 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 	}
 
 	raiseNoFile(logger)
+	if certs != nil {
+		o.tls.logKTLS(logger)
+	}
 	reserveProcs(&cfg, logger) // procs.go: the tunnel plane's loops need Ps gnet's waiting loops do not hold
 
 	// Before Start: a signal that arrives while it runs is acted on, not fatal.
@@ -174,7 +193,7 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		}
 		var ln net.Listener
 		if succ != nil {
-			ln = inheritedAdmin(succ, o.admin, logger) // upgrade.go: the predecessor's, when it is the same address
+			ln = inheritedTCP(succ, "admin", o.admin, logger) // upgrade.go: the predecessor's, when it is the same address
 		}
 		var err error
 		adm, err = admin.Start(admin.Config{Addr: o.admin, Listener: ln, Metrics: reg.Handler(), Pprof: o.adminPprof, Logger: logger})
@@ -214,15 +233,31 @@ func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) in
 		adm.SetReady(true) // the proxy listens: /readyz says so until a drain starts
 	}
 	defer startMemoryPolicy(o.memEvery, logger)()
+	var redirect *redirectServer
+	if o.tls.redirect != "" {
+		var ln net.Listener
+		if succ != nil {
+			ln = inheritedTCP(succ, "redirect", o.tls.redirect, logger) // upgrade.go: the predecessor's socket
+		}
+		if redirect, err = startRedirect(o.tls.redirect, srv.Addr(), ln, cfg.HeaderTimeout, cfg.IdleTimeout, logger); err != nil {
+			logger.Error("start failed", "listen", o.tls.redirect, "err", err)
+			stop(srv, sig, logger)
+			return exitFailure
+		}
+	}
+	if certs != nil {
+		logger.Info("serving TLS", "listen", srv.Addr(), "names", strings.Join(certs.Names(), ","), "min_version", o.tls.minVersion, "handshakes", o.tls.handshakes)
+	}
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
 	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig,
-		ctl: make(chan controlRequest), alog: alog, adm: adm, reg: reg}
+		ctl: make(chan controlRequest), alog: alog, adm: adm, reg: reg, certs: certs, redirect: redirect}
 	if adm != nil {
 		lc.setReady = adm.SetReady
 	}
 	defer func() { lc.table.Close() }() // the one in use after the last reload
+	defer lc.closeRedirect()
 	var inheritedCtl *os.File
 	if succ != nil {
 		inheritedCtl = succ.File("control")

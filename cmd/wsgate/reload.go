@@ -8,18 +8,24 @@ import (
 
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 // SIGHUP: reload (docs/lifecycle.md, "SIGHUP: reload").
 //
-// The command line is parsed again with a fresh FlagSet (parseCommandLine: config.Load re-reads
-// -config, every value rule runs), and the routes are built with route.NewTable(..., running)
-// (members that stay keep their counts and health). Nothing changes until all of that passed:
-// a file that does not parse or validate is refused with every error logged (file:line) and
-// wsgate_reloads_total{result="error"}, and the running configuration stays. Otherwise the new
-// table's probes start, Server.SetRoutes swaps it in (an exchange in flight finishes on the
-// route it matched; tunnels and connections are not touched), the old table's probes stop, and
-// the other reloadable settings apply to what starts from now on.
+// One reload re-reads everything: the command line is parsed again with a fresh FlagSet
+// (parseCommandLine: config.Load re-reads -config, every value rule runs), the certificate and
+// key files are read again (-tls-cert/-tls-key, possibly other files than before), and the
+// routes are built with route.NewTable(..., running) (members that stay keep their counts and
+// health). Nothing changes until all of that passed: a file that does not parse or validate, or
+// a certificate or key that cannot be used, is refused with every error logged (file:line, or
+// the certificate file's name) and wsgate_reloads_total{result="error"}, and the running
+// configuration, routes and certificates stay. Otherwise the certificates are swapped in (new
+// handshakes get them; established TLS connections and tunnels hold their keys and never look
+// again), the new table's probes start, Server.SetRoutes swaps it in (an exchange in flight
+// finishes on the route it matched; tunnels and connections are not touched), the old table's
+// probes stop, and the other reloadable settings apply to what starts from now on;
+// wsgate_reloads_total{result="ok"}.
 //
 // Settings a running process cannot change are compared too: a changed one is not applied and
 // the log says what it needs (a binary upgrade, which re-reads everything, or a restart); the
@@ -33,6 +39,7 @@ var reloadable = map[string]bool{
 	"tunnel-idle-timeout": true, // a route's tunnels: the table carries it
 	"log-level":           true,
 	"drain-delay":         true, "drain-timeout": true, "close-spread": true, // read when a drain starts
+	"tls-cert": true, "tls-key": true, // new handshakes; not TLS on or off (tlsToggle)
 }
 
 // fixed are the settings only a new process can change, with what that takes. A binary upgrade
@@ -61,7 +68,15 @@ var fixed = map[string]string{
 	"admin-pprof":          "a binary upgrade (SIGUSR2) or a restart",
 	"access-log":           "a binary upgrade (SIGUSR2) or a restart (SIGUSR1 reopens the same path)",
 	"log-format":           "a binary upgrade (SIGUSR2) or a restart",
+	"tls-min-version":      "a binary upgrade (SIGUSR2) or a restart: the TLS server is made at start",
+	"tls-handshakes":       "a binary upgrade (SIGUSR2) or a restart: the handshake slots are made at start",
+	"ktls":                 "a binary upgrade (SIGUSR2) or a restart",
+	"redirect-http":        "a binary upgrade (SIGUSR2) or a restart",
 }
+
+// tlsToggle is what turning TLS on or off (-tls-cert given or not) needs: the listener is TLS
+// or plain from its start.
+const tlsToggle = "a binary upgrade (SIGUSR2) or a restart: a listener serves TLS or plain HTTP from its start"
 
 // commandLineOnly cannot differ on a reload: the command line is the same one.
 var commandLineOnly = map[string]bool{"config": true, "check-config": true, "version": true}
@@ -80,7 +95,7 @@ func (lc *lifecycle) reload() {
 				lc.log.Error("reload refused", "err", line)
 			}
 		}
-		lc.log.Error("SIGHUP: reload refused; the configuration in use is unchanged", "config", lc.o.configFile)
+		lc.log.Error("SIGHUP: reload refused; the configuration, routes and certificates in use are unchanged", "config", lc.o.configFile)
 		lc.sdnotify("READY=1", "STATUS="+lc.status("reload failed (see the log); serving the previous configuration"))
 		return
 	}
@@ -93,8 +108,11 @@ func (lc *lifecycle) reload() {
 	if from == "" {
 		from = "(no -config: the command line only)"
 	}
-	lc.log.Info("SIGHUP: reloaded", "config", from, "routes", describeTable(lc.table),
-		"changed", changed, "took", time.Since(start).Round(time.Microsecond))
+	attrs := []any{"config", from, "routes", describeTable(lc.table), "changed", changed}
+	if lc.certs != nil {
+		attrs = append(attrs, "tls_names", strings.Join(lc.certs.Names(), ","))
+	}
+	lc.log.Info("SIGHUP: reloaded", append(attrs, "took", time.Since(start).Round(time.Microsecond))...)
 	lc.sdnotify("READY=1", "STATUS="+lc.status("reloaded; serving"))
 }
 
@@ -108,6 +126,14 @@ func (lc *lifecycle) applyReload() ([]string, error) {
 		return nil, ce.err
 	case err != nil:
 		return nil, err
+	}
+	// The certificates first: NewTable below is the last check, so that nothing has to be undone.
+	var certs *tlsterm.CertStore
+	toggled := o.tls.enabled() != (lc.certs != nil)
+	if lc.certs != nil && o.tls.enabled() {
+		if certs, err = o.tls.loadCerts(); err != nil {
+			return nil, err
+		}
 	}
 	table, err := route.NewTable(o.routes, o.routeDefaults(lc.log), lc.srv.Routes())
 	if err != nil {
@@ -123,6 +149,11 @@ func (lc *lifecycle) applyReload() ([]string, error) {
 	for _, name := range names {
 		was, now := lc.o.values[name], o.values[name]
 		if was == now || commandLineOnly[name] {
+			continue
+		}
+		if toggled && (name == "tls-cert" || name == "tls-key") {
+			lc.log.Warn("SIGHUP: setting not applied: a running wsgate cannot change it", "setting", "-"+name,
+				"running", was, "configured", now, "needs", tlsToggle)
 			continue
 		}
 		if reloadable[name] {
@@ -141,6 +172,13 @@ func (lc *lifecycle) applyReload() ([]string, error) {
 		applied = append(applied, "routes")
 	}
 
+	if certs != nil {
+		if !lc.certs.SameCertificates(certs) {
+			applied = append(applied, "certificates")
+		}
+		lc.certs.Replace(certs) // re-read even when unchanged: the files are the ones configured now
+		lc.o.tls.certs, lc.o.tls.keys = o.tls.certs, o.tls.keys
+	}
 	old := lc.table
 	table.Start()
 	lc.srv.SetRoutes(table)

@@ -74,7 +74,7 @@ backends = ["` + backend + `"]
 	aBefore := a.requests.Load()
 	write(conf(a.addr, "") + "\n[[route]]\nmatch = \"/x/\"\nbackends = [\"nohost\"]\n")
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitLog(t, "SIGHUP: reload refused; the configuration in use is unchanged", 10*time.Second)
+	p.waitLog(t, "SIGHUP: reload refused; the configuration, routes and certificates in use are unchanged", 10*time.Second)
 	if !strings.Contains(p.stderr.String(), file+":") {
 		t.Fatalf("the refusal does not name the file and line:\n%s", p.stderr.String())
 	}

@@ -82,6 +82,12 @@ func (lc *lifecycle) upgrade() (upgradeReport, error) {
 			files = append(files, handoff.NamedFile{Name: "admin", File: f})
 		}
 	}
+	if lc.redirect != nil {
+		if f, err := lc.redirect.File(); err == nil { // -redirect-http: the successor cannot bind it beside us
+			defer f.Close()
+			files = append(files, handoff.NamedFile{Name: "redirect", File: f})
+		}
+	}
 	s, err := handoff.StartSuccessor(ctx, handoff.SuccessorConfig{Files: files})
 	if err != nil {
 		return rep, &upgradeError{"starting the new binary", err}
@@ -215,24 +221,25 @@ func (lc *lifecycle) takeOver(r *handoff.Receiver) bool {
 	return true
 }
 
-// inheritedAdmin is the predecessor's admin socket when this process (a successor) serves the
-// same -admin address, else nil: a changed -admin binds anew.
-func inheritedAdmin(r *handoff.Receiver, addr string, log *slog.Logger) net.Listener {
-	f := r.File("admin")
+// inheritedTCP is the predecessor's listening socket passed as name ("admin", "redirect") when
+// this process (a successor) serves the same address, else nil: a changed address binds anew.
+// Neither listener has SO_REUSEPORT, so binding it beside the predecessor would fail.
+func inheritedTCP(r *handoff.Receiver, name, addr string, log *slog.Logger) net.Listener {
+	f := r.File(name)
 	if f == nil {
 		return nil
 	}
 	defer f.Close()
 	l, err := net.FileListener(f)
 	if err != nil {
-		log.Warn("upgrade: the predecessor's admin socket cannot be used; binding anew", "admin", addr, "err", err)
+		log.Warn("upgrade: the predecessor's socket cannot be used; binding anew", "socket", name, "listen", addr, "err", err)
 		return nil
 	}
 	want, err1 := net.ResolveTCPAddr("tcp", addr)
 	got, ok := l.Addr().(*net.TCPAddr)
 	if err1 != nil || !ok || !got.IP.Equal(want.IP) && !(got.IP.IsUnspecified() && want.IP == nil) || got.Port != want.Port {
 		l.Close()
-		log.Info("upgrade: -admin changed; binding anew", "was", l.Addr().String(), "admin", addr)
+		log.Info("upgrade: the address changed; binding anew", "socket", name, "was", l.Addr().String(), "listen", addr)
 		return nil
 	}
 	return l

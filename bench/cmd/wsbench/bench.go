@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsgate/wsgate/bench/internal/load"
 	"github.com/wsgate/wsgate/bench/internal/peers"
 	"github.com/wsgate/wsgate/bench/internal/report"
 	"github.com/wsgate/wsgate/bench/internal/stats"
@@ -50,9 +49,13 @@ func bench(ctx context.Context, root string, s Suite) error {
 	if err != nil {
 		return err
 	}
+	tlsFiles, err := peers.WriteTLSFiles(filepath.Join(tmp, "tls"))
+	if err != nil {
+		return fmt.Errorf("TLS certificate for the TLS peers: %w", err)
+	}
 	bdir := filepath.Join(tmp, "backend")
 	os.MkdirAll(bdir, 0o755)
-	env := peers.Env{Dir: tmp, BackendAddr: baddr, Bins: bins}
+	env := peers.Env{Dir: tmp, BackendAddr: baddr, Bins: bins, TLS: tlsFiles}
 	bcmd, err := peers.Command(env, bdir, backendBin, "-listen", baddr)
 	if err != nil {
 		return fmt.Errorf("backend: start: %w", err)
@@ -93,7 +96,7 @@ func bench(ctx context.Context, root string, s Suite) error {
 			row.Skipped = skip
 		default:
 			// Warm up (JIT-free, but pools, page cache, backend keep-alive) and check it works.
-			if _, werr := load.RunHTTP(ctx, load.HTTPConfig{Addr: r.Addr, Path: "/100", Conns: 4, Duration: 200 * time.Millisecond, BodySize: 100}); werr != nil {
+			if werr := warmUp(ctx, r, 200*time.Millisecond); werr != nil {
 				row.Skipped = "failed warm-up: " + werr.Error()
 				r.Stop()
 			} else {
@@ -115,8 +118,14 @@ func bench(ctx context.Context, root string, s Suite) error {
 	cells := h.cells()
 	prog := newProgress(os.Stderr)
 	for _, c := range cells {
-		prog.estTotal += time.Duration(s.Runs*len(running)) * (c.est + s.Settle)
-		prog.total += s.Runs * len(running)
+		n := 0
+		for _, r := range running {
+			if r.TLS == c.tls {
+				n++
+			}
+		}
+		prog.estTotal += time.Duration(s.Runs*n) * (c.est + s.Settle)
+		prog.total += s.Runs * n
 	}
 	logf("wsbench: suite %s, %d peers running, %d measurements, estimated %s", s.Name, len(running), prog.total, prog.estTotal.Round(time.Second))
 
@@ -129,6 +138,9 @@ func bench(ctx context.Context, root string, s Suite) error {
 			for i, r := range running {
 				if ctx.Err() != nil {
 					return ctx.Err()
+				}
+				if r.TLS != c.tls {
+					continue // TLS scenarios against TLS peers, the others against plain ones
 				}
 				prog.step(r.Name, c.name, run, s.Runs, c.est+s.Settle)
 				if dead[r.Name] {
@@ -194,7 +206,7 @@ func restart(ctx context.Context, r *peers.Running, env peers.Env) (*peers.Runni
 	if err != nil {
 		return nil, fmt.Errorf("%s: restart for a fresh measurement: %w", r.Name, err)
 	}
-	if _, err := load.RunHTTP(ctx, load.HTTPConfig{Addr: nr.Addr, Path: "/100", Conns: 4, Duration: 100 * time.Millisecond, BodySize: 100}); err != nil {
+	if err := warmUp(ctx, nr, 100*time.Millisecond); err != nil {
 		nr.Stop()
 		return nil, fmt.Errorf("%s: warm-up after restart: %w", r.Name, err)
 	}
@@ -340,7 +352,7 @@ func (h *harness) write(root string, rows []report.Peer, recs []report.Record, n
 		name := "chart-" + slug(g.ID) + ".svg"
 		charts = append(charts, name)
 		g := g
-		if err := report.WriteFile(filepath.Join(dir, name), func(w io.Writer) error { return report.SVG(w, g, rows, recs) }); err != nil {
+		if err := report.WriteFile(filepath.Join(dir, name), func(w io.Writer) error { return report.SVG(w, g, peersFor(g, rows, tlsPeerNames()), recs) }); err != nil {
 			return err
 		}
 	}
@@ -421,10 +433,24 @@ func (h *harness) reportMD(w io.Writer, groups []report.Group, rows []report.Pee
 			100*med.Median, 100*med.Max, 100*s.MaxOther, s.Retries, retried)
 	}
 	fmt.Fprintf(w, "## Summary\n\n")
-	report.Markdown(w, []report.Group{summaryGroup(groups)}, rows, recs)
-	goals(w, rows, recs)
+	tlsNames := tlsPeerNames()
+	for _, sg := range []report.Group{summaryGroup(groups), summaryTLSGroup(groups)} {
+		if len(sg.Metrics) > 0 {
+			report.Markdown(w, []report.Group{sg}, peersFor(sg, rows, tlsNames), recs)
+		}
+	}
+	plain := peersFor(report.Group{}, rows, tlsNames)
+	for _, p := range plain {
+		if p.Skipped == "" {
+			goals(w, plain, recs)
+			break
+		}
+	}
+	tlsGoals(w, rows, recs)
 	fmt.Fprintf(w, "## Details\n\n")
-	report.Markdown(w, groups, rows, recs)
+	for _, g := range groups {
+		report.Markdown(w, []report.Group{g}, peersFor(g, rows, tlsNames), recs)
+	}
 	fmt.Fprintf(w, "## Charts\n\n")
 	for _, c := range charts {
 		fmt.Fprintf(w, "![%s](%s)\n\n", strings.TrimSuffix(c, ".svg"), c)
@@ -480,6 +506,25 @@ func summaryGroup(groups []report.Group) report.Group {
 	}
 	want = append(want, "idle.rss_B", "hs.per_s", "storm.per_s", "storm.idle_rss_B")
 	g := report.Group{ID: "summary", Title: "Headline figures"}
+	for _, id := range want {
+		for _, gr := range groups {
+			for _, m := range gr.Metrics {
+				if m.ID == id {
+					m.Label = labels[id]
+					g.Metrics = append(g.Metrics, m)
+				}
+			}
+		}
+	}
+	return g
+}
+
+// summaryTLSGroup picks the TLS headline columns (issue 9's figures).
+func summaryTLSGroup(groups []report.Group) report.Group {
+	want := []string{"https100.rps", "tlshs.full.per_s", "tlshs.resumed.per_s", "wss.up8.MBps", "wss.down8.MBps", "wss.up8.cpu_s_GB", "wss.down8.cpu_s_GB", "wssidle.rss_B"}
+	labels := map[string]string{"https100.rps": "HTTPS 100 B req/s", "tlshs.full.per_s": "full handshakes/s", "tlshs.resumed.per_s": "resumed handshakes/s",
+		"wss.up8.MBps": "WSS bulk up ×8", "wss.down8.MBps": "WSS bulk down ×8", "wss.up8.cpu_s_GB": "CPU up ×8", "wss.down8.cpu_s_GB": "CPU down ×8", "wssidle.rss_B": "RSS per idle WSS tunnel"}
+	g := report.Group{ID: "summary-tls", TLS: true, Title: "Headline figures, TLS"}
 	for _, id := range want {
 		for _, gr := range groups {
 			for _, m := range gr.Metrics {

@@ -35,6 +35,7 @@ type cell struct {
 	scenario, name string
 	est            time.Duration // expected wall time, for the time-left estimate
 	fresh          bool          // restart the peer before each measurement
+	tls            bool          // runs against the TLS peers only (tls.go); the others against the plain ones
 	measure        func(ctx context.Context, r *peers.Running) (outcome, error)
 }
 
@@ -147,7 +148,7 @@ func (h *harness) cells() []cell {
 			est:     s.StormIdle + time.Duration(s.StormClients)*400*time.Microsecond + 2*time.Second,
 			measure: func(ctx context.Context, r *peers.Running) (outcome, error) { return h.storm(ctx, r) }})
 	}
-	return cs
+	return append(cs, h.tlsCells()...)
 }
 
 // rttPrefix names the metrics of the rtt cell at one rate: rtt5000, rtt20000.
@@ -401,7 +402,7 @@ func (h *harness) groups() []report.Group {
 				{ID: "storm.alive_pct", Label: "echo after", Unit: "%", HigherBetter: true, Digits: 1},
 			}})
 	}
-	return gs
+	return append(gs, h.tlsGroups()...)
 }
 
 func genLabel(gen string) string {

@@ -54,7 +54,7 @@ type Suite struct {
 	Retries      int     // how many times at most
 }
 
-var allScenarios = []string{"http", "bulk", "rtt", "idle", "handshake", "storm"}
+var allScenarios = append([]string{"http", "bulk", "rtt", "idle", "handshake", "storm"}, tlsScenarios...)
 
 func preset(name string) (Suite, error) {
 	s := Suite{

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +46,8 @@ type HTTPConfig struct {
 	Path     string
 	Conns    int
 	Duration time.Duration
-	BodySize int // expected body length; a different length counts as an error
+	BodySize int         // expected body length; a different length counts as an error
+	TLS      *tls.Config // set: https (each connection does one handshake, then keep-alive)
 }
 
 // RunHTTP is the in-process closed-loop generator: raw keep-alive connections and a minimal
@@ -56,7 +58,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 	}
 	req := []byte("GET " + cfg.Path + " HTTP/1.1\r\nHost: " + cfg.Addr + "\r\nUser-Agent: wsbench\r\n\r\n")
 	conns := make([]net.Conn, cfg.Conns)
-	d := dialerFor(nil, 5*time.Second)
+	d := dialer{dialerFor(nil, 5*time.Second), cfg.TLS}
 	for i := range conns {
 		c, err := d.DialContext(ctx, "tcp", cfg.Addr)
 		if err != nil {

@@ -2,6 +2,7 @@ package load
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,19 +19,23 @@ import (
 	"github.com/wsgate/wsgate/bench/internal/stats"
 )
 
-func wsDialer(local *net.TCPAddr, rbuf, wbuf int) *websocket.Dialer {
+func wsDialer(local *net.TCPAddr, rbuf, wbuf int, tlsCfg ...*tls.Config) *websocket.Dialer {
 	nd := dialerFor(local, 10*time.Second)
-	return &websocket.Dialer{
+	d := &websocket.Dialer{
 		NetDialContext:   nd.DialContext,
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   rbuf,
 		WriteBufferSize:  wbuf,
 	}
+	if len(tlsCfg) > 0 {
+		d.TLSClientConfig = tlsCfg[0] // wss:// (tls.go)
+	}
+	return d
 }
 
 // dialAll opens n WebSocket connections to url, at most par at a time, round-robin over the
 // source addresses. On any failure it closes what it opened and returns the first error.
-func dialAll(ctx context.Context, url string, n, par int, locals []*net.TCPAddr, rbuf, wbuf int) ([]*websocket.Conn, error) {
+func dialAll(ctx context.Context, url string, n, par int, locals []*net.TCPAddr, rbuf, wbuf int, tlsCfg ...*tls.Config) ([]*websocket.Conn, error) {
 	if par < 1 {
 		par = 1
 	}
@@ -39,7 +44,7 @@ func dialAll(ctx context.Context, url string, n, par int, locals []*net.TCPAddr,
 	}
 	dialers := make([]*websocket.Dialer, len(locals))
 	for i, l := range locals {
-		dialers[i] = wsDialer(l, rbuf, wbuf)
+		dialers[i] = wsDialer(l, rbuf, wbuf, tlsCfg...)
 	}
 	conns := make([]*websocket.Conn, n)
 	var (
@@ -111,6 +116,7 @@ type BulkConfig struct {
 	Conns    int
 	Duration time.Duration
 	Locals   []*net.TCPAddr
+	TLS      *tls.Config // set: wss:// (tls.go)
 }
 
 // RunBulk measures bulk WebSocket throughput. Upload counts only the bytes the sink
@@ -122,7 +128,12 @@ func RunBulk(ctx context.Context, cfg BulkConfig) (BulkResult, error) {
 		path = "/ws/sink"
 	}
 	url := "ws://" + cfg.Addr + path
-	conns, err := dialAll(ctx, url, cfg.Conns, 16, cfg.Locals, backend.BulkFrame, backend.BulkFrame+16)
+	var tlsCfg []*tls.Config
+	if cfg.TLS != nil {
+		url = "wss://" + cfg.Addr + path
+		tlsCfg = append(tlsCfg, cfg.TLS)
+	}
+	conns, err := dialAll(ctx, url, cfg.Conns, 16, cfg.Locals, backend.BulkFrame, backend.BulkFrame+16, tlsCfg...)
 	if err != nil {
 		return BulkResult{}, err
 	}

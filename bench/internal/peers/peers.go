@@ -27,6 +27,7 @@ type Env struct {
 	Procs       int      // GOMAXPROCS for Go peers (0: runtime default, which follows CPU affinity)
 	ProxyCPUs   int      // CPUs a proxy may use (1 when pinned): wsgate's loop counts
 	Bins        Bins
+	TLS         TLSFiles // the certificate TLS peers serve (tls.go)
 }
 
 // Bins are the peer executables; empty means not available.
@@ -38,6 +39,7 @@ type Bins struct {
 type Spec struct {
 	Name  string
 	Label string // for tables and charts
+	TLS   bool   // the listener speaks TLS: only the TLS scenarios run against it (tls.go)
 	// Start launches it; nil for direct. It returns the command (already started) and its
 	// listen address.
 	start func(env Env, dir, listen string) (*exec.Cmd, error)
@@ -50,7 +52,7 @@ func (s Spec) Direct() bool { return s.start == nil }
 
 // All is every known peer, in report order.
 func All() []Spec {
-	return []Spec{
+	return append([]Spec{
 		{Name: "direct", Label: "direct (no proxy)"},
 		{Name: "wsgate-splice", Label: "wsgate, splice on", start: startWSGate(true), available: needBin(func(b Bins) string { return b.WSGate }, "wsgate (bin/wsgate; make build)")},
 		{Name: "wsgate-copy", Label: "wsgate, splice off", start: startWSGate(false), available: needBin(func(b Bins) string { return b.WSGate }, "wsgate (bin/wsgate; make build)")},
@@ -58,7 +60,7 @@ func All() []Spec {
 		{Name: "nginx-w2", Label: "nginx, 2 workers", start: startNginx(2), available: needBin(func(b Bins) string { return b.Nginx }, "nginx (make bench-deps)")},
 		{Name: "haproxy", Label: "HAProxy, splice-auto", start: startHAProxy, available: needBin(func(b Bins) string { return b.HAProxy }, "haproxy (make bench-deps)")},
 		{Name: "httputil", Label: "Go httputil.ReverseProxy", start: startHTTPUtil, available: needBin(func(b Bins) string { return b.HTTPUtil }, "httputilproxy (go build failed)")},
-	}
+	}, tlsSpecs()...)
 }
 
 // Select returns the peers named in names (comma list, or "all"), in report order, and an
@@ -82,6 +84,10 @@ func Select(names string) ([]Spec, error) {
 			want["wsgate-splice"], want["wsgate-copy"] = true, true
 			continue
 		}
+		if n == "tls" {
+			want["wsgate-tls"], want["nginx-tls"], want["haproxy-tls"] = true, true, true
+			continue
+		}
 		found := false
 		for _, s := range all {
 			if s.Name == n {
@@ -89,7 +95,7 @@ func Select(names string) ([]Spec, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("unknown peer %q (known: direct, wsgate, wsgate-splice, wsgate-copy, nginx, nginx-w1, nginx-w2, haproxy, httputil)", n)
+			return nil, fmt.Errorf("unknown peer %q (known: direct, wsgate, wsgate-splice, wsgate-copy, nginx, nginx-w1, nginx-w2, haproxy, httputil; tls = wsgate-tls, nginx-tls, haproxy-tls)", n)
 		}
 		want[n] = true
 	}
@@ -148,7 +154,11 @@ func (s Spec) Start(ctx context.Context, env Env) (*Running, string, error) {
 	}
 	r := &Running{Spec: s, Addr: listen, PID: cmd.Process.Pid, cmd: cmd, dir: dir, done: make(chan struct{})}
 	go func() { cmd.Wait(); close(r.done) }()
-	if err := WaitReady(ctx, listen, r.done, 10*time.Second); err != nil {
+	wait := WaitReady
+	if s.TLS {
+		wait = WaitReadyTLS
+	}
+	if err := wait(ctx, listen, r.done, 10*time.Second); err != nil {
 		r.Stop()
 		return nil, "", fmt.Errorf("%s: not ready: %w; log: %s", s.Name, err, r.LogTail())
 	}

@@ -100,6 +100,9 @@ func TestPeersProxyHTTPAndWebSocket(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 	env := Env{Dir: t.TempDir(), BackendAddr: ln.Addr().String()}
+	if env.TLS, err = WriteTLSFiles(filepath.Join(env.Dir, "tls")); err != nil {
+		t.Fatal(err)
+	}
 	env.Bins.Nginx, _ = exec.LookPath("nginx")
 	env.Bins.HAProxy, _ = exec.LookPath("haproxy")
 	hp := filepath.Join(t.TempDir(), "httputilproxy")
@@ -122,7 +125,13 @@ func TestPeersProxyHTTPAndWebSocket(t *testing.T) {
 				t.Skip(skip)
 			}
 			defer r.Stop()
-			set, err := load.OpenIdle(ctx, r.Addr, 20, 4, load.SourceAddrs(2))
+			open := load.OpenIdle
+			if s.TLS { // the TLS peers carry wss with the run's certificate
+				open = func(ctx context.Context, addr string, k, par int, locals []*net.TCPAddr) (*load.IdleSet, error) {
+					return load.OpenIdleTLS(ctx, addr, k, par, locals, load.ClientTLS(0))
+				}
+			}
+			set, err := open(ctx, r.Addr, 20, 4, load.SourceAddrs(2))
 			if err != nil {
 				t.Fatalf("%s: %v", s.Name, err)
 			}

@@ -116,6 +116,7 @@ type Group struct {
 	ID, Title string
 	Note      string
 	Metrics   []Metric
+	TLS       bool // figures of the TLS peers (issue 9): shown with those rows only
 }
 
 // Peer is a row.
