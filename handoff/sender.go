@@ -188,7 +188,11 @@ func (s *Sender) flush(ctx context.Context, b *outBatch) error {
 		fds = append(fds, it.FDs...)
 	}
 	phase := fmt.Sprintf("batch %d (%d items, %d fds)", b.seq, len(b.items), len(fds))
-	if err := s.l.send(p, msgBatch, b.seq, fds, deadline(ctx, s.o.AckTimeout)); err != nil {
+	err := s.l.send(p, msgBatch, b.seq, fds, deadline(ctx, s.o.AckTimeout))
+	// States may hold secrets (a TLS session's traffic keys): the copy in the link's buffer is
+	// wiped as soon as it is written (or not), the items' own by their owner.
+	clear(p[headerLen:])
+	if err != nil {
 		return s.fail(phase, s.ioErr(ctx, err, s.o.AckTimeout))
 	}
 	b.to(outSent)

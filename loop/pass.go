@@ -79,9 +79,13 @@ type passer struct {
 	notify chan struct{} // a conn was queued
 }
 
-// idleStateVersion is the first byte of an idle conn's state; a successor refuses (and the old
-// process keeps) a state whose version it does not know.
-const idleStateVersion = 1
+// idleStateVersion is the first byte of a plain idle conn's state, tlsIdleStateVersion a TLS
+// 1.3 one's (passtls.go); a successor refuses (and the old process keeps) a state whose version
+// it does not know.
+const (
+	idleStateVersion    = 1
+	tlsIdleStateVersion = 2
+)
 
 // StartPassing starts moving client connections out at their request boundaries; PassItems
 // yields them. Call it after StopAccepting.
@@ -107,7 +111,7 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 		deadline := time.Now().Add(wait)
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		staying := 0 // client conns that never pass (TLS: their session does not travel), as last swept
+		staying := 0 // client conns that never pass (TLS 1.2: their session does not travel), as last swept
 		for sweep := true; ; {
 			for {
 				ex := s.plane.ExportTunnels(passChunk)
@@ -135,7 +139,7 @@ func (s *Server) PassItems(ctx context.Context, wait time.Duration) iter.Seq[*Pa
 					return
 				}
 			}
-			if ps := s.plane.Stats(); len(q) == 0 && s.conns.Load() <= int64(staying) && ps.Tunnels <= ps.TLSTunnels && ps.Handshakes == 0 {
+			if ps := s.plane.Stats(); len(q) == 0 && s.conns.Load() <= int64(staying) && ps.Tunnels <= ps.TLSStaying && ps.Handshakes == 0 {
 				return // every client connection and every tunnel that can leave has left
 			}
 			if time.Now().After(deadline) {
@@ -161,6 +165,7 @@ func (s *Server) PassDone(p *Passed, err error) {
 		return
 	}
 	s.fds.Release(len(p.FDs)) // counted from the pass (passIdle) until now
+	defer clear(p.State)      // a TLS conn's holds its traffic secrets
 	if err == nil {
 		return
 	}
@@ -230,16 +235,22 @@ func (s *Server) sweepPass() int {
 	return int(staying.Load())
 }
 
-// staysHere: cc will never be passed, whatever it does next (a TLS client: its session does not
-// travel). It finishes here and closes at its boundary once passing has ended.
-func (cc *clientConn) staysHere() bool { return cc.tls != nil }
+// staysHere: cc will never be passed, whatever it does next (a TLS 1.2 client, or a TLS one
+// that has ended its side: passtls.go). It finishes here and closes at its boundary once passing
+// has ended. A handshake still running may end in TLS 1.3: it is waited for.
+func (cc *clientConn) staysHere() bool {
+	t := cc.tls
+	return t != nil && t.hs == nil && !t.travels()
+}
 
 // passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds as it
-// is (a wire that is not the bare gnet.Conn, a TLS session, has state of its own that does not
-// travel: such a conn finishes here and closes at its boundary).
+// is, or through an established TLS 1.3 session whose keys can travel (passtls.go).
 func (cc *clientConn) passable() bool {
 	if cc.state != stateReadingHead || cc.c == nil || cc.peerEOF || cc.out.pending() != 0 || cc.ex.bc != nil {
 		return false
+	}
+	if t := cc.tls; t != nil {
+		return cc.c == wire(t) && t.travels()
 	}
 	_, bare := cc.c.(gnet.Conn)
 	return bare
@@ -261,8 +272,13 @@ func (cc *clientConn) pass() bool {
 	if err != nil {
 		return false
 	}
+	st, err := cc.encodeIdle()
+	if err != nil {
+		_ = unix.Close(fd)
+		return false
+	}
 	s.fds.Acquire(1) // the dup is ours until PassDone
-	p := &Passed{Kind: PassIdleConn, FDs: []int{fd}, State: cc.encodeIdle()}
+	p := &Passed{Kind: PassIdleConn, FDs: []int{fd}, State: st}
 	oc := cc.c
 	cc.c = nil
 	cc.out.fd = -1
@@ -281,10 +297,16 @@ func (cc *clientConn) pass() bool {
 //	u8 version, u8 flags (1: a head has started), u32 ms until the deadline (0: none),
 //	u32 head timeout in ms, u32 n, n bytes read and not parsed (a partial head, or requests
 //	pipelined behind the last exchange)
-func (cc *clientConn) encodeIdle() []byte {
+//
+// Version 2 (a TLS 1.3 client) is version 1's bytes (the unparsed bytes are plaintext), then the
+// session's (appendTLSIdle, passtls.go).
+func (cc *clientConn) encodeIdle() ([]byte, error) {
 	in := cc.inbound()
 	b := make([]byte, 0, 14+len(in))
 	b = append(b, idleStateVersion, 0)
+	if cc.tls != nil {
+		b[0] = tlsIdleStateVersion
+	}
 	if cc.headStarted {
 		b[1] |= 1
 	}
@@ -295,7 +317,11 @@ func (cc *clientConn) encodeIdle() []byte {
 	b = binary.BigEndian.AppendUint32(b, left)
 	b = binary.BigEndian.AppendUint32(b, uint32(cc.headTimeout/time.Millisecond))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(in)))
-	return append(b, in...)
+	b = append(b, in...)
+	if cc.tls != nil {
+		return cc.tls.appendTLSIdle(b)
+	}
+	return b, nil
 }
 
 // adoptedConn is an idle conn on its way into this process's event loops: the context gnet's
@@ -306,6 +332,7 @@ type adoptedConn struct {
 	left        time.Duration // until the deadline; 0: none
 	headTimeout time.Duration
 	inbound     []byte
+	tls         *adoptedTLS // a TLS 1.3 client's session (passtls.go); nil for a plain one
 }
 
 // Adopted is a passed item this process is taking: from PrepareAdopt to CommitAdopt or
@@ -330,22 +357,37 @@ func (s *Server) PrepareAdopt(kind PassKind, fds []int, state []byte) (*Adopted,
 	if len(fds) != 1 {
 		return nil, fmt.Errorf("idle conn with %d fds, want 1", len(fds))
 	}
-	if len(state) < 14 || state[0] != idleStateVersion {
-		return nil, fmt.Errorf("idle conn state version %d (%d bytes): this binary knows %d", firstByte(state), len(state), idleStateVersion)
+	if len(state) < 14 || (state[0] != idleStateVersion && state[0] != tlsIdleStateVersion) {
+		return nil, fmt.Errorf("idle conn state version %d (%d bytes): this binary knows %d and %d", firstByte(state), len(state), idleStateVersion, tlsIdleStateVersion)
+	}
+	isTLS := state[0] == tlsIdleStateVersion
+	switch {
+	case isTLS && s.cfg.TLS == nil:
+		return nil, errors.New("a TLS client: this process does not serve TLS")
+	case !isTLS && s.cfg.TLS != nil:
+		return nil, errors.New("a plain HTTP client: this process serves TLS only")
 	}
 	n := binary.BigEndian.Uint32(state[10:])
-	if int(n) != len(state)-14 {
+	if int64(n) > int64(len(state)-14) || (!isTLS && int(n) != len(state)-14) {
 		return nil, fmt.Errorf("idle conn state: %d inbound bytes announced, %d present", n, len(state)-14)
-	}
-	if !s.fds.TryAcquire(1) {
-		return nil, errors.New("fd budget full")
 	}
 	a := &adoptedConn{
 		fd:          fds[0],
 		headStarted: state[1]&1 != 0,
 		left:        time.Duration(binary.BigEndian.Uint32(state[2:])) * time.Millisecond,
 		headTimeout: time.Duration(binary.BigEndian.Uint32(state[6:])) * time.Millisecond,
-		inbound:     append([]byte(nil), state[14:]...),
+		inbound:     append([]byte(nil), state[14:14+n]...),
+	}
+	if isTLS {
+		at, err := decodeTLSIdle(state[14+n:])
+		if err != nil {
+			return nil, err
+		}
+		a.tls = at
+	}
+	if !s.fds.TryAcquire(1) {
+		a.tls.close()
+		return nil, errors.New("fd budget full")
 	}
 	return &Adopted{kind: kind, conn: a}, nil
 }
@@ -374,6 +416,7 @@ func (s *Server) CommitAdopt(a *Adopted) {
 	_ = f.Close()
 	s.fds.Release(1) // PrepareAdopt's reservation: from here gnet's copy is counted by OnOpen
 	if err != nil {
+		ac.tls.close()
 		s.log.Debug("adopting a connection failed", "phase", "adopt", "err", err)
 		return
 	}
@@ -385,12 +428,14 @@ func (s *Server) CommitAdopt(a *Adopted) {
 	s.engMu.Unlock()
 	if err := eng.Validate(); err != nil {
 		_ = nc.Close()
+		ac.tls.close()
 		s.log.Debug("adopting a connection failed: no engine", "phase", "adopt", "err", err)
 		return
 	}
 	ch, err := eng.Register(gnet.NewContext(gnet.NewNetConnContext(context.Background(), nc), ac))
 	if err != nil {
 		_ = nc.Close()
+		ac.tls.close()
 		s.log.Debug("adopting a connection failed", "phase", "enroll", "err", err)
 		return
 	}
@@ -407,6 +452,7 @@ func (s *Server) CancelAdopt(a *Adopted) {
 		s.plane.CancelAdopt(a.tunnel)
 		return
 	}
+	a.conn.tls.close() // wipe the keys: the old process keeps the conn
 	s.fds.Release(1)
 }
 
@@ -461,6 +507,10 @@ func (ls *loopState) adopted(c gnet.Conn, ac *adoptedConn) {
 		ip = []byte(a.IP.String())
 	}
 	cc := newClientConn(ls, c, ip)
+	cc.addr = clientAddr(c.RemoteAddr())
+	if ac.tls != nil {
+		cc.adoptTLS(c, ac.tls) // passtls.go: the session carries on where it was
+	}
 	if ac.headTimeout > 0 {
 		cc.headTimeout = ac.headTimeout
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/wsgate/wsgate/tlsrecord"
 )
 
 // Tunnels leaving for a successor process, and tunnels arriving from a predecessor (binary
@@ -50,10 +52,36 @@ import (
 //
 // FDs: client, backend, then the pipes flagged, each read end then write end. Flow 0 is
 // client -> backend.
+//
+// Version 2 is a WSS tunnel (a TLS 1.3 client end, issue 9): version 1's bytes, then
+//
+//	u8  TLS flags: 1 our close_notify is sealed, 2 the client's close_notify was received,
+//	    4 a record is half-received (its timeout runs)
+//	u32 ms since that record began arriving (flag 4)
+//	u32 n, the record layer's state (tlsrecord.Session.AppendState: suite, both current traffic
+//	    secrets, both sequence numbers, the KeyUpdate owed and its rate limit, the partial
+//	    record's bytes)
+//
+// A TLS tunnel never holds a pipe (it copies); its held bytes are plaintext toward the backend
+// (flow 0) and records already sealed toward the client (flow 1), written first by the
+// successor exactly as here. The state holds traffic secrets: it travels only over the hand-off
+// socket (a socketpair with the child this process started, same uid), is wiped once the
+// verdict is in (here) or decoded (there), and is never logged. A TLS 1.2 tunnel is not
+// exported (crypto/tls keeps its keys to itself): it finishes here (Stats.TLSStaying).
 
-// tunnelStateVersion is the first byte of a tunnel's state; a successor refuses (and the old
-// process keeps) a state whose version it does not know.
-const tunnelStateVersion = 1
+// tunnelStateVersion is the first byte of a plain tunnel's state, tlsTunnelStateVersion a WSS
+// tunnel's; a successor refuses (and the old process keeps) a state whose version it does not
+// know, so an older successor leaves the WSS tunnels here and takes the plain ones.
+const (
+	tunnelStateVersion    = 1
+	tlsTunnelStateVersion = 2
+)
+
+const (
+	expTLSBye        uint8 = 1
+	expTLSReadClosed uint8 = 2
+	expTLSPartial    uint8 = 4
+)
 
 const exportHead = 1 + 1 + 2 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 4 + 8
 
@@ -74,12 +102,15 @@ type Exported struct {
 	State []byte
 	c     *conn
 	l     *loop
+	// A TLS tunnel's record timeout (tlsEnd.partialSince), out of the gauges while it is away
+	// and restored if it comes back.
+	partialSince uint32
 }
 
 // ExportTunnels takes up to n tunnels off their loops, as evenly over the loops as they allow.
 // Each one must be given to ExportDone. Transfers are not exported (they are HTTP exchanges,
 // which finish here), nor upgrades still being decided (Stats.Handshakes): they are exported
-// once they are tunnels. TLS tunnels (Stats.TLSTunnels) stay: they finish here.
+// once they are tunnels. TLS 1.2 tunnels (Stats.TLSStaying) stay: they finish here.
 func (p *Plane) ExportTunnels(n int) []*Exported {
 	if n <= 0 {
 		return nil
@@ -112,17 +143,36 @@ func (l *loop) exportTunnels(n int) []*Exported {
 	var out []*Exported
 	for i := len(l.slots) - 1; i >= 0 && len(out) < n; i-- {
 		c := l.slots[i]
-		if c == nil || c.closed || c.x != nil || c.hs != nil || c.t != nil {
-			// Transfers finish here; an upgrade still deciding goes once it is a tunnel; a TLS
-			// tunnel's session does not travel: it stays and drains here.
-			continue
+		if c == nil || c.closed || c.x != nil || c.hs != nil {
+			continue // transfers finish here; an upgrade still deciding goes once it is a tunnel
 		}
-		out = append(out, l.export(c))
+		var tlsState []byte
+		if c.t != nil {
+			var ok bool
+			if tlsState, ok = exportableTLS(c); !ok {
+				continue // TLS 1.2, or a session that failed: it finishes here
+			}
+		}
+		out = append(out, l.export(c, tlsState))
 	}
 	return out
 }
 
-func (l *loop) export(c *conn) *Exported {
+// exportableTLS is the record layer's state of a WSS tunnel that can travel: a healthy TLS 1.3
+// session (tlsrecord.Session) on the client end.
+func exportableTLS(c *conn) ([]byte, bool) {
+	sess, ok := c.t.rec.(*tlsrecord.Session)
+	if !ok || c.t.end != 0 {
+		return nil, false
+	}
+	st, err := sess.AppendState(nil)
+	if err != nil {
+		return nil, false
+	}
+	return st, true
+}
+
+func (l *loop) export(c *conn, tlsState []byte) *Exported {
 	for i := range c.ends {
 		l.poll.del(int(c.ends[i].fd)) // first: see above
 	}
@@ -134,8 +184,13 @@ func (l *loop) export(c *conn) *Exported {
 	l.st.tunnels.Add(-1)
 
 	e := &Exported{c: c, l: l, FDs: []int{int(c.ends[0].fd), int(c.ends[1].fd)}}
-	b := make([]byte, exportHead, exportHead+int(c.flows[0].lim-c.flows[0].off)+int(c.flows[1].lim-c.flows[1].off)+8)
+	b := make([]byte, exportHead, exportHead+int(c.flows[0].lim-c.flows[0].off)+int(c.flows[1].lim-c.flows[1].off)+8+9+len(tlsState))
 	b[0] = tunnelStateVersion
+	if c.t != nil {
+		b[0] = tlsTunnelStateVersion
+		e.partialSince = c.t.partialSince
+		l.tlsForget(c) // out of the TLS gauges while away
+	}
 	b[1] = c.first
 	for i := range c.flows {
 		f := &c.flows[i]
@@ -184,7 +239,31 @@ func (l *loop) export(c *conn) *Exported {
 	}
 	name := l.p.cfg.Metrics.RouteName(int(c.route))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
-	e.State = append(b, name...)
+	b = append(b, name...)
+	if c.t != nil {
+		var fl uint8
+		var partialMS uint32
+		if c.t.flags&tlsBye != 0 {
+			fl |= expTLSBye
+		}
+		if c.t.readClosed {
+			fl |= expTLSReadClosed
+		}
+		if e.partialSince != 0 {
+			fl |= expTLSPartial
+			var age uint32 // partialSince is now|1: it may be a tick ahead of now
+			if !after(e.partialSince, l.now) {
+				age = l.now - e.partialSince
+			}
+			partialMS = max(ms(age), 1)
+		}
+		b = append(b, fl)
+		b = binary.BigEndian.AppendUint32(b, partialMS)
+		b = binary.BigEndian.AppendUint32(b, uint32(len(tlsState)))
+		b = append(b, tlsState...)
+		clear(tlsState)
+	}
+	e.State = b
 	return e
 }
 
@@ -193,7 +272,8 @@ func (l *loop) export(c *conn) *Exported {
 // Otherwise the tunnel is still ours and carries on on its loop.
 func (p *Plane) ExportDone(e *Exported, err error) {
 	l, c := e.l, e.c
-	if l.do(func() { l.exported(c, err == nil) }) {
+	clear(e.State) // a WSS tunnel's holds its traffic secrets: sent or not, they are wiped now
+	if l.do(func() { l.exported(c, err == nil, e.partialSince) }) {
 		return
 	}
 	// The loop stopped meanwhile (Close): a tunnel still ours ends here.
@@ -210,16 +290,27 @@ func (p *Plane) ExportDone(e *Exported, err error) {
 			p.fds.Release(2)
 		}
 	}
+	if c.t != nil {
+		c.t.rec.Close() // wipe the keys
+	}
 	p.forgetExported(c, gone)
 }
 
 // exported runs on the loop with the verdict.
-func (l *loop) exported(c *conn, gone bool) {
+func (l *loop) exported(c *conn, gone bool, partialSince uint32) {
 	if !gone {
 		c.closed = false
 		c.carried = true // its bytes were counted already
-		l.attach(c)
+		l.attach(c)      // counts a TLS tunnel in the gauges again
+		if te := c.t; te != nil && !c.closed && partialSince != 0 && te.partialSince == 0 && te.rec.Partial() {
+			te.partialSince = partialSince // the record timeout runs on from where it was
+			l.st.tlsPartial.Add(1)
+			l.arm(c)
+		}
 		return
+	}
+	if c.t != nil {
+		c.t.rec.Close() // the successor has the session: wipe our copy of its keys
 	}
 	l.m.TunnelPassed(int(c.route))
 	for i := range c.flows {
@@ -260,6 +351,8 @@ type AdoptedTunnel struct {
 	nfds    int
 	age     time.Duration // since the tunnel began
 	route   string        // its metrics route name
+	// partialAgo: a WSS tunnel's record began arriving this long ago (0: none half-received).
+	partialAgo time.Duration
 	// OnClose runs when the adopted tunnel ends, as Tunnel.OnClose; set it before CommitAdopt.
 	OnClose func(TunnelResult)
 }
@@ -270,13 +363,14 @@ func (a *AdoptedTunnel) BackendFD() int { return int(a.c.ends[1].fd) }
 // PrepareAdopt decodes a tunnel's state and reserves its fds in the budget, without touching
 // them. An error refuses the tunnel (the old process keeps it).
 func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
-	if len(state) < exportHead || state[0] != tunnelStateVersion {
+	if len(state) < exportHead || (state[0] != tunnelStateVersion && state[0] != tlsTunnelStateVersion) {
 		v := -1
 		if len(state) > 0 {
 			v = int(state[0])
 		}
-		return nil, fmt.Errorf("tunnel state version %d (%d bytes): this binary knows %d", v, len(state), tunnelStateVersion)
+		return nil, fmt.Errorf("tunnel state version %d (%d bytes): this binary knows %d and %d", v, len(state), tunnelStateVersion, tlsTunnelStateVersion)
 	}
+	isTLS := state[0] == tlsTunnelStateVersion
 	pipes := state[4] & 3
 	want := 2
 	for i := 0; i < 2; i++ {
@@ -289,6 +383,9 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 	}
 	if pipes != 0 && !p.spliceOK {
 		return nil, errors.New("tunnel holds bytes in a pipe and splice(2) is not available here")
+	}
+	if pipes != 0 && isTLS {
+		return nil, errors.New("a WSS tunnel's state passes a pipe (a TLS tunnel copies)")
 	}
 	if state[1] > 2 {
 		return nil, fmt.Errorf("tunnel state: direction %d finished first", state[1])
@@ -343,14 +440,57 @@ func (p *Plane) PrepareAdopt(fds []int, state []byte) (*AdoptedTunnel, error) {
 		}
 		rest = rest[4+n:]
 	}
-	if len(rest) < 2 || len(rest) != 2+int(binary.BigEndian.Uint16(rest)) {
-		return nil, fmt.Errorf("tunnel state: %d bytes where the route name should end it", len(rest))
+	if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+		return nil, fmt.Errorf("tunnel state: %d bytes where the route name should be", len(rest))
 	}
-	a.route = string(rest[2:])
+	nameEnd := 2 + int(binary.BigEndian.Uint16(rest))
+	a.route = string(rest[2:nameEnd])
+	rest = rest[nameEnd:]
+	switch {
+	case !isTLS && len(rest) != 0:
+		return nil, fmt.Errorf("tunnel state: %d bytes after the route name", len(rest))
+	case isTLS:
+		if err := a.prepareTLS(rest); err != nil {
+			return nil, err
+		}
+	}
 	if !p.fds.TryAcquire(want) {
+		if c.t != nil {
+			c.t.rec.Close()
+		}
 		return nil, errors.New("fd budget full")
 	}
 	return a, nil
+}
+
+// prepareTLS decodes a WSS tunnel's TLS part (version 2) and rebuilds its record layer; the
+// secrets in b are wiped once decoded (the state is the adopter's: handoff.Adopter).
+func (a *AdoptedTunnel) prepareTLS(b []byte) error {
+	if len(b) < 9 {
+		return fmt.Errorf("tls tunnel state: %d bytes where the TLS part should be", len(b))
+	}
+	fl := b[0]
+	partial := time.Duration(binary.BigEndian.Uint32(b[1:])) * time.Millisecond
+	n := int(binary.BigEndian.Uint32(b[5:]))
+	if fl&^(expTLSBye|expTLSReadClosed|expTLSPartial) != 0 || n != len(b)-9 {
+		return fmt.Errorf("tls tunnel state: flags %#x, %d session bytes announced, %d present", fl, n, len(b)-9)
+	}
+	sess, err := tlsrecord.RestoreSession(b[9:])
+	clear(b[9:])
+	if err != nil {
+		return fmt.Errorf("tls tunnel state: %w", err)
+	}
+	if (fl&expTLSPartial != 0) != sess.Partial() || (fl&expTLSPartial != 0 && partial == 0) {
+		sess.Close()
+		return fmt.Errorf("tls tunnel state: the record timeout (flag %v, %v) and the session's partial record (%v) disagree", fl&expTLSPartial != 0, partial, sess.Partial())
+	}
+	te := &tlsEnd{rec: sess, end: 0, readClosed: fl&expTLSReadClosed != 0}
+	if fl&expTLSBye != 0 {
+		te.flags |= tlsBye
+	}
+	a.partialAgo = partial
+	a.c.t = te
+	return nil
 }
 
 // CommitAdopt makes the tunnel this process's: it joins a loop and carries on.
@@ -371,7 +511,7 @@ func (p *Plane) CommitAdopt(a *AdoptedTunnel) {
 	}
 	p.pipes.Add(int64(pipes)) // counted like the plane's own; the fds are in the budget already
 	l := p.pick()
-	if !l.do(func() { l.adopt(c, a.ago, a.finLeft) }) {
+	if !l.do(func() { l.adopt(c, a.ago, a.finLeft, a.partialAgo) }) {
 		// The plane is closing: the tunnel ends at once.
 		c.closed = false
 		for i := range c.flows {
@@ -386,7 +526,7 @@ func (p *Plane) CommitAdopt(a *AdoptedTunnel) {
 }
 
 // adopt attaches an adopted tunnel (on the loop) with its timers as they were.
-func (l *loop) adopt(c *conn, ago, finLeft time.Duration) {
+func (l *loop) adopt(c *conn, ago, finLeft, partialAgo time.Duration) {
 	for i := range c.flows {
 		if c.flows[i].pr >= 0 {
 			l.st.pipesBusy.Add(1)
@@ -403,10 +543,18 @@ func (l *loop) adopt(c *conn, ago, finLeft time.Duration) {
 	if finLeft > 0 && c.finAt == 0 {
 		c.finAt = l.now + l.p.ticks(finLeft)
 	}
+	if te := c.t; te != nil && partialAgo > 0 && te.partialSince == 0 && te.rec.Partial() {
+		// The half-received record's timeout runs on from where it was.
+		te.partialSince = (l.now - l.p.ticks(partialAgo)) | 1
+		l.st.tlsPartial.Add(1)
+	}
 	l.arm(c)
 }
 
 // CancelAdopt drops a prepared tunnel (the hand-off closes its fds).
 func (p *Plane) CancelAdopt(a *AdoptedTunnel) {
+	if a.c.t != nil {
+		a.c.t.rec.Close() // wipe the keys: the old process keeps the tunnel
+	}
 	p.fds.Release(a.nfds)
 }

@@ -135,6 +135,7 @@ type loopStats struct {
 	pipeFallbacks        atomic.Int64
 	tlsTunnels           atomic.Int64 // tunnels with a TLS end (tls.go)
 	tlsShrunk            atomic.Int64 // ... whose session dropped its AEADs (idle)
+	tlsStaying           atomic.Int64 // ... that a binary upgrade cannot export (TLS 1.2)
 	tlsPartial           atomic.Int64 // conns with a TLS record half-received (a borrowed buffer)
 }
 

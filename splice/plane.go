@@ -94,6 +94,9 @@ type Stats struct {
 	// TLS (issue 9): tunnels with a TLS end now, how many of them are idle with their session
 	// shrunk (no AEAD state), and conns holding a half-received record (a borrowed 16 KiB buffer).
 	TLSTunnels, TLSShrunk, TLSPartial int64
+	// TLSStaying: TLS tunnels a binary upgrade cannot export (TLS 1.2: crypto/tls keeps their
+	// keys); they finish in this process (export.go).
+	TLSStaying int64
 }
 
 // Tunnel joins two connected, non-blocking TCP sockets for the rest of their
@@ -360,6 +363,7 @@ func (p *Plane) Stats() Stats {
 		s.PipeFallbacks += l.st.pipeFallbacks.Load()
 		s.TLSTunnels += l.st.tlsTunnels.Load()
 		s.TLSShrunk += l.st.tlsShrunk.Load()
+		s.TLSStaying += l.st.tlsStaying.Load()
 		s.TLSPartial += l.st.tlsPartial.Load()
 	}
 	return s

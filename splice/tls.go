@@ -41,6 +41,7 @@ type tlsEnd struct {
 	flags        uint8  // tlsBye, tlsShrunk
 	readClosed   bool   // close_notify received
 	counted      bool   // in the TLSTunnels gauge
+	staying      bool   // ... and in TLSStaying: its record layer cannot be exported (TLS 1.2)
 	partialSince uint32 // tick since which a record is half-received, 0 = none
 }
 
@@ -469,6 +470,10 @@ func (l *loop) toClientRecords(c *conn, rec []byte) {
 func (l *loop) tlsCount(c *conn) {
 	c.t.counted = true
 	l.st.tlsTunnels.Add(1)
+	if _, ok := c.t.rec.(*tlsrecord.Session); !ok || c.t.end != 0 {
+		c.t.staying = true // a binary upgrade leaves it here (export.go)
+		l.st.tlsStaying.Add(1)
+	}
 }
 
 // tlsForget takes a finishing conn out of the TLS gauges.
@@ -477,6 +482,10 @@ func (l *loop) tlsForget(c *conn) {
 	if te.counted {
 		te.counted = false
 		l.st.tlsTunnels.Add(-1)
+	}
+	if te.staying {
+		te.staying = false
+		l.st.tlsStaying.Add(-1)
 	}
 	if te.flags&tlsShrunk != 0 {
 		te.flags &^= tlsShrunk
