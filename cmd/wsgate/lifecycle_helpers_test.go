@@ -230,6 +230,11 @@ type load struct {
 }
 
 func startLoad(addr string, target string, pause time.Duration, valid func(string) bool) *load {
+	return startLoadDial(func() (net.Conn, error) { return net.DialTimeout("tcp", addr, 3*time.Second) }, target, pause, valid)
+}
+
+// startLoadDial is startLoad with connections from dial (a TLS client, say).
+func startLoadDial(dial func() (net.Conn, error), target string, pause time.Duration, valid func(string) bool) *load {
 	l := &load{stop: make(chan struct{}), names: map[string]int{}}
 	fail := func(err error) {
 		l.failed.Add(1)
@@ -266,7 +271,7 @@ func startLoad(addr string, target string, pause time.Duration, valid func(strin
 		var k *kaClient
 		for !stopped() {
 			if k == nil {
-				c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+				c, err := dial()
 				if err != nil {
 					fail(err)
 					continue
@@ -287,7 +292,7 @@ func startLoad(addr string, target string, pause time.Duration, valid func(strin
 	go func() { // a new connection per request
 		defer l.wg.Done()
 		for !stopped() {
-			c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+			c, err := dial()
 			if err != nil {
 				fail(err)
 				continue
