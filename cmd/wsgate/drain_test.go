@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +18,17 @@ import (
 )
 
 // SIGTERM on the real binary with a slow download, a slow upload, tunnels and keep-alive
-// clients: the download and the upload complete with every byte; during -drain-delay wsgate
-// still accepts; then new connections are refused, the idle keep-alive conn is closed, the one
-// with a request in flight gets its answer with Connection: close; the tunnels relay until
-// -drain-timeout, then close spread over -close-spread; the process exits 0 once empty.
-func TestBinaryDrain(t *testing.T) {
+// clients: /readyz answers 503 from the signal on; the download and the upload complete with
+// every byte; during -drain-delay wsgate still accepts; then new connections are refused, the
+// idle keep-alive conn is closed, the one with a request in flight gets its answer with
+// Connection: close; the tunnels relay until -drain-timeout, then close spread over
+// -close-spread; the process exits 0 once empty. The same over TLS (TestBinaryDrainTLS: WSS
+// tunnels, HTTPS download and upload).
+func TestBinaryDrain(t *testing.T) { binaryDrain(t, false) }
+
+func TestBinaryDrainTLS(t *testing.T) { binaryDrain(t, true) }
+
+func binaryDrain(t *testing.T, useTLS bool) {
 	const (
 		nTun   = 10
 		size   = 1 << 20
@@ -31,14 +38,54 @@ func TestBinaryDrain(t *testing.T) {
 		spread = 2 * time.Second
 	)
 	be := newLCServer(t, "a")
-	addr := freePort(t)
-	p := wsgate(t, "-listen", addr, "-backend", be.addr, "-loops", "2", "-tunnel-loops", "2",
-		"-drain-delay", delay.String(), "-drain-timeout", tmo.String(), "-close-spread", spread.String())
+	addr, admin := freePort(t), freePort(t)
+	args := []string{"-listen", addr, "-backend", be.addr, "-loops", "2", "-tunnel-loops", "2", "-admin", admin,
+		"-drain-delay", delay.String(), "-drain-timeout", tmo.String(), "-close-spread", spread.String()}
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+		if err != nil {
+			t.Fatalf("dial wsgate: %v", err)
+		}
+		return c
+	}
+	if useTLS {
+		f := writePKI(t, t.TempDir())
+		_, pool := caPool(t, f.CA)
+		args = append(args, "-tls-cert", f.Cert, "-tls-key", f.Key)
+		dial = func() net.Conn {
+			t.Helper()
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+			if err != nil {
+				t.Fatalf("dial wsgate over TLS: %v", err)
+			}
+			return c
+		}
+	}
+	dialKA := func(t *testing.T, _ string) *kaClient {
+		c := dial()
+		t.Cleanup(func() { c.Close() })
+		return &kaClient{Conn: c, br: bufio.NewReader(c)}
+	}
+	readyz := func() int {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	p := wsgate(t, args...)
 	p.waitLog(t, "wsgate listening", 10*time.Second)
+	if !waitCond(5*time.Second, func() bool { return readyz() == 200 }) {
+		t.Fatal("/readyz is not 200 once listening")
+	}
 
 	tunnels := make([]*tunnel, nTun)
 	for i := range tunnels {
-		tunnels[i] = openTunnel(t, addr)
+		c := dial()
+		t.Cleanup(func() { c.Close() })
+		tunnels[i] = &tunnel{Conn: c, br: upgradeOver(t, c)}
 		if err := tunnels[i].echo("hello "+strconv.Itoa(i), 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
@@ -102,7 +149,12 @@ func TestBinaryDrain(t *testing.T) {
 
 	start := time.Now()
 	p.cmd.Process.Signal(syscall.SIGTERM)
-	// During the delay: still accepting.
+	// From the signal on /readyz says 503 (a load balancer stops sending new clients), while
+	// wsgate still accepts during the delay.
+	if !waitCond(delay/2, func() bool { return readyz() == 503 }) {
+		t.Fatalf("/readyz not 503 within %v of SIGTERM", delay/2)
+	}
+	readyAt := time.Since(start)
 	if code, body, _, err := dialKA(t, addr).get("/"); err != nil || code != 200 || body != "a" {
 		t.Fatalf("during -drain-delay: %d %q %v", code, body, err)
 	}
@@ -115,6 +167,9 @@ func TestBinaryDrain(t *testing.T) {
 		t.Fatal("a new connection was accepted after the listeners closed")
 	} else if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial after the listeners closed: %v, want connection refused", err)
+	}
+	if code := readyz(); code != 503 {
+		t.Fatalf("/readyz after the listeners closed: %d, want 503", code)
 	}
 	if err := idle.expectEOF(3 * time.Second); err != nil {
 		t.Fatalf("idle keep-alive conn: %v", err)
@@ -156,7 +211,7 @@ func TestBinaryDrain(t *testing.T) {
 	code := p.wait(t, 15*time.Second)
 	exited := time.Since(start)
 	sort.Slice(ends, func(i, j int) bool { return ends[i] < ends[j] })
-	t.Logf("tunnel closes after SIGTERM: %v; exit %d after %v", ends, code, exited)
+	t.Logf("/readyz 503 %v after SIGTERM; tunnel closes after SIGTERM: %v; exit %d after %v", readyAt.Round(time.Millisecond), ends, code, exited)
 	if code != 0 {
 		t.Fatalf("exit %d; stderr:\n%s", code, p.stderr.String())
 	}
@@ -190,4 +245,16 @@ func TestBinaryDrainSecondSignal(t *testing.T) {
 		t.Fatalf("exit %d after the second SIGTERM, want 1", code)
 	}
 	p.waitLog(t, "second SIGTERM while draining: exiting now", time.Second)
+}
+
+// waitCond polls cond every 5 ms until it holds or d has passed.
+func waitCond(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
 }
