@@ -4,6 +4,8 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -56,6 +58,32 @@ type e2eParams struct {
 	Listen      string
 	Backend     string // set by the orchestrator for the clients
 	WsgateFlags []string
+	// TLS: wsgate serves TLS (a certificate the orchestrator makes, CAFile its CA), and every
+	// client is a TLS 1.3 crypto/tls client: the tunnels are WSS, their sessions pass with them.
+	TLS    bool
+	CAFile string
+}
+
+var e2eTLSOnce struct {
+	sync.Once
+	cfg *tls.Config
+}
+
+// dial connects to wsgate: TCP, or TLS 1.3 when p.TLS (new connections resume a session
+// when they can, as browsers do).
+func (p e2eParams) dial(d time.Duration) (net.Conn, error) {
+	if !p.TLS {
+		return net.DialTimeout("tcp", p.Listen, d)
+	}
+	e2eTLSOnce.Do(func() {
+		pool := x509.NewCertPool()
+		if b, err := os.ReadFile(p.CAFile); err == nil {
+			pool.AppendCertsFromPEM(b)
+		}
+		e2eTLSOnce.cfg = &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS13,
+			ClientSessionCache: tls.NewLRUClientSessionCache(256)}
+	})
+	return tls.DialWithDialer(&net.Dialer{Timeout: d}, "tcp", p.Listen, e2eTLSOnce.cfg)
 }
 
 func defaultE2EParams() e2eParams {
@@ -79,6 +107,28 @@ func TestBinaryUpgradeE2E(t *testing.T) {
 		t.Skip("no net.ipv4.tcp_migrate_req (Linux 5.14+):", err)
 	}
 	runE2E(t, defaultE2EParams())
+}
+
+// The same over TLS: 1,000 WSS tunnels (TLS 1.3, crypto/tls clients) and HTTPS load, three
+// upgrades: every tunnel passes with its keys and sequence numbers.
+func TestBinaryUpgradeE2ETLS(t *testing.T) {
+	switch os.Getenv(e2eRoleEnv) {
+	case "netns":
+		e2eOrchestrator(t)
+		return
+	case "clients":
+		e2eClients(t)
+		return
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root for a network namespace of its own (tcp_migrate_req is per namespace)")
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil {
+		t.Skip("no net.ipv4.tcp_migrate_req (Linux 5.14+):", err)
+	}
+	p := defaultE2EParams()
+	p.Tunnels, p.TLS = 1000, true
+	runE2E(t, p)
 }
 
 // The same with HTTP only (no tunnels): keep-alive and new connections through three upgrades.
@@ -342,6 +392,11 @@ func e2eOrchestrator(t *testing.T) {
 	}
 	defer lf.Close()
 	args := append([]string{"-listen", p.Listen, "-backend", be.addr}, p.WsgateFlags...)
+	if p.TLS {
+		f := writePKI(t, filepath.Join(dir, "pki"))
+		args = append(args, "-tls-cert", f.Cert, "-tls-key", f.Key)
+		p.CAFile = f.CA
+	}
 	ws := exec.Command(binPath, args...)
 	ws.Stdout, ws.Stderr = lf, lf // files, not pipes: a successor inherits them and outlives ws
 	if err := ws.Start(); err != nil {
@@ -817,7 +872,7 @@ func e2eClients(t *testing.T) {
 	var mu sync.Mutex
 	ports := make([]int, 0, p.Tunnels)
 	for i := range conns {
-		c, br, err := e2eUpgrade(p.Listen)
+		c, br, err := e2eUpgrade(p)
 		if err != nil {
 			t.Fatalf("tunnel %d: %v", i, err)
 		}
@@ -916,8 +971,8 @@ func e2eClients(t *testing.T) {
 }
 
 // e2eUpgrade opens one WebSocket through wsgate.
-func e2eUpgrade(addr string) (net.Conn, *bufio.Reader, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+func e2eUpgrade(p e2eParams) (net.Conn, *bufio.Reader, error) {
+	c, err := p.dial(10 * time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -981,7 +1036,7 @@ func startE2ELoad(p e2eParams, rate float64) *e2eLoad {
 				}
 				if c == nil {
 					var err error
-					if c, err = net.DialTimeout("tcp", p.Listen, 5*time.Second); err != nil {
+					if c, err = p.dial(5 * time.Second); err != nil {
 						l.fail("dial: " + err.Error())
 						c = nil
 						continue
@@ -1028,7 +1083,7 @@ func (l *e2eLoad) churn(p e2eParams) {
 		case <-tick.C:
 		}
 		err := func() error {
-			c, br, err := e2eUpgrade(p.Listen)
+			c, br, err := e2eUpgrade(p)
 			if err != nil {
 				return err
 			}
