@@ -235,12 +235,14 @@ func (s *Server) sweepPass() int {
 	return int(staying.Load())
 }
 
-// staysHere: cc will never be passed, whatever it does next (a TLS 1.2 client, or a TLS one
-// that has ended its side: passtls.go). It finishes here and closes at its boundary once passing
-// has ended. A handshake still running may end in TLS 1.3: it is waited for.
+// staysHere: the hand-off does not wait for cc: a TLS 1.2 client or a TLS one that has ended its
+// side (passtls.go) never passes, and a TLS handshake still running is not waited for either (a
+// scanner's or a slow client's half handshake must not hold an upgrade for the whole window): if
+// it ends in TLS 1.3 while passing is still on, it passes at its first boundary; otherwise it
+// finishes here and closes at its boundary once passing has ended.
 func (cc *clientConn) staysHere() bool {
 	t := cc.tls
-	return t != nil && t.hs == nil && !t.travels()
+	return t != nil && !t.travels()
 }
 
 // passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds as it

@@ -69,7 +69,8 @@ func recordUpgrade(t *testing.T, c *recordClient, peers chan *rawPeer) *rawPeer 
 // session (keys, sequence numbers, a half-received record, bytes in flight both ways) and carry
 // on in the successor, where a KeyUpdate each way still works; a TLS 1.2 connection and a TLS 1.2
 // WSS tunnel stay: the idle connection is closed with close_notify once passing ends, the tunnel
-// keeps relaying in the old server until it closes. The hand-off does not wait for what stays.
+// keeps relaying in the old server until it closes. The hand-off does not wait for what stays, nor
+// for a client stuck in the middle of its ClientHello.
 func TestPassTLS(t *testing.T) {
 	ab, aPeers := mixedBackend(t, "a")
 	b := nameOnly(t, "b")
@@ -109,6 +110,11 @@ func TestPassTLS(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { return old.Stats().Tunnels == 2 }) {
 		t.Fatalf("old: %d tunnels before, want 2", old.Stats().Tunnels)
 	}
+
+	// A client that connected and sent half a ClientHello: its handshake has not started, and
+	// the hand-off must not wait for it.
+	slow := dialRaw(t, addr)
+	slow.send(t, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
 
 	// In flight while the successor takes over: half a record of part13's next request, bytes
 	// both ways in the TLS 1.3 tunnel.
@@ -154,7 +160,7 @@ func TestPassTLS(t *testing.T) {
 		kinds[p.Kind]++
 	}
 	if took := time.Since(start); kinds[loop.PassIdleConn] != 2 || kinds[loop.PassTunnel] != 1 || took > 3*time.Second {
-		t.Fatalf("passed %d conns and %d tunnels in %v, want 2 and 1 without waiting for the TLS 1.2 ones", kinds[loop.PassIdleConn], kinds[loop.PassTunnel], took)
+		t.Fatalf("passed %d conns and %d tunnels in %v, want 2 and 1 without waiting for the TLS 1.2 ones and the half handshake", kinds[loop.PassIdleConn], kinds[loop.PassTunnel], took)
 	}
 
 	// The TLS 1.3 connections carry on in the successor.
@@ -213,6 +219,7 @@ func TestPassTLS(t *testing.T) {
 		t.Fatalf("backend of the TLS 1.2 tunnel after the client's close: read %d, %v; want EOF", n, err)
 	}
 	peer12.Conn.Close()
+	slow.Close()
 	if !waitFor(5*time.Second, func() bool { st := old.Stats(); return st.Tunnels == 0 && st.Conns == 0 }) {
 		st := old.Stats()
 		t.Fatalf("old server still holds %d conns and %d tunnels", st.Conns, st.Tunnels)
