@@ -128,7 +128,9 @@ func (s *Server) drained() bool { return s.conns.Load() == 0 && s.plane.OpenTunn
 func (s *Server) Draining() bool { return s.draining.Load() }
 
 // closeIdleConns ends, on every loop, the client conns that wait for a request and have not
-// started one: a lingering close (closing.go), as for any conn that closes after an answer.
+// started one: a lingering close (closing.go), as for any conn that closes after an answer. A TLS
+// conn still in its handshake is not idle (its first request follows the handshake): it is
+// served once, with Connection: close.
 func (s *Server) closeIdleConns() {
 	s.loopsMu.Lock()
 	lss := make([]*loopState, 0, len(s.loops))
@@ -139,7 +141,7 @@ func (s *Server) closeIdleConns() {
 	for _, ls := range lss {
 		_ = ls.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			for cc := range ls.clients {
-				if cc.state == stateReadingHead && !cc.headStarted && cc.inboundLen() == 0 {
+				if cc.state == stateReadingHead && !cc.headStarted && cc.inboundLen() == 0 && !cc.handshaking() {
 					cc.startClosing()
 				}
 			}
@@ -162,3 +164,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// handshaking: cc is a TLS client whose handshake has not ended.
+func (cc *clientConn) handshaking() bool { return cc.tls != nil && cc.tls.hs != nil }

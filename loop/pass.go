@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsgate/wsgate/route"
 	"github.com/wsgate/wsgate/splice"
+	"github.com/wsgate/wsgate/tlsterm"
 )
 
 // Passing connections to a successor process (binary upgrade, docs/lifecycle.md).
@@ -236,13 +237,21 @@ func (s *Server) sweepPass() int {
 }
 
 // staysHere: the hand-off does not wait for cc: a TLS 1.2 client or a TLS one that has ended its
-// side (passtls.go) never passes, and a TLS handshake still running is not waited for either (a
-// scanner's or a slow client's half handshake must not hold an upgrade for the whole window): if
-// it ends in TLS 1.3 while passing is still on, it passes at its first boundary; otherwise it
-// finishes here and closes at its boundary once passing has ended.
+// side (passtls.go) never passes, and a client whose ClientHello is still incomplete is not
+// waited for (a scanner's or a slow client's half ClientHello must not hold an upgrade for the
+// whole window): if its handshake ends in TLS 1.3 while passing is still on, it passes at its
+// first boundary; otherwise it finishes here, serves one request and closes. A handshake under
+// way (ClientHello complete: crypto/tls is at work, or waits for a slot) is waited for: it ends
+// in milliseconds, and its conn then passes.
 func (cc *clientConn) staysHere() bool {
 	t := cc.tls
-	return t != nil && !t.travels()
+	switch {
+	case t == nil:
+		return false
+	case t.hs != nil:
+		return t.hs.State() == tlsterm.StateNeedHello
+	}
+	return !t.travels()
 }
 
 // passable: at a request boundary, with nothing of ours in flight, on a socket gnet holds as it

@@ -1,12 +1,16 @@
 package loop_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,5 +227,67 @@ func TestPassTLS(t *testing.T) {
 	if !waitFor(5*time.Second, func() bool { st := old.Stats(); return st.Tunnels == 0 && st.Conns == 0 }) {
 		st := old.Stats()
 		t.Fatalf("old server still holds %d conns and %d tunnels", st.Conns, st.Tunnels)
+	}
+}
+
+// gatedConn lets a TLS client's first flight through and holds its next writes (its Finished)
+// until open is closed: the server is mid-handshake meanwhile.
+type gatedConn struct {
+	net.Conn
+	writes atomic.Int32
+	open   chan struct{}
+}
+
+func (c *gatedConn) Write(b []byte) (int, error) {
+	if c.writes.Add(1) > 1 {
+		<-c.open
+	}
+	return c.Conn.Write(b)
+}
+
+// A drain that closes the listeners while a TLS client is in the middle of its handshake does not
+// cut it (it is not an idle keep-alive connection): the handshake completes and its first request
+// is answered, with Connection: close. Before, the drain's idle sweep closed it and the client's
+// handshake failed with EOF.
+func TestDrainKeepsTLSHandshakes(t *testing.T) {
+	b := nameOnly(t, "b")
+	srv, addr, _ := startTLSProxy(t, b.Addr)
+	nc, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	g := &gatedConn{Conn: nc, open: make(chan struct{})}
+	c := tls.Client(g, clientTLS(t, tls13))
+	hs := make(chan error, 1)
+	go func() { hs <- c.Handshake() }()
+	// The server has the ClientHello and answered: it waits for the client's Finished.
+	if !waitFor(5*time.Second, func() bool { return srv.Stats().Conns == 1 && g.writes.Load() >= 2 }) {
+		t.Fatalf("the handshake did not get to the client's second flight: %+v", srv.Stats())
+	}
+	drained := make(chan loop.DrainReport, 1)
+	go func() {
+		drained <- srv.Drain(context.Background(), loop.DrainOptions{Timeout: 5 * time.Second, Spread: time.Second})
+	}()
+	if !waitFor(5*time.Second, srv.Draining) {
+		t.Fatal("the drain did not close the listeners")
+	}
+	time.Sleep(100 * time.Millisecond) // the idle sweep has run
+	close(g.open)
+	if err := <-hs; err != nil {
+		t.Fatalf("handshake across the drain's start: %v", err)
+	}
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the first request of a conn whose handshake spanned the drain's start: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "b /first" || !resp.Close {
+		t.Fatalf("answer %d %q, Connection: close %v; want 200 with Connection: close", resp.StatusCode, body, resp.Close)
+	}
+	if rep := <-drained; !rep.Empty {
+		t.Fatalf("drain: %+v", rep)
 	}
 }
