@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync/atomic"
 	"time"
 )
@@ -22,6 +23,11 @@ type Config struct {
 	Metrics http.Handler // served on /metrics (metrics.Registry.Handler); nil: /metrics is 404
 	Pprof   bool         // serve /debug/pprof/ (-admin-pprof)
 	Logger  *slog.Logger // default slog.Default()
+
+	// Listener, when set, is served instead of listening on Addr: the listener a binary upgrade's
+	// successor inherits from its predecessor (issue 12), so the admin address never stops
+	// answering. Start owns it from the call on.
+	Listener net.Listener
 }
 
 // Server is a running admin listener.
@@ -39,9 +45,12 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin listener %s: %w", cfg.Addr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, fmt.Errorf("admin listener %s: %w", cfg.Addr, err)
+		}
 	}
 	s := &Server{ln: ln, done: make(chan struct{})}
 	mux := http.NewServeMux()
@@ -94,6 +103,16 @@ func plain(w http.ResponseWriter, code int, body string) {
 
 // Addr is the address the admin listener is bound to.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// File returns a duplicate of the listening socket, for a binary upgrade's successor (issue 12):
+// it serves the same socket (Config.Listener) and the address never stops answering.
+func (s *Server) File() (*os.File, error) {
+	fl, ok := s.ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("admin listener %T cannot be passed on", s.ln)
+	}
+	return fl.File()
+}
 
 // SetReady sets what /readyz answers: 200 while wsgate accepts new work, 503 from the moment a
 // drain starts (issue 12) or before the proxy listener is up.

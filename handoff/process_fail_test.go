@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -388,4 +389,40 @@ func TestSuccessorRepeatedUpgrades(t *testing.T) {
 	cp.cmd("exit")
 	waitGone(t, last, 30*time.Second)
 	tr.close()
+}
+
+// exec.Cmd puts extra files in blocking mode, and O_NONBLOCK belongs to the open file
+// description that the caller's own copy shares: a listener the old process still serves from
+// Go's netpoller would then block in accept. StartSuccessor puts it back.
+func TestStartSuccessorKeepsCallersFilesNonblocking(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	nonblock := func() bool {
+		rc, _ := ln.(*net.TCPListener).SyscallConn()
+		var fl int
+		rc.Control(func(fd uintptr) { fl, _ = unix.FcntlInt(fd, unix.F_GETFL, 0) })
+		return fl&unix.O_NONBLOCK != 0
+	}
+	if !nonblock() {
+		t.Fatal("the listener is blocking before the test")
+	}
+	_, err = StartSuccessor(context.Background(), SuccessorConfig{
+		Args:  []string{"-test.run=^$"},
+		Env:   append(os.Environ(), childEnv+"=exit3"),
+		Files: []NamedFile{{Name: "listener", File: f}},
+	})
+	if err == nil {
+		t.Fatal("the exit3 child said READY")
+	}
+	if !nonblock() {
+		t.Fatal("StartSuccessor left the caller's listener in blocking mode")
+	}
 }

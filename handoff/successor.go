@@ -111,7 +111,20 @@ func StartSuccessor(ctx context.Context, cfg SuccessorConfig) (*Sender, error) {
 	for _, nf := range cfg.Files {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, nf.File)
 	}
+	// exec.Cmd puts every extra file in blocking mode (os.File.Fd). O_NONBLOCK belongs to the
+	// open file description, which the caller's own copies share (a listener it still serves
+	// from Go's netpoller, where an accept that finds nothing must not block): put it back once
+	// the child has its copies. The child sets what it needs itself.
+	nonblock := make([]bool, len(cfg.Files))
+	for i, nf := range cfg.Files {
+		nonblock[i] = isNonblock(nf.File)
+	}
 	err = cmd.Start()
+	for i, nf := range cfg.Files {
+		if nonblock[i] {
+			setNonblock(nf.File)
+		}
+	}
 	theirs.Close() // the child has its copy (or there is no child)
 	if err != nil {
 		l.close()
@@ -196,6 +209,27 @@ func (c *child) stop(d time.Duration) {
 	}
 	c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.exited
+}
+
+// isNonblock reports whether f's open file description is non-blocking, without changing it
+// (f.Fd would).
+func isNonblock(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	nb := false
+	rc.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nb = err == nil && fl&unix.O_NONBLOCK != 0
+	})
+	return nb
+}
+
+func setNonblock(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetNonblock(int(fd), true) })
+	}
 }
 
 func withoutVar(env []string, name string) []string {

@@ -76,11 +76,11 @@ type clientConn struct {
 func newClientConn(ls *loopState, c wire, ip []byte) *clientConn {
 	s := ls.srv
 	cc := &clientConn{srv: s, ls: ls, c: c, out: outq{fd: c.Fd(), acct: &s.queuedBytes}, ip: ip,
-		clientHash: route.HashClient(ip), headTimeout: s.cfg.HeaderTimeout}
+		clientHash: route.HashClient(ip), headTimeout: time.Duration(s.headerTimeout.Load())}
 	lim := httpparse.DefaultLimits()
 	lim.MaxHeadBytes = s.cfg.MaxHeadBytes
 	cc.parser.Limits = lim
-	cc.deadline = ls.now() + int64(s.cfg.HeaderTimeout)
+	cc.deadline = ls.now() + int64(cc.headTimeout)
 	ls.clients[cc] = struct{}{}
 	return cc
 }
@@ -278,7 +278,7 @@ func (cc *clientConn) beginExchange(req *httpparse.Request, upgrade bool, r *rou
 	cc.ex = exchange{
 		isHEAD:       string(req.Method) == "HEAD", // methods are case-sensitive (RFC 9110 9.1): "head" has a body
 		idempotent:   isIdempotent(req.Method),
-		closeAfter:   !req.KeepAlive,
+		closeAfter:   !req.KeepAlive || s.draining.Load(), // drain.go: Connection: close
 		upgrade:      upgrade,
 		reqFraming:   req.Framing,
 		reqLeft:      req.ContentLength,

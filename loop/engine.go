@@ -131,9 +131,11 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 		loops:       make(map[gnet.EventLoop]*loopState),
 		tickDone:    make(chan struct{}),
 		superDone:   make(chan struct{}),
+		relistened:  make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 	s.routes.Store(table)
+	s.headerTimeout.Store(int64(cfg.HeaderTimeout))
 	s.obs.init(&cfg, table)
 	s.startObs()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -174,6 +176,7 @@ func (s *Server) startRun() (*engineRun, error) {
 			return nil, err
 		}
 	}
+	before := s.listenerInodes()
 	go func() {
 		r.err = gnet.Run(s.h, "tcp://"+s.addr,
 			gnet.WithMulticore(true),
@@ -190,6 +193,7 @@ func (s *Server) startRun() (*engineRun, error) {
 	}()
 	select {
 	case <-r.running:
+		s.recordListeners(before) // what StopAccepting closes (stopaccept_linux.go)
 		return r, nil
 	case <-r.exited:
 	}
@@ -220,15 +224,31 @@ func (s *Server) supervise(r *engineRun) {
 		select {
 		case <-s.ctx.Done():
 			s.stopRun(r)
+			s.stopRetired()
 			return
+		case <-s.relistened:
+			// Relisten (relisten.go) started a new engine: supervise that one; the old one keeps
+			// its connections, without listeners, until Stop.
+			s.engMu.Lock()
+			r = s.run
+			s.engMu.Unlock()
+			continue
 		case <-r.exited:
 		}
 		if s.ctx.Err() != nil {
+			s.stopRetired()
 			return
 		}
 		cause := "gnet.Run returned"
 		if e := s.gnetErr.Load(); e != nil {
 			cause = *e
+		}
+		if s.noListen.Load() {
+			// Draining or handing over: the listeners stay closed. Tunnels are not affected.
+			s.log.Error("engine stopped unexpectedly while not accepting: client connections held by the event loops are closed; listeners not restarted (tunnels are not affected)",
+				"listen", s.addr, "cause", cause)
+			s.forgetLoops()
+			return
 		}
 		s.log.Error("engine stopped unexpectedly: client connections held by the event loops are closed; restarting the listeners (tunnels are not affected)",
 			"listen", s.addr, "cause", cause, "run_for", time.Since(r.started).Round(time.Millisecond))

@@ -335,6 +335,7 @@ func (cc *clientConn) relayResponse(bc *backendConn) {
 				continue
 			}
 			ex.startResponse(resp)
+			ex.closeAfter = ex.closeAfter || s.draining.Load() // drain.go: Connection: close from now on
 			cc.noteResponse(resp.Status)
 			o.close = ex.closeAfter
 			head := appendResponseHead(ls.scratch[:0], resp, &o)
@@ -438,7 +439,9 @@ func (cc *clientConn) finishExchange() {
 	if !ex.reqDone {
 		ex.closeAfter = true
 	}
-	if ex.closeAfter {
+	if ex.closeAfter || (cc.srv.draining.Load() && cc.inboundLen() == 0) {
+		// Draining (drain.go): the conn ends at this boundary; a request the client pipelined
+		// behind this one is served first, with Connection: close.
 		cc.startClosing()
 		return
 	}
@@ -448,6 +451,9 @@ func (cc *clientConn) finishExchange() {
 		cc.headTimeout = ex.route.HeaderTimeout // a route's header timeout applies to the next head
 	}
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
+	if cc.srv.pass.active.Load() && cc.pass() {
+		return // a binary upgrade took the conn at this boundary (pass.go)
+	}
 	cc.process() // pipelined requests already here (a no-op when called from inside process)
 }
 

@@ -63,6 +63,14 @@ func (s *Server) SetRoutes(t *route.Table) {
 	}
 }
 
+// SetHeaderTimeout changes the global request head timeout (-header-timeout) for heads that
+// start from now on (a reload); a route's own header timeout still applies after its exchanges.
+func (s *Server) SetHeaderTimeout(d time.Duration) {
+	if d > 0 {
+		s.headerTimeout.Store(int64(d))
+	}
+}
+
 // Routes returns the route table in use.
 func (s *Server) Routes() *route.Table { return s.routes.Load() }
 
@@ -199,7 +207,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 		obs:        cc.beginObs(req, r),
 	}
 	cc.consume(n)
-	if status != 404 || upgrade || !req.KeepAlive || req.Framing != httpparse.FramingNone {
+	if status != 404 || upgrade || !req.KeepAlive || req.Framing != httpparse.FramingNone || cc.srv.draining.Load() {
 		resp, why := notFoundClose, accesslog.NoRoute
 		if status == 403 {
 			resp, why = upgradeForbidden, accesslog.WebSocketRefused
@@ -221,7 +229,7 @@ func (cc *clientConn) answerLocal(req *httpparse.Request, n int, upgrade bool, s
 	cc.endRequest(404, accesslog.NoRoute, "", 0)
 	cc.state = stateReadingHead
 	cc.headStarted = false
-	cc.headTimeout = cc.srv.cfg.HeaderTimeout
+	cc.headTimeout = time.Duration(cc.srv.headerTimeout.Load())
 	cc.deadline = cc.ls.now() + int64(cc.srv.cfg.IdleTimeout)
 	return true
 }

@@ -41,6 +41,10 @@ type Server struct {
 	routes   atomic.Pointer[route.Table]
 	ownTable *route.Table // built by Start from Config.Backend; closed by Stop
 
+	// headerTimeout is -header-timeout (nanoseconds): the first head of a conn, and the next
+	// one after a local answer, run under it; a reload may change it (SetHeaderTimeout).
+	headerTimeout atomic.Int64
+
 	// engine supervision (engine.go)
 	engMu     sync.Mutex
 	run       *engineRun             // the current gnet.Run
@@ -51,6 +55,18 @@ type Server struct {
 	errMu     sync.Mutex
 	err       error
 	restarts  atomic.Int64
+
+	// Closing and re-opening the listeners (stopaccept_linux.go, relisten.go).
+	noListen   atomic.Bool   // the listeners were closed on purpose (drain, upgrade): never restart them
+	listeners  []listenerID  // the current engine's listening sockets, under engMu
+	lnErr      error         // why they could not be found
+	relistened chan struct{} // Relisten replaced run
+	retired    []*engineRun  // engines whose listeners were closed before a Relisten, under engMu
+
+	// draining (drain.go): every response says Connection: close and every client conn ends at
+	// its next response boundary.
+	draining atomic.Bool
+	pass     passer // passing client conns to a successor (pass.go)
 
 	loopsMu sync.Mutex
 	loops   map[gnet.EventLoop]*loopState
@@ -176,6 +192,8 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		v.reattached(c)
 	case *backendConn:
 		v.opened(c)
+	case *adoptedConn: // from the predecessor, or back from the hand-off (pass.go)
+		h.s.loopFor(c.EventLoop()).adopted(c, v)
 	case nil:
 		s := h.s
 		ls := s.loopFor(c.EventLoop())

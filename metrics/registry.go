@@ -69,6 +69,20 @@ func (r *Registry) Route(name string) int {
 	return i
 }
 
+// RouteName is the name of route index i ("" when there is none): a tunnel passed to a binary
+// upgrade's successor carries its route by name, since indexes are this registry's own.
+func (r *Registry) RouteName(i int) string {
+	if r == nil {
+		return ""
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if i < 0 || i >= len(r.routeNames) {
+		return ""
+	}
+	return r.routeNames[i]
+}
+
 // Backend returns the index of backend address addr ("127.0.0.1:3000"), registering it on first
 // use; the same rules as Route. Two routes that share an address share its series.
 func (r *Registry) Backend(addr string) int {

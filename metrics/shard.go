@@ -106,6 +106,31 @@ func (s *Shard) TunnelOpened(route int) {
 	s.active[PhaseTunnel].add(1)
 }
 
+// TunnelPassed is a tunnel leaving this process for a binary upgrade's successor (issue 12): it
+// did not close (no close is counted), it is simply not this process's any more:
+// tunnels_active{route} and connections_active{phase="tunnel"} go down.
+func (s *Shard) TunnelPassed(route int) {
+	if s == nil {
+		return
+	}
+	if c := s.route(route); c != nil {
+		c.tunnelsActive.add(-1)
+	}
+	s.active[PhaseTunnel].add(-1)
+}
+
+// TunnelAdopted is a tunnel arriving from a binary upgrade's predecessor: tunnels_active{route}
+// and connections_active{phase="tunnel"} go up (it never was in this process's HTTP plane).
+func (s *Shard) TunnelAdopted(route int) {
+	if s == nil {
+		return
+	}
+	if c := s.route(route); c != nil {
+		c.tunnelsActive.add(1)
+	}
+	s.active[PhaseTunnel].add(1)
+}
+
 // TunnelBytes adds n bytes moved in direction dir of a tunnel on route: the tunnel loop calls it
 // with every splice/read/write return value, so the counter moves while the tunnel is open.
 func (s *Shard) TunnelBytes(route int, dir Direction, n int) {

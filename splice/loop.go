@@ -105,6 +105,7 @@ type conn struct {
 	finAt    uint32 // tick at which the fin timeout fires, 0 = none
 	route    int32  // tunnel: metrics route index (Tunnel.Route, Upgrade.Route)
 	first    uint8  // tunnel: 1 + the direction that finished first (0: none yet), for the close reason
+	carried  bool   // tunnel: its byte counts were counted before (adopted or given back, export.go): attach does not count them again
 	started  int64  // tunnel: Plane.mono() when it became one (Tunnel, or the switch), for the lifetime
 	tnext    int32  // wheel neighbours as slots (-1: none): two int32s rather than two pointers keep
 	tprev    int32  // the conn in its size class with the TLS pointer below (tls.go)
@@ -146,6 +147,7 @@ type loop struct {
 
 	mu       sync.Mutex
 	queue    []*conn
+	cmds     []func() // run on the loop after the queued conns attach (control.go)
 	stopping bool
 
 	// Owned by the loop goroutine.
@@ -195,7 +197,7 @@ func (l *loop) submit(c *conn) bool {
 		l.mu.Unlock()
 		return false
 	}
-	wake := len(l.queue) == 0
+	wake := len(l.queue) == 0 && len(l.cmds) == 0
 	l.queue = append(l.queue, c)
 	l.mu.Unlock()
 	if wake {
@@ -267,6 +269,8 @@ func (l *loop) run() {
 			l.poll.drainWake()
 			l.mu.Lock()
 			pending, l.queue = l.queue, pending[:0]
+			cmds := l.cmds
+			l.cmds = nil
 			stopping := l.stopping
 			l.mu.Unlock()
 			for i, c := range pending {
@@ -274,6 +278,9 @@ func (l *loop) run() {
 				l.attach(c)
 			}
 			pending = pending[:0]
+			for _, f := range cmds {
+				f()
+			}
 			if stopping {
 				return
 			}
@@ -307,7 +314,9 @@ func (l *loop) attach(c *conn) {
 		l.st.transfers.Add(1)
 	} else {
 		l.st.tunnels.Add(1) // c.idle was set by Tunnel (its own or the Config's)
-		l.countPending(c)
+		if !c.carried {
+			l.countPending(c)
+		}
 		if c.t != nil {
 			l.tlsCount(c)
 		}
@@ -1025,5 +1034,14 @@ func (l *loop) shutdown() {
 	l.pipes = nil
 	l.st.bufsIdle.Add(-int64(len(l.bufs)))
 	l.bufs = nil
+	// Commands queued before the loop stopped still run (do refuses new ones): whoever waits
+	// for one gets its answer, against an empty loop.
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for _, f := range cmds {
+		f()
+	}
 	l.poll.close()
 }

@@ -1,6 +1,7 @@
 package tlsterm
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
@@ -23,13 +24,17 @@ type CertPair struct {
 // *.example.com); the first pair is the default for clients without SNI or
 // with a name no certificate has. Reload re-reads the same files and swaps
 // the whole set atomically, or keeps the old one when any file is bad;
-// established connections never look at it again.
+// Replace swaps in another store's files and certificates (a reload that
+// checks everything before it applies anything); established connections
+// never look at it again.
 type CertStore struct {
-	pairs []CertPair
-	cur   atomic.Pointer[certSet]
+	cur atomic.Pointer[certSet]
 }
 
+// certSet is what a store serves: the files with what they held when read,
+// swapped as one.
 type certSet struct {
+	pairs []CertPair
 	certs []*tls.Certificate
 	exact map[string]*tls.Certificate
 	wild  map[string]*tls.Certificate // "example.com" for *.example.com
@@ -40,18 +45,18 @@ func LoadCerts(pairs ...CertPair) (*CertStore, error) {
 	if len(pairs) == 0 {
 		return nil, errors.New("tlsterm: no certificate/key pair")
 	}
-	s := &CertStore{pairs: append([]CertPair(nil), pairs...)}
-	set, err := loadSet(s.pairs)
+	set, err := loadSet(append([]CertPair(nil), pairs...))
 	if err != nil {
 		return nil, err
 	}
+	s := &CertStore{}
 	s.cur.Store(set)
 	return s, nil
 }
 
 // Reload re-reads the files. On error the certificates in use stay.
 func (s *CertStore) Reload() error {
-	set, err := loadSet(s.pairs)
+	set, err := loadSet(s.cur.Load().pairs)
 	if err != nil {
 		return err
 	}
@@ -59,8 +64,43 @@ func (s *CertStore) Reload() error {
 	return nil
 }
 
+// Replace makes s serve what next was loaded with (its files and the
+// certificates read from them) in one atomic swap. A caller that reloads
+// more than certificates reads them with LoadCerts first, checks the rest,
+// and replaces only when everything is good. next must not be reloaded
+// afterwards (the two stores share the set).
+func (s *CertStore) Replace(next *CertStore) {
+	s.cur.Store(next.cur.Load())
+}
+
+// Pairs returns the files the certificates in use were read from.
+func (s *CertStore) Pairs() []CertPair {
+	return append([]CertPair(nil), s.cur.Load().pairs...)
+}
+
+// SameCertificates reports whether s and other serve the same chains
+// (byte for byte, in the same order): a reload that re-read unchanged files
+// changed nothing.
+func (s *CertStore) SameCertificates(other *CertStore) bool {
+	a, b := s.cur.Load().certs, other.cur.Load().certs
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if len(a[i].Certificate) != len(b[i].Certificate) {
+			return false
+		}
+		for j := range a[i].Certificate {
+			if !bytes.Equal(a[i].Certificate[j], b[i].Certificate[j]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func loadSet(pairs []CertPair) (*certSet, error) {
-	set := &certSet{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
+	set := &certSet{pairs: pairs, exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
 	for _, p := range pairs {
 		c, err := loadPair(p)
 		if err != nil {

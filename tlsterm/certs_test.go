@@ -151,3 +151,63 @@ func TestLoadCertsErrors(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// Replace swaps in another store's files and certificates at once: the next
+// handshake gets the new certificate, a connection established before keeps
+// working, Reload afterwards re-reads the new files, and SameCertificates
+// tells a changed chain from an unchanged one.
+func TestCertReplace(t *testing.T) {
+	dir := t.TempDir()
+	first := issue(t, dir, "first", false, "localhost")
+	store, err := LoadCerts(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newTestServer(t, Config{Certs: store})
+	tl := listen(t, srv, harnessOpts{})
+	old, err := tls.Dial("tcp", tl.addr(), clientConfig(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	oldSerial := old.ConnectionState().PeerCertificates[0].SerialNumber
+
+	again, err := LoadCerts(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !store.SameCertificates(again) {
+		t.Fatal("the same files read twice differ")
+	}
+	second := issue(t, dir, "second", false, "localhost", "second.example")
+	next, err := LoadCerts(second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if store.SameCertificates(next) {
+		t.Fatal("another certificate counts as the same")
+	}
+	store.Replace(next)
+	if p := store.Pairs(); len(p) != 1 || p[0] != second {
+		t.Fatalf("pairs after Replace: %v, want %v", p, second)
+	}
+	st := echo(t, tl.addr(), clientConfig(t), "y")
+	tl.next(t)
+	if st.PeerCertificates[0].SerialNumber.Cmp(oldSerial) == 0 {
+		t.Fatal("Replace did not take")
+	}
+	if got := store.Names(); len(got) != 2 || got[1] != "second.example" {
+		t.Fatalf("names after Replace: %v", got)
+	}
+	// Reload reads the replacing store's files now: a bad one there is named.
+	os.WriteFile(second.KeyFile, []byte("not a key"), 0o600)
+	if err := store.Reload(); err == nil || !strings.Contains(err.Error(), second.KeyFile) {
+		t.Fatalf("reload after Replace: %v", err)
+	}
+	old.SetDeadline(timeIn(10))
+	old.Write([]byte("still here"))
+	buf := make([]byte, 10)
+	if _, err := readFull(old, buf); err != nil || string(buf) != "still here" {
+		t.Fatalf("established connection after Replace: %q %v", buf, err)
+	}
+}

@@ -38,6 +38,13 @@ type options struct {
 	origins        []string     // per route: where it was written
 	file           *config.Config
 
+	// The drain (SIGTERM; lifecycle.go, docs/lifecycle.md).
+	drainDelay, drainTimeout, closeSpread time.Duration
+
+	// values is every flag's value as text once the command line and the file are applied: a
+	// reload compares them with the running ones (reload.go).
+	values map[string]string
+
 	// Observability (docs/observability.md).
 	admin      string           // -admin: the admin listener's address, "" = off
 	adminPprof bool             // -admin-pprof
@@ -55,7 +62,8 @@ type options struct {
 // their "none" value, -1.
 const zeroRule = `A value of 0 means "none" only where the flag says so (-backend-idle, -pipe-pool-max,
 -max-pipes: keep none; -pipe-size: the kernel's default; -tunnel-idle-timeout, -tunnel-fin-timeout,
--memory-return: no limit); every other count or timeout must be more than 0.`
+-memory-return: no limit; -drain-delay, -drain-timeout, -close-spread: no wait); every other count
+or timeout must be more than 0.`
 
 // flagSet builds the flag set over o with the documented defaults.
 func flagSet(o *options) (*flag.FlagSet, *string) {
@@ -103,6 +111,9 @@ func flagSet(o *options) (*flag.FlagSet, *string) {
 	fs.IntVar(&c.Tunnel.MaxPipes, "max-pipes", c.Tunnel.MaxPipes, "pipes the tunnel plane may hold, busy and idle; past it tunnels copy (0 = no pipes; unset: a quarter of -max-conns)")
 	fs.DurationVar(&c.Tunnel.IdleTimeout, "tunnel-idle-timeout", c.Tunnel.IdleTimeout, "close a tunnel quiet both ways this long (0 = never: tails are quiet for hours)")
 	fs.DurationVar(&c.Tunnel.FinTimeout, "tunnel-fin-timeout", c.Tunnel.FinTimeout, "after one side of a tunnel finished, the other gets this long (0 = no limit)")
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "on SIGTERM, keep accepting this long after /readyz turned 503, so a load balancer can take wsgate out first (0 = close the listeners at once)")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, once the listeners are closed, tunnels may stay this long (0 = no wait: start closing them at once)")
+	fs.DurationVar(&o.closeSpread, "close-spread", 10*time.Second, "on SIGTERM, the tunnels left after -drain-timeout are closed evenly over this long, so their clients do not reconnect all at once (0 = no wait: all at once)")
 	fs.DurationVar(&o.memEvery, "memory-return", o.memEvery, "once the heap is quiet, hand freed memory back to the OS at most this often (0 = leave it to the Go runtime)")
 	o.headerNames = fs.String("header-names", c.HeaderNames.String(), "request field names with bytes other than A-Z a-z 0-9 and - (X_Forwarded_For): drop them, or reject the request with 400")
 	o.tls.flags(fs)
@@ -173,6 +184,8 @@ func parseCommandLine(args []string) (options, error) {
 		}
 		return o, err
 	}
+	o.values = map[string]string{}
+	fs.VisitAll(func(f *flag.Flag) { o.values[f.Name] = f.Value.String() })
 	return o, nil
 }
 
@@ -297,6 +310,16 @@ func validate(o *options) error {
 	} {
 		if d.val < 0 {
 			return badValue(d.name[1:], "%s %v: want 0 (no limit) or more", d.name, d.val)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		val  time.Duration
+	}{
+		{"-drain-delay", o.drainDelay}, {"-drain-timeout", o.drainTimeout}, {"-close-spread", o.closeSpread},
+	} {
+		if d.val < 0 {
+			return badValue(d.name[1:], "%s %v: want 0 (no wait) or more", d.name, d.val)
 		}
 	}
 	if _, err := route.ParseBalance(o.balance); err != nil {
@@ -509,9 +532,14 @@ func printUsage(w io.Writer) {
 	fs, _ := flagSet(&o)
 	fmt.Fprintf(w, "Usage: wsgate -listen ADDR -backend HOST:PORT [flags]\n")
 	fmt.Fprintf(w, "       wsgate -listen ADDR -route [HOST]/PREFIX=ADDR[,ADDR...] [-route ...] [flags]\n")
-	fmt.Fprintf(w, "       wsgate -config FILE [flags]      (flags override the file; wsgate -check-config -config FILE checks it)\n\n")
+	fmt.Fprintf(w, "       wsgate -config FILE [flags]      (flags override the file; wsgate -check-config -config FILE checks it)\n")
+	fmt.Fprintf(w, "       wsgate upgrade -listen ADDR      (binary upgrade of the wsgate serving ADDR; see wsgate upgrade -h)\n\n")
 	fmt.Fprintf(w, "HTTP/1.1 and WebSocket edge reverse proxy. Exit status: 0 clean stop, 1 failure, 2 bad command line.\n")
-	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT stop (a second one exits at once); SIGHUP re-reads the TLS certificates (-tls-cert/-tls-key), otherwise it is logged and ignored; SIGUSR1 reopens the -access-log file; SIGUSR2 is logged and ignored.\n\n")
+	fmt.Fprintf(w, "Signals: SIGTERM/SIGINT drain, then exit 0 (a second one exits at once); SIGHUP reloads -config, the\n")
+	fmt.Fprintf(w, "routes and the -tls-cert/-tls-key files in one go (anything bad refuses all of it, and what runs stays);\n")
+	fmt.Fprintf(w, "SIGUSR2 upgrades to the binary now at this path, keeping every plain tunnel and connection (TLS ones\n")
+	fmt.Fprintf(w, "finish in the old process) (wsgate upgrade -listen ADDR does the same and prints the outcome); SIGUSR1\n")
+	fmt.Fprintf(w, "reopens the -access-log file. docs/lifecycle.md has the timelines.\n\n")
 	fmt.Fprintf(w, "%s\n\n", zeroRule)
 	fs.SetOutput(w)
 	fs.PrintDefaults()

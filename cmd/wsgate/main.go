@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,9 +33,11 @@ import (
 
 	"github.com/wsgate/wsgate/accesslog"
 	"github.com/wsgate/wsgate/admin"
+	"github.com/wsgate/wsgate/handoff"
 	"github.com/wsgate/wsgate/loop"
 	"github.com/wsgate/wsgate/metrics"
 	"github.com/wsgate/wsgate/route"
+	"github.com/wsgate/wsgate/sdnotify"
 	"github.com/wsgate/wsgate/tlsterm"
 )
 
@@ -57,6 +60,26 @@ func run(args []string, out io.Writer) int { return runIO(args, out, out) }
 
 // runIO parses args and serves until SIGINT/SIGTERM, or until the server fails for good.
 func runIO(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "upgrade" {
+		return runUpgradeCommand(args[1:], stdout, stderr) // control.go
+	}
+	// A successor started by a binary upgrade (upgrade.go) checks the hand-off socket it
+	// inherited before anything else; nil for an ordinary start.
+	succ, err := handoff.Inherited()
+	if err != nil {
+		fmt.Fprintf(stderr, "wsgate: binary upgrade: %v\n", err)
+		return exitFailure
+	}
+	code := serveIO(args, stdout, stderr, succ)
+	if succ != nil && code != exitOK {
+		// Never READY: the predecessor keeps serving; FAIL tells it why instead of an EOF.
+		succ.Fail(fmt.Errorf("the successor exited with status %d before taking over (see its log)", code))
+	}
+	return code
+}
+
+// serveIO is runIO once the hand-off socket, if any, is checked; succ is non-nil in a successor.
+func serveIO(args []string, stdout, stderr io.Writer, succ *handoff.Receiver) int {
 	o, err := parseCommandLine(args)
 	var ce configErrors
 	switch {
@@ -110,7 +133,9 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	// wsgate's own log and an access log on the same stream share one lock, so that their lines
 	// never interleave within a write.
 	stdout, stderr = &lockedWriter{w: stdout}, &lockedWriter{w: stderr}
-	logger := slog.New(accesslog.NewHandler(stderr, o.logFormat, &slog.HandlerOptions{Level: o.level}))
+	level := new(slog.LevelVar) // a reload may change it
+	level.Set(o.level)
+	logger := slog.New(accesslog.NewHandler(stderr, o.logFormat, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
 	cfg.Logger = logger
 	cfg.Tunnel.Logger = logger
@@ -121,8 +146,10 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	table.Start() // active health probes, off the event loops
-	defer table.Close()
 	cfg.Routes = table
+	if succ != nil {
+		cfg.ListenLock = succ.File("lock") // binds beside the predecessor (upgrade.go)
+	}
 	if o.file.File != "" {
 		logger.Info("config", "file", o.file.File, "from_file", strings.Join(o.file.FromFile, ","), "overridden_by_flags", strings.Join(o.file.Overridden, ","))
 	}
@@ -151,40 +178,72 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	cfg.AccessLog = alog
+	var reg *metrics.Registry
 	var adm *admin.Server
-	if o.admin != "" {
-		reg := metrics.NewRegistry()
-		reg.SetAccessLogDropped(alog.Dropped)
-		cfg.Metrics = reg
-		if adm, err = admin.Start(admin.Config{Addr: o.admin, Metrics: reg.Handler(), Pprof: o.adminPprof, Logger: logger}); err != nil {
-			logger.Error("start failed", "admin", o.admin, "err", err)
-			return exitFailure
-		}
-		defer func() {
+	defer func() {
+		if adm != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			_ = adm.Shutdown(ctx)
-		}()
+		}
+	}()
+	startAdmin := func() error {
+		if o.admin == "" {
+			return nil
+		}
+		var ln net.Listener
+		if succ != nil {
+			ln = inheritedTCP(succ, "admin", o.admin, logger) // upgrade.go: the predecessor's, when it is the same address
+		}
+		var err error
+		adm, err = admin.Start(admin.Config{Addr: o.admin, Listener: ln, Metrics: reg.Handler(), Pprof: o.adminPprof, Logger: logger})
+		if err != nil {
+			logger.Error("start failed", "admin", o.admin, "err", err)
+			return err
+		}
 		logger.Info("admin listening", "admin", adm.Addr(), "pprof", o.adminPprof)
+		return nil
+	}
+	if o.admin != "" {
+		reg = metrics.NewRegistry()
+		reg.SetAccessLogDropped(alog.Dropped)
+		cfg.Metrics = reg
+		// /readyz answers 503 until the proxy listens. A successor starts its admin listener
+		// only once it listens: it may share the predecessor's admin socket, and must not say
+		// "not ready" there meanwhile.
+		if succ == nil && startAdmin() != nil {
+			return exitFailure
+		}
 	}
 
 	srv, err := loop.Start(cfg)
+	if cfg.ListenLock != nil {
+		cfg.ListenLock.Close() // the guard holds its own copy
+	}
 	if err != nil {
+		table.Close()
 		logger.Error("start failed", "listen", cfg.Listen, "err", err)
 		return exitFailure
 	}
+	if succ != nil && startAdmin() != nil {
+		stop(srv, sig, logger)
+		return exitFailure
+	}
 	if adm != nil {
-		adm.SetReady(true) // the proxy listens: /readyz says so (issue 12 turns it off on drain)
+		adm.SetReady(true) // the proxy listens: /readyz says so until a drain starts
 	}
 	defer startMemoryPolicy(o.memEvery, logger)()
+	var redirect *redirectServer
 	if o.tls.redirect != "" {
-		stopRedirect, err := startRedirect(o.tls.redirect, srv.Addr(), cfg.HeaderTimeout, cfg.IdleTimeout, logger)
-		if err != nil {
+		var ln net.Listener
+		if succ != nil {
+			ln = inheritedTCP(succ, "redirect", o.tls.redirect, logger) // upgrade.go: the predecessor's socket
+		}
+		if redirect, err = startRedirect(o.tls.redirect, srv.Addr(), ln, cfg.HeaderTimeout, cfg.IdleTimeout, logger); err != nil {
 			logger.Error("start failed", "listen", o.tls.redirect, "err", err)
 			stop(srv, sig, logger)
 			return exitFailure
 		}
-		defer stopRedirect()
 	}
 	if certs != nil {
 		logger.Info("serving TLS", "listen", srv.Addr(), "names", strings.Join(certs.Names(), ","), "min_version", o.tls.minVersion, "handshakes", o.tls.handshakes)
@@ -192,35 +251,33 @@ func runIO(args []string, stdout, stderr io.Writer) int {
 	logger.Debug("config", "loops", cfg.Loops, "tunnel_loops", cfg.Tunnel.Loops, "splice", cfg.Tunnel.Splice,
 		"addr", srv.Addr())
 
-	for {
-		select {
-		case s := <-sig:
-			switch s {
-			case syscall.SIGHUP:
-				if certs != nil {
-					reloadCerts(certs, logger) // established connections keep what they have; flags stay
-					continue
-				}
-				logger.Info("SIGHUP: configuration reload is not supported yet; ignored (restart wsgate to change flags)")
-				continue
-			case syscall.SIGUSR1:
-				reopenAccessLog(o.accessLog, alog, logger)
-				continue
-			case syscall.SIGUSR2:
-				logger.Info(signalName(s) + ": not used yet; ignored")
-				continue
-			}
-			logger.Info("stopping", "signal", signalName(s))
-			if adm != nil {
-				adm.SetReady(false)
-			}
-			return stop(srv, sig, logger)
-		case <-srv.Done():
-			logger.Error("the server failed and stops", "listen", srv.Addr(), "err", srv.Err())
-			stop(srv, sig, logger)
-			return exitFailure
-		}
+	lc := &lifecycle{args: args, o: o, srv: srv, table: table, log: logger, level: level, notify: sdnotify.FromEnv(), sig: sig,
+		ctl: make(chan controlRequest), alog: alog, adm: adm, reg: reg, certs: certs, redirect: redirect}
+	if adm != nil {
+		lc.setReady = adm.SetReady
 	}
+	defer func() { lc.table.Close() }() // the one in use after the last reload
+	defer lc.closeRedirect()
+	var inheritedCtl *os.File
+	if succ != nil {
+		inheritedCtl = succ.File("control")
+	}
+	if lc.ctlLn, err = listenControl(srv.Addr(), inheritedCtl, logger); err != nil {
+		logger.Warn("no control socket: `wsgate upgrade` cannot reach this process (SIGUSR2 still upgrades)", "err", err)
+	}
+	defer lc.closeControl()
+	if succ != nil {
+		if !lc.takeOver(succ) {
+			stop(srv, sig, logger)
+			return exitOK
+		}
+	} else {
+		lc.started()
+	}
+	if lc.ctlLn != nil {
+		go serveControl(lc.ctlLn, lc.ctl, logger)
+	}
+	return lc.serve()
 }
 
 // openAccessLog opens -access-log: nil for off, the process' stdout or stderr (the writers runIO

@@ -40,6 +40,9 @@ func TestBadCommandLineIsOneLineExit2(t *testing.T) {
 		{[]string{"-tunnel-idle-timeout", "-1s"}, `-tunnel-idle-timeout -1s: want 0 (no limit) or more`},
 		{[]string{"-tunnel-fin-timeout", "-1s"}, `-tunnel-fin-timeout -1s: want 0 (no limit) or more`},
 		{[]string{"-memory-return", "-1s"}, `-memory-return -1s: want 0 (no limit) or more`},
+		{[]string{"-drain-delay", "-1s"}, `-drain-delay -1s: want 0 (no wait) or more`},
+		{[]string{"-drain-timeout", "-1s"}, `-drain-timeout -1s: want 0 (no wait) or more`},
+		{[]string{"-close-spread", "-1ms"}, `-close-spread -1ms: want 0 (no wait) or more`},
 		{[]string{"-log-level", "chatty"}, `-log-level "chatty": want debug, info, warn or error`},
 		{[]string{"-log-format", "xml"}, `-log-format "xml": want text or json`},
 		{[]string{"-access-log", ""}, `-access-log "": want off, stdout, stderr or a file path`},
@@ -232,6 +235,27 @@ func TestFlagsReachConfig(t *testing.T) {
 	// run: stdout and stderr on one writer.
 	if code := run([]string{"-loops", "0"}, &out); code != 2 || out.String() != "wsgate: -loops 0: want 1 or more\n" {
 		t.Fatalf("run: exit %d, %q", code, out.String())
+	}
+}
+
+// Every flag says what a reload does with it: applied (reloadable), only a new process can change
+// it (fixed, with what that takes), or it cannot differ (the command line is the same one). A new
+// flag must be put in one of them (reload.go).
+func TestEveryFlagHasAReloadRule(t *testing.T) {
+	for _, name := range flagNames(t) {
+		n := 0
+		if reloadable[name] {
+			n++
+		}
+		if fixed[name] != "" {
+			n++
+		}
+		if commandLineOnly[name] {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("-%s is in %d of reloadable, fixed, commandLineOnly (reload.go): want exactly one", name, n)
+		}
 	}
 }
 

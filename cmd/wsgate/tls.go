@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -19,8 +20,8 @@ import (
 
 // TLS on the listener (issue 9): -tls-cert/-tls-key pairs (the first is the default, SNI picks by
 // the names in the certificates), -tls-min-version, -tls-handshakes, -ktls, -redirect-http.
-// SIGHUP re-reads the certificate files; a bad file is refused with a log line and the
-// certificates in use stay.
+// SIGHUP re-reads the certificate files as part of the one reload (reload.go): a bad file refuses
+// the whole reload with a log line, and the certificates (and routes) in use stay.
 
 type tlsOptions struct {
 	certs, keys config.StringsFlag // repeatable; in a -config file, arrays: tls_cert = ["a.pem", "b.pem"]
@@ -101,11 +102,7 @@ func sameAddr(a, b string) bool {
 
 // load reads the certificate pairs and builds the TLS server. The error names the file at fault.
 func (o *tlsOptions) load() (*tlsterm.CertStore, *tlsterm.Server, error) {
-	pairs := make([]tlsterm.CertPair, len(o.certs))
-	for i := range o.certs {
-		pairs[i] = tlsterm.CertPair{CertFile: o.certs[i], KeyFile: o.keys[i]}
-	}
-	store, err := tlsterm.LoadCerts(pairs...)
+	store, err := o.loadCerts()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -114,6 +111,16 @@ func (o *tlsOptions) load() (*tlsterm.CertStore, *tlsterm.Server, error) {
 		return nil, nil, err
 	}
 	return store, srv, nil
+}
+
+// loadCerts reads the certificate pairs (a start, -check-config, and every reload: reload.go).
+// The error names the file at fault.
+func (o *tlsOptions) loadCerts() (*tlsterm.CertStore, error) {
+	pairs := make([]tlsterm.CertPair, len(o.certs))
+	for i := range o.certs {
+		pairs[i] = tlsterm.CertPair{CertFile: o.certs[i], KeyFile: o.keys[i]}
+	}
+	return tlsterm.LoadCerts(pairs...)
 }
 
 // logKTLS says once at start what kernel TLS does here.
@@ -131,40 +138,52 @@ func (o *tlsOptions) logKTLS(logger *slog.Logger) {
 	}
 }
 
-// reload re-reads the certificates (SIGHUP). Established connections never look at the store.
-func reloadCerts(store *tlsterm.CertStore, logger *slog.Logger) {
-	if err := store.Reload(); err != nil {
-		logger.Error("SIGHUP: TLS certificates not reloaded; the certificates in use stay", "err", err)
-		return
-	}
-	logger.Info("SIGHUP: TLS certificates reloaded (other flags need a restart)", "names", strings.Join(store.Names(), ","))
-}
-
 // redirectServer is -redirect-http: plain HTTP answered with 308 to the same host and path on
 // https. It is not the hot path: net/http, with the header and idle timeouts of the main listener.
-func startRedirect(addr, tlsListen string, headerTimeout, idleTimeout time.Duration, logger *slog.Logger) (func(), error) {
+// A binary upgrade passes its listening socket to the successor (upgrade.go), as the admin one.
+type redirectServer struct {
+	srv *http.Server
+	ln  *net.TCPListener
+}
+
+// startRedirect serves addr, on ln when a predecessor passed its socket (nil: bind anew).
+func startRedirect(addr, tlsListen string, ln net.Listener, headerTimeout, idleTimeout time.Duration, logger *slog.Logger) (*redirectServer, error) {
 	_, tlsPort, _ := net.SplitHostPort(tlsListen)
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("-redirect-http %s: %w", addr, err)
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, fmt.Errorf("-redirect-http %s: %w", addr, err)
+		}
 	}
-	srv := &http.Server{
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		ln.Close()
+		return nil, fmt.Errorf("-redirect-http %s: not a TCP listener", addr)
+	}
+	r := &redirectServer{ln: tl, srv: &http.Server{
 		Handler:           redirectHandler(tlsPort),
 		ReadHeaderTimeout: headerTimeout,
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
-	}
+	}}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := r.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("redirect listener stopped", "listen", addr, "err", err)
 		}
 	}()
 	logger.Info("redirecting plain HTTP to https", "listen", ln.Addr().String(), "to_port", tlsPort)
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	}, nil
+	return r, nil
+}
+
+// File is a dup of the listening socket, for a successor.
+func (r *redirectServer) File() (*os.File, error) { return r.ln.File() }
+
+// Close stops serving: the listener closes (a successor's copy stays open), requests in flight
+// get 2 s.
+func (r *redirectServer) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = r.srv.Shutdown(ctx)
 }
 
 // redirectHandler answers 308 to https://<Host without port>[:tlsPort]<request URI>.

@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/wsgate/wsgate/internal/localca"
 )
 
@@ -224,7 +226,8 @@ func caPool(t *testing.T, file string) ([]byte, *x509.CertPool) {
 func TestBinaryTLSReloadOnSIGHUP(t *testing.T) {
 	dir := t.TempDir()
 	f := writePKI(t, dir)
-	p, addr := startTLSWsgate(t, f)
+	admin := freePort(t)
+	p, addr := startTLSWsgate(t, f, "-admin", admin)
 	_, pool1 := caPool(t, f.CA)
 	serial := func(pool *x509.CertPool) (string, error) {
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
@@ -263,7 +266,13 @@ func TestBinaryTLSReloadOnSIGHUP(t *testing.T) {
 		os.WriteFile(c[1], b, 0o600)
 	}
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitLog(t, "SIGHUP: TLS certificates reloaded", 10*time.Second)
+	p.waitLog(t, "SIGHUP: reloaded", 10*time.Second)
+	if line := grepLine(p.stderr.String(), "SIGHUP: reloaded"); !strings.Contains(line, "changed=certificates") {
+		t.Fatalf("the reload does not say the certificates changed: %s", line)
+	}
+	if f := scrapeUntil(t, admin, func(f map[string]*dto.MetricFamily) bool { return has(f, "wsgate_reloads_total", "result=ok", 1) }); !has(f, "wsgate_reloads_total", "result=ok", 1) {
+		t.Fatal("wsgate_reloads_total{result=\"ok\"} is not 1 after a good reload")
+	}
 	_, pool2 := caPool(t, f2.CA)
 	second, err := serial(pool2)
 	if err != nil || second == first {
@@ -274,9 +283,12 @@ func TestBinaryTLSReloadOnSIGHUP(t *testing.T) {
 	// A broken key file: refused, the certificate in use stays.
 	os.WriteFile(f.Key, []byte("not a key"), 0o600)
 	p.cmd.Process.Signal(syscall.SIGHUP)
-	p.waitLog(t, "TLS certificates not reloaded", 10*time.Second)
-	if line := grepLine(p.stderr.String(), "not reloaded"); !strings.Contains(line, "level=ERROR") || !strings.Contains(line, f.Key) {
+	p.waitLog(t, "SIGHUP: reload refused", 10*time.Second)
+	if line := grepLine(p.stderr.String(), "msg=\"reload refused\""); !strings.Contains(line, "level=ERROR") || !strings.Contains(line, f.Key) {
 		t.Fatalf("the refusal does not name the file at Error level: %s", line)
+	}
+	if f := scrapeUntil(t, admin, func(f map[string]*dto.MetricFamily) bool { return has(f, "wsgate_reloads_total", "result=error", 1) }); !has(f, "wsgate_reloads_total", "result=error", 1) || !has(f, "wsgate_reloads_total", "result=ok", 1) {
+		t.Fatal("wsgate_reloads_total: want result=ok 1 and result=error 1 after a good and a bad reload")
 	}
 	if third, err := serial(pool2); err != nil || third != second {
 		t.Fatalf("after a bad reload: serial %s, want %s (err %v)", third, second, err)
