@@ -157,7 +157,7 @@ func start(cfg Config, table *route.Table) (*Server, error) {
 	go s.supervise(r)
 	go s.ticker()
 	logFDPlan(s.log, cfg, plan, given)
-	s.log.Info("wsgate listening", "listen", s.addr, "routes", describeRoutes(table), "loops", cfg.Loops, "fd_budget", s.fds.Limit())
+	s.log.Info("wsgate listening", "listen", s.addr, "routes", table.String(), "loops", cfg.Loops, "fd_budget", s.fds.Limit())
 	return s, nil
 }
 

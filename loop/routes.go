@@ -74,25 +74,6 @@ func (s *Server) SetHeaderTimeout(d time.Duration) {
 // Routes returns the route table in use.
 func (s *Server) Routes() *route.Table { return s.routes.Load() }
 
-// describeRoutes is the table in -route syntax, for the start-up log line.
-func describeRoutes(t *route.Table) string {
-	var b strings.Builder
-	for i, r := range t.Routes() {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(r.String())
-		b.WriteByte('=')
-		for j, m := range r.Pool.Members() {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(m.Addr())
-		}
-	}
-	return b.String()
-}
-
 // describeMembers says why each member of a pool cannot be picked, for the 502 log line.
 func describeMembers(p *route.Pool, now int64) string {
 	var b strings.Builder

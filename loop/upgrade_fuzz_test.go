@@ -77,7 +77,16 @@ func FuzzUpgradeJudge(f *testing.F) {
 			}
 			return
 		}
-		ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(ans[:full.Consumed])), &http.Request{Method: "GET"})
+		head := ans[:full.Consumed]
+		ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: "GET"})
+		if err != nil && strings.HasPrefix(err.Error(), "unsupported transfer encoding") {
+			// net/http implements no transfer coding but a single chunked; a response may carry
+			// others (RFC 9112 section 6.3: not ending in chunked = read until close), which
+			// httpparse accepts in responses as FuzzFramingResponse mirrors. The codings are not
+			// what is judged here: read both heads again without their Transfer-Encoding lines.
+			head, fullTo = withoutTransferEncoding(head), withoutTransferEncoding(fullTo)
+			ref, err = http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), &http.Request{Method: "GET"})
+		}
 		if err != nil {
 			// httpparse is stricter than net/http in places, never looser: a head it accepts
 			// must be one net/http reads.
@@ -115,6 +124,24 @@ func FuzzUpgradeJudge(f *testing.F) {
 			}
 		}
 	})
+}
+
+// withoutTransferEncoding drops the Transfer-Encoding field lines of a head (names compared
+// ASCII-case-insensitively, up to the colon); every other byte stays.
+func withoutTransferEncoding(head []byte) []byte {
+	var out []byte
+	for rest := head; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		if name, _, ok := bytes.Cut(line, []byte(":")); ok && httpparse.EqualFold(name, "transfer-encoding") {
+			continue
+		}
+		out = append(out, line...)
+	}
+	return out
 }
 
 func hasToken(values []string, tok string) bool {

@@ -323,3 +323,22 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+// TestTableString: the table reads back in -route syntax, in match order, and parsing that back
+// gives a table that prints the same (a reload compares tables by it).
+func TestTableString(t *testing.T) {
+	tb := mustTable(t, "/=127.0.0.1:3000", "/loki/=127.0.0.1:3100,127.0.0.1:3101", "logs.example.com/=127.0.0.1:3200")
+	got := tb.String()
+	for _, want := range []string{"/=127.0.0.1:3000", "/loki/=127.0.0.1:3100,127.0.0.1:3101", "logs.example.com/=127.0.0.1:3200"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("String() = %q, missing %q", got, want)
+		}
+	}
+	again := mustTable(t, strings.Fields(got)...)
+	if again.String() != got {
+		t.Fatalf("round trip: %q -> %q", got, again.String())
+	}
+	if other := mustTable(t, "/=127.0.0.1:3000", "/loki/=127.0.0.1:3100"); other.String() == got {
+		t.Fatalf("two different tables print the same: %q", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -441,6 +442,27 @@ func NewTable(specs []Spec, d Defaults, prev *Table) (*Table, error) {
 
 // Routes returns the routes in spec order.
 func (t *Table) Routes() []*Route { return t.routes }
+
+// String is the table in -route syntax, routes in match order separated by spaces
+// ("/=127.0.0.1:3000 /loki/=127.0.0.1:3100,127.0.0.1:3101"): the start-up and reload log
+// lines print it, and a reload compares two tables by it.
+func (t *Table) String() string {
+	var b strings.Builder
+	for i, r := range t.routes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(r.String())
+		b.WriteByte('=')
+		for j, m := range r.Pool.Members() {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(m.Addr())
+		}
+	}
+	return b.String()
+}
 
 // Members returns the distinct members (one per backend address) in first-listed order.
 func (t *Table) Members() []*Member { return t.members }

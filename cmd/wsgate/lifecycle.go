@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -252,23 +251,4 @@ func (lc *lifecycle) sdnotify(assignments ...string) {
 func (lc *lifecycle) status(what string) string {
 	t := lc.srv.Routes()
 	return fmt.Sprintf("%s on %s: %d routes, %d backends", what, lc.srv.Addr(), len(t.Routes()), len(t.Members()))
-}
-
-// describeTable is a table in -route syntax, for the reload's log line.
-func describeTable(t *route.Table) string {
-	var b strings.Builder
-	for i, r := range t.Routes() {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(r.String())
-		b.WriteByte('=')
-		for j, m := range r.Pool.Members() {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(m.Addr())
-		}
-	}
-	return b.String()
 }

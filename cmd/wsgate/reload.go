@@ -108,7 +108,7 @@ func (lc *lifecycle) reload() {
 	if from == "" {
 		from = "(no -config: the command line only)"
 	}
-	attrs := []any{"config", from, "routes", describeTable(lc.table), "changed", changed}
+	attrs := []any{"config", from, "routes", lc.table.String(), "changed", changed}
 	if lc.certs != nil {
 		attrs = append(attrs, "tls_names", strings.Join(lc.certs.Names(), ","))
 	}
@@ -168,7 +168,7 @@ func (lc *lifecycle) applyReload() ([]string, error) {
 		lc.log.Warn("SIGHUP: setting not applied: a running wsgate cannot change it", "setting", "-"+name,
 			"running", was, "configured", now, "needs", needs)
 	}
-	if describeTable(table) != describeTable(lc.table) || !slices.Equal(o.origins, lc.o.origins) {
+	if table.String() != lc.table.String() || !slices.Equal(o.origins, lc.o.origins) {
 		applied = append(applied, "routes")
 	}
 

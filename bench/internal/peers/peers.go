@@ -294,9 +294,10 @@ func startWSGate(splice bool) func(Env, string, string) (*exec.Cmd, error) {
 			n = 1
 		}
 		// Loop counts are passed explicitly (one per CPU the proxy may use) so the run does not
-		// depend on how the binary derives its defaults.
+		// depend on how the binary derives its defaults. The access log is off, as nginx's
+		// (access_log off) and HAProxy's (warnings only, no request lines) are: like with like.
 		return Command(env, dir, env.Bins.WSGate, "-listen", listen, "-backend", env.BackendAddr,
-			"-splice="+strconv.FormatBool(splice), "-log-level", "warn",
+			"-splice="+strconv.FormatBool(splice), "-log-level", "warn", "-access-log", "off",
 			"-loops", strconv.Itoa(n), "-tunnel-loops", strconv.Itoa(n))
 	}
 }

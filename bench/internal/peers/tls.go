@@ -59,7 +59,8 @@ func tlsSpecs() []Spec {
 
 func startWSGateTLS(env Env, dir, listen string) (*exec.Cmd, error) {
 	n := max(env.ProxyCPUs, 1)
-	return Command(env, dir, env.Bins.WSGate, "-listen", listen, "-backend", env.BackendAddr, "-log-level", "warn",
+	// The access log is off, as in startWSGate and in the peers' configurations.
+	return Command(env, dir, env.Bins.WSGate, "-listen", listen, "-backend", env.BackendAddr, "-log-level", "warn", "-access-log", "off",
 		"-loops", strconv.Itoa(n), "-tunnel-loops", strconv.Itoa(n),
 		"-tls-cert", env.TLS.Cert, "-tls-key", env.TLS.Key)
 }
