@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -113,15 +114,30 @@ func (p *proc) waitLog(t *testing.T, s string, d time.Duration) {
 	}
 }
 
+// freePort is a port nothing listens on now, never one it returned before in this process: the
+// kernel may hand a just-closed ephemeral port out again at once, and two calls for one wsgate
+// (-listen and -admin) then name the same address.
 func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !freePorts.given[addr] {
+			freePorts.given[addr] = true
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
+
+var freePorts = struct {
+	sync.Mutex
+	given map[string]bool
+}{given: map[string]bool{}}
 
 // countingBackend is an HTTP backend answering "ok" that counts the TCP connections it accepted.
 type countingBackend struct {
