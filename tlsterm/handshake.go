@@ -322,8 +322,13 @@ func (h *Handshake) Close() {
 	case StateWaitingSlot, StateNeedHello:
 		h.srv.cancel(h)
 	}
-	if h.p != nil && h.legacy == nil {
-		h.p.Close()
+	if h.p != nil {
+		h.p.mu.Lock()
+		legacy := h.legacy // written by the handshake goroutine under p.mu (run)
+		h.p.mu.Unlock()
+		if legacy == nil {
+			h.p.Close()
+		}
 	}
 	if h.state != StateEstablished && h.state != StateFailed {
 		h.fail(errors.New("tls handshake: closed"))
