@@ -34,12 +34,7 @@ test: lint
 
 # Each fuzz target runs for FUZZTIME on top of its checked-in corpus (testdata/fuzz/<Target>).
 fuzz:
-	@set -e; for pkg in $$($(GO) list -f '{{if or .TestGoFiles .XTestGoFiles}}{{.Dir}}{{end}}' $(PKGS)); do \
-	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$pkg/*_test.go 2>/dev/null | sed 's/^func //'); do \
-	    echo "fuzz $$t in $$pkg for $(FUZZTIME)"; \
-	    (cd $$pkg && $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) .) || exit 1; \
-	  done; \
-	done
+	bash .ci/fuzz $(GO) $(FUZZTIME) $(PKGS)
 
 # Go micro-benchmarks (allocation counts included); compare runs with benchstat.
 bench-go:
