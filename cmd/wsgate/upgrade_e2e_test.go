@@ -86,25 +86,35 @@ func (p e2eParams) dial(d time.Duration) (net.Conn, error) {
 	return tls.DialWithDialer(&net.Dialer{Timeout: d}, "tcp", p.Listen, e2eTLSOnce.cfg)
 }
 
-func defaultE2EParams() e2eParams {
-	return e2eParams{Tunnels: 2000, MsgEvery: time.Second, Upgrades: 3, Workers: 16, Listen: "127.0.0.1:18443",
-		WsgateFlags: []string{"-loops", "2", "-tunnel-loops", "2", "-drain-timeout", "20s", "-close-spread", "5s"}}
-}
-
-func TestBinaryUpgradeE2E(t *testing.T) {
+// e2eRole runs this test binary's part when it was re-executed for one (the orchestrator in the
+// network namespace, or the clients) and reports true; in the parent it skips without root or
+// without tcp_migrate_req (both needed for the namespace the test makes), else reports false.
+func e2eRole(t *testing.T) bool {
 	switch os.Getenv(e2eRoleEnv) {
 	case "netns":
 		e2eOrchestrator(t)
-		return
+		return true
 	case "clients":
 		e2eClients(t)
-		return
+		return true
 	}
 	if os.Getuid() != 0 {
 		t.Skip("needs root for a network namespace of its own (tcp_migrate_req is per namespace)")
 	}
 	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil {
 		t.Skip("no net.ipv4.tcp_migrate_req (Linux 5.14+):", err)
+	}
+	return false
+}
+
+func defaultE2EParams() e2eParams {
+	return e2eParams{Tunnels: 2000, MsgEvery: time.Second, Upgrades: 3, Workers: 16, Listen: "127.0.0.1:18443",
+		WsgateFlags: []string{"-loops", "2", "-tunnel-loops", "2", "-drain-timeout", "20s", "-close-spread", "5s"}}
+}
+
+func TestBinaryUpgradeE2E(t *testing.T) {
+	if e2eRole(t) {
+		return
 	}
 	runE2E(t, defaultE2EParams())
 }
@@ -112,19 +122,8 @@ func TestBinaryUpgradeE2E(t *testing.T) {
 // The same over TLS: 1,000 WSS tunnels (TLS 1.3, crypto/tls clients) and HTTPS load, three
 // upgrades: every tunnel passes with its keys and sequence numbers.
 func TestBinaryUpgradeE2ETLS(t *testing.T) {
-	switch os.Getenv(e2eRoleEnv) {
-	case "netns":
-		e2eOrchestrator(t)
+	if e2eRole(t) {
 		return
-	case "clients":
-		e2eClients(t)
-		return
-	}
-	if os.Getuid() != 0 {
-		t.Skip("needs root for a network namespace of its own (tcp_migrate_req is per namespace)")
-	}
-	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil {
-		t.Skip("no net.ipv4.tcp_migrate_req (Linux 5.14+):", err)
 	}
 	p := defaultE2EParams()
 	p.Tunnels, p.TLS = 1000, true
@@ -133,19 +132,8 @@ func TestBinaryUpgradeE2ETLS(t *testing.T) {
 
 // The same with HTTP only (no tunnels): keep-alive and new connections through three upgrades.
 func TestBinaryUpgradeE2EHTTP(t *testing.T) {
-	switch os.Getenv(e2eRoleEnv) {
-	case "netns":
-		e2eOrchestrator(t)
+	if e2eRole(t) {
 		return
-	case "clients":
-		e2eClients(t)
-		return
-	}
-	if os.Getuid() != 0 {
-		t.Skip("needs root for a network namespace of its own (tcp_migrate_req is per namespace)")
-	}
-	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_migrate_req"); err != nil {
-		t.Skip("no net.ipv4.tcp_migrate_req (Linux 5.14+):", err)
 	}
 	p := defaultE2EParams()
 	p.Tunnels = 0
