@@ -413,23 +413,17 @@ func (l *loop) move(c *conn, i int) bool {
 			if dst.ev&evOut == 0 {
 				return true
 			}
-			n, err := rawWrite(int(dst.fd), (*f.buf)[f.off:f.lim])
+			n, err := l.writeHeld(f, dst)
 			if err != nil {
 				if err == unix.EINTR {
 					continue
 				}
 				return l.writeFailed(c, i, err)
 			}
-			f.off += int32(n)
-			f.moved += int64(n)
-			l.st.copied.Add(int64(n))
 			if c.x == nil {
 				l.m.TunnelBytes(int(c.route), metrics.Direction(i), n)
 			}
 			c.active = l.now
-			if f.off == f.lim {
-				l.dropBuf(f)
-			}
 			if budget -= n; budget <= 0 {
 				l.defer_(c)
 				return true
@@ -980,6 +974,23 @@ func closeReason(c *conn, err error) metrics.CloseReason {
 		return metrics.CloseReset
 	}
 	return metrics.CloseError
+}
+
+// writeHeld writes the bytes f holds toward dst, once, and accounts for what went: the plain and
+// the TLS copy loops share it (each then marks the conn active its own way). f's buffer goes
+// back to the loop as soon as it is empty, so an idle direction holds none.
+func (l *loop) writeHeld(f *flow, dst *end) (int, error) {
+	n, err := rawWrite(int(dst.fd), (*f.buf)[f.off:f.lim])
+	if err != nil {
+		return 0, err
+	}
+	f.off += int32(n)
+	f.moved += int64(n)
+	l.st.copied.Add(int64(n))
+	if f.off == f.lim {
+		l.dropBuf(f)
+	}
+	return n, nil
 }
 
 // tunnelBytes counts n bytes moved in direction i of c if c is a tunnel (not a transfer, not a

@@ -84,20 +84,14 @@ func (l *loop) moveTLS(c *conn, i int) bool {
 			if dst.ev&evOut == 0 {
 				return true
 			}
-			n, err := unix.Write(int(dst.fd), (*f.buf)[f.off:f.lim])
+			n, err := l.writeHeld(f, dst)
 			if err != nil {
 				if err == unix.EINTR {
 					continue
 				}
 				return l.writeFailed(c, i, err)
 			}
-			f.off += int32(n)
-			f.moved += int64(n)
-			l.st.copied.Add(int64(n))
 			l.tlsActive(c)
-			if f.off == f.lim {
-				l.dropBuf(f)
-			}
 			if budget -= n; budget <= 0 {
 				l.defer_(c)
 				return true
