@@ -249,6 +249,12 @@ func FreePort() (string, error) {
 
 // WaitReady polls GET /100 on addr until it answers 200, the process exits, or timeout.
 func WaitReady(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
+	return waitReady(ctx, addr, exited, timeout, probe, "")
+}
+
+// waitReady runs probe against addr every 50 ms until it succeeds, the process exits, or timeout;
+// over names the transport in the error ("" or " over TLS").
+func waitReady(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration, probe func(string) error, over string) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -264,7 +270,7 @@ func WaitReady(ctx context.Context, addr string, exited <-chan struct{}, timeout
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("no 200 for GET /100 within %v: %v", timeout, last)
+	return fmt.Errorf("no 200 for GET /100%s within %v: %v", over, timeout, last)
 }
 
 func probe(addr string) error {
@@ -272,12 +278,7 @@ func probe(addr string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("GET /100 HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := get100(c, addr)
 	if err != nil {
 		return err
 	}
@@ -285,6 +286,16 @@ func probe(addr string) error {
 		return fmt.Errorf("status %q", strings.TrimSpace(line))
 	}
 	return nil
+}
+
+// get100 sends GET /100 on c, returns the answer's status line and closes c.
+func get100(c net.Conn, addr string) (string, error) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("GET /100 HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
 }
 
 func startWSGate(splice bool) func(Env, string, string) (*exec.Cmd, error) {

@@ -1,10 +1,8 @@
 package peers
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -104,22 +102,7 @@ func startHAProxyTLS(env Env, dir, listen string) (*exec.Cmd, error) {
 
 // WaitReadyTLS is WaitReady over TLS.
 func WaitReadyTLS(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("process exited")
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if last = probeTLS(addr); last == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("no 200 for GET /100 over TLS within %v: %v", timeout, last)
+	return waitReady(ctx, addr, exited, timeout, probeTLS, " over TLS")
 }
 
 func probeTLS(addr string) error {
@@ -128,12 +111,7 @@ func probeTLS(addr string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte("GET /100 HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	line, err := get100(c, addr)
 	if err != nil {
 		return err
 	}
