@@ -86,15 +86,7 @@ func (h *harness) cells() []cell {
 				cs = append(cs, cell{scenario: "bulk", name: prefix, est: s.BulkDur + 150*time.Millisecond,
 					measure: func(ctx context.Context, r *peers.Running) (outcome, error) {
 						res, err := load.RunBulk(ctx, load.BulkConfig{Addr: r.Addr, Up: up, Conns: n, Duration: s.BulkDur, Locals: load.SourceAddrs(s.Sources)})
-						if err != nil {
-							return outcome{}, err
-						}
-						return outcome{
-							metrics: map[string]float64{prefix + ".MBps": res.MBps()},
-							perUnit: []perUnit{{prefix + ".cpu_s_GB", float64(res.Bytes) / 1e9, 1}},
-							errors:  res.Errors,
-							summary: fmt.Sprintf("%.0f MB/s", res.MBps()),
-						}, nil
+						return bulkOutcome(prefix, res, err)
 					}})
 			}
 		}
@@ -413,3 +405,17 @@ func genLabel(gen string) string {
 }
 
 func slug(s string) string { return strings.NewReplacer(".", "-", " ", "-").Replace(s) }
+
+// bulkOutcome is a bulk cell's figures (plain and WSS alike): MB/s under prefix.MBps and the
+// proxy's CPU per GB moved under prefix.cpu_s_GB.
+func bulkOutcome(prefix string, res load.BulkResult, err error) (outcome, error) {
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{
+		metrics: map[string]float64{prefix + ".MBps": res.MBps()},
+		perUnit: []perUnit{{prefix + ".cpu_s_GB", float64(res.Bytes) / 1e9, 1}},
+		errors:  res.Errors,
+		summary: fmt.Sprintf("%.0f MB/s", res.MBps()),
+	}, nil
+}

@@ -80,15 +80,7 @@ func (h *harness) tlsCells() []cell {
 				measure: func(ctx context.Context, r *peers.Running) (outcome, error) {
 					res, err := load.RunBulk(ctx, load.BulkConfig{Addr: r.Addr, Up: up, Conns: wssBulkConns, Duration: s.BulkDur,
 						Locals: load.SourceAddrs(s.Sources), TLS: load.ClientTLS(tls.VersionTLS13)})
-					if err != nil {
-						return outcome{}, err
-					}
-					return outcome{
-						metrics: map[string]float64{prefix + ".MBps": res.MBps()},
-						perUnit: []perUnit{{prefix + ".cpu_s_GB", float64(res.Bytes) / 1e9, 1}},
-						errors:  res.Errors,
-						summary: fmt.Sprintf("%.0f MB/s", res.MBps()),
-					}, nil
+					return bulkOutcome(prefix, res, err)
 				}})
 		}
 	}

@@ -222,43 +222,55 @@ func acceptOK(head, want []byte) bool {
 // EchoAll sends one masked 100-byte binary frame through every tunnel and checks the echo
 // (an unmasked frame with the same payload), par at a time. It returns how many answered.
 func (s *StormSet) EchoAll(ctx context.Context, par int, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	return eachTunnel(ctx, len(s.conns), par, "storm tunnel", func() func(int) error {
+		frame := make([]byte, 6+100)
+		in := make([]byte, 2+100)
+		return func(i int) error {
+			c := s.conns[i]
+			frame[0], frame[1] = 0x82, 0x80|100
+			mask := [4]byte{byte(i), byte(i >> 8), 0x5a, 0xa5}
+			copy(frame[2:6], mask[:])
+			for k := 0; k < 100; k++ {
+				frame[6+k] = byte(i+k) ^ mask[k%4]
+			}
+			c.SetDeadline(deadline)
+			_, err := c.Write(frame)
+			if err == nil {
+				_, err = io.ReadFull(c, in)
+			}
+			if err == nil && (in[0] != 0x82 || in[1] != 100 || !echoOK(in[2:], i)) {
+				err = fmt.Errorf("echo mismatch: % x", in[:6])
+			}
+			return err
+		}
+	})
+}
+
+// eachTunnel runs one check per tunnel index 0..n-1 on par goroutines (each with the check its
+// worker() makes, so that buffers are per goroutine) until every index is done or ctx ends; it
+// returns how many passed and the first failure, named "<what> <index>".
+func eachTunnel(ctx context.Context, n, par int, what string, worker func() func(i int) error) (int, error) {
 	var (
 		next, ok atomic.Int64
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		first    error
 	)
-	deadline := time.Now().Add(timeout)
 	for w := 0; w < par; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			frame := make([]byte, 6+100)
-			in := make([]byte, 2+100)
+			check := worker()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(s.conns) || ctx.Err() != nil {
+				if i >= n || ctx.Err() != nil {
 					return
 				}
-				c := s.conns[i]
-				frame[0], frame[1] = 0x82, 0x80|100
-				mask := [4]byte{byte(i), byte(i >> 8), 0x5a, 0xa5}
-				copy(frame[2:6], mask[:])
-				for k := 0; k < 100; k++ {
-					frame[6+k] = byte(i+k) ^ mask[k%4]
-				}
-				c.SetDeadline(deadline)
-				_, err := c.Write(frame)
-				if err == nil {
-					_, err = io.ReadFull(c, in)
-				}
-				if err == nil && (in[0] != 0x82 || in[1] != 100 || !echoOK(in[2:], i)) {
-					err = fmt.Errorf("echo mismatch: % x", in[:6])
-				}
-				if err != nil {
+				if err := check(i); err != nil {
 					mu.Lock()
 					if first == nil {
-						first = fmt.Errorf("storm tunnel %d: %w", i, err)
+						first = fmt.Errorf("%s %d: %w", what, i, err)
 					}
 					mu.Unlock()
 					continue

@@ -409,49 +409,25 @@ func (s *IdleSet) Len() int { return len(s.conns) }
 // PingAll sends one 100-byte message through every tunnel and checks its echo; it returns how
 // many tunnels answered correctly and the first failure.
 func (s *IdleSet) PingAll(ctx context.Context, par int, timeout time.Duration) (int, error) {
-	var (
-		next, ok atomic.Int64
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		first    error
-	)
 	deadline := time.Now().Add(timeout)
-	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			msg := make([]byte, 100)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(s.conns) || ctx.Err() != nil {
-					return
-				}
-				c := s.conns[i]
-				binary.BigEndian.PutUint64(msg, uint64(i))
-				c.SetWriteDeadline(deadline)
-				c.SetReadDeadline(deadline)
-				err := c.WriteMessage(websocket.BinaryMessage, msg)
-				var got []byte
-				if err == nil {
-					_, got, err = c.ReadMessage()
-				}
-				if err == nil && (len(got) != len(msg) || binary.BigEndian.Uint64(got) != uint64(i)) {
-					err = fmt.Errorf("echo mismatch: %d bytes", len(got))
-				}
-				if err != nil {
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("idle tunnel %d: %w", i, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				ok.Add(1)
+	return eachTunnel(ctx, len(s.conns), par, "idle tunnel", func() func(int) error {
+		msg := make([]byte, 100)
+		return func(i int) error {
+			c := s.conns[i]
+			binary.BigEndian.PutUint64(msg, uint64(i))
+			c.SetWriteDeadline(deadline)
+			c.SetReadDeadline(deadline)
+			err := c.WriteMessage(websocket.BinaryMessage, msg)
+			var got []byte
+			if err == nil {
+				_, got, err = c.ReadMessage()
 			}
-		}()
-	}
-	wg.Wait()
-	return int(ok.Load()), first
+			if err == nil && (len(got) != len(msg) || binary.BigEndian.Uint64(got) != uint64(i)) {
+				err = fmt.Errorf("echo mismatch: %d bytes", len(got))
+			}
+			return err
+		}
+	})
 }
 
 // Close closes every tunnel.
